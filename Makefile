@@ -1,0 +1,40 @@
+# keras-vit: the few verbs people type. `make test` and `make demo` set everything up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test demo lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+## make test: create .venv if absent, install, lint, run the whole test suite.
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+## make demo: the main job on the embedded default (MODEL=<hub id or path> for real weights).
+demo: install
+	$(PY) -m keras_vit.demo $(if $(MODEL),--model $(MODEL),)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## make bench: the benchmarks; each writes benchmarks/results/<name>.md.
+bench: install
+	$(PY) benchmarks/forward.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,49 @@
+"""The ``keras-vit`` command line.
+
+Each sub-command lives in its own module of this package and exposes
+``register(subparsers)``, which adds an ``argparse`` parser whose default
+``func`` runs the command. Heavy imports (TensorFlow, Keras) happen inside
+the command functions so that ``keras-vit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Sub-command modules, in the order ``--help`` lists them.
+COMMANDS = ("predict", "info", "export", "serve", "train", "deploy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-vit",
+        description="Vision Transformers in Keras 3: load checkpoints, fine-tune, "
+        "export for TF Serving, serve and query.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"keras_vit.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"keras_vit.cli.{name}":
+                raise
+            continue  # command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

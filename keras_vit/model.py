@@ -1,0 +1,204 @@
+"""The ViT image classifier: preprocessing, patch embedding, Transformer encoder, head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from keras_vit.layers import (
+    ClassToken,
+    ClassTokenPooling,
+    EncoderBlock,
+    PatchEmbedding,
+    PositionEmbedding,
+)
+from keras_vit.preprocessing import (
+    DEFAULT_MEAN,
+    DEFAULT_RESCALE,
+    DEFAULT_STD,
+    ViTImagePreprocessor,
+)
+from keras_vit.presets import DEFAULT_PRESET, get_preset
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class ViTClassifier(keras.Model):
+    """Vision Transformer image classifier (Dosovitskiy et al., 2021) with in-graph preprocessing.
+
+    Call it on a batch of NHWC RGB images in ``[0, 255]`` (uint8 or float, any
+    size): it resizes and normalises them (layer ``preprocessing``), embeds
+    16x16 patches (``patch_embedding``), prepends the ``class_token``, adds the
+    ``position_embedding``, runs ``num_layers`` pre-LN ``encoder_block_{i}``,
+    applies ``encoder_norm``, pools the class token (``pooling``), optionally a
+    tanh ``pre_logits`` layer, and returns the logits of ``head``.
+
+    Every constructor argument is returned by ``get_config()``; ``labels`` are
+    the class names (``model.labels``) and travel with the saved model.
+
+    Example:
+    >>> import numpy as np
+    >>> model = ViTClassifier(image_size=32, patch_size=8, num_layers=2, num_heads=3,
+    ...                       hidden_dim=48, mlp_dim=96, num_classes=5)
+    >>> model(np.zeros((2, 40, 50, 3), "uint8")).shape
+    TensorShape([2, 5])
+    >>> model.labels[:2]
+    ['LABEL_0', 'LABEL_1']
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        hidden_dim: int = 768,
+        mlp_dim: int = 3072,
+        num_classes: int = 1000,
+        dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        layer_norm_epsilon: float = 1e-12,
+        representation_size: int | None = None,
+        labels: Sequence[str] | None = None,
+        image_mean: Sequence[float] = DEFAULT_MEAN,
+        image_std: Sequence[float] = DEFAULT_STD,
+        rescale_factor: float = DEFAULT_RESCALE,
+        dtype=None,
+        **kwargs,
+    ):
+        image_size = _pair(image_size)
+        if image_size[0] % patch_size or image_size[1] % patch_size:
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of patch_size {patch_size}"
+            )
+        if labels is not None:
+            labels = [str(label) for label in labels]
+            if len(labels) != num_classes:
+                raise ValueError(f"{len(labels)} labels given for num_classes={num_classes}")
+        grid = (image_size[0] // patch_size, image_size[1] // patch_size)
+
+        # === Functional model ===
+        images = keras.Input(shape=(None, None, 3), name="images")
+        x = ViTImagePreprocessor(
+            image_size=image_size,
+            image_mean=image_mean,
+            image_std=image_std,
+            rescale_factor=rescale_factor,
+            dtype=dtype,
+            name="preprocessing",
+        )(images)
+        x = PatchEmbedding(hidden_dim, patch_size, dtype=dtype, name="patch_embedding")(x)
+        x = ClassToken(dtype=dtype, name="class_token")(x)
+        x = PositionEmbedding(grid[0] * grid[1] + 1, dtype=dtype, name="position_embedding")(x)
+        x = keras.layers.Dropout(dropout_rate, dtype=dtype, name="embedding_dropout")(x)
+        for i in range(num_layers):
+            x = EncoderBlock(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                mlp_dim=mlp_dim,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                # Stochastic depth grows linearly with depth (Huang et al., 2016).
+                drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
+                layer_norm_epsilon=layer_norm_epsilon,
+                dtype=dtype,
+                name=f"encoder_block_{i}",
+            )(x)
+        x = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="encoder_norm"
+        )(x)
+        x = ClassTokenPooling(dtype=dtype, name="pooling")(x)
+        if representation_size:
+            x = keras.layers.Dense(
+                representation_size, activation="tanh", dtype=dtype, name="pre_logits"
+            )(x)
+        logits = keras.layers.Dense(num_classes, dtype=dtype, name="head")(x)
+        super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.mlp_dim = mlp_dim
+        self.num_classes = num_classes
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.representation_size = representation_size
+        self.labels = labels if labels is not None else [f"LABEL_{i}" for i in range(num_classes)]
+        self.image_mean = tuple(float(v) for v in image_mean)
+        self.image_std = tuple(float(v) for v in image_std)
+        self.rescale_factor = float(rescale_factor)
+
+    @property
+    def preprocessor(self) -> ViTImagePreprocessor:
+        return self.get_layer("preprocessing")
+
+    def embedding_model(self) -> keras.Model:
+        """A model sharing these weights that returns the image representation.
+
+        That is the final class-token representation after ``encoder_norm``
+        (before ``pre_logits`` and ``head``), shape ``(batch, hidden_dim)``.
+        """
+        return keras.Model(self.input, self.get_layer("pooling").output, name="vit_embedding")
+
+    @classmethod
+    def from_preset(cls, preset: str = DEFAULT_PRESET, **kwargs) -> ViTClassifier:
+        """A randomly initialised model with the architecture of ``preset`` (e.g. ``"B/16"``)."""
+        config = get_preset(preset)
+        config.update(kwargs)
+        return cls(**config)
+
+    @classmethod
+    def from_pretrained(cls, source: str, **kwargs) -> ViTClassifier:
+        """Loads a checkpoint: an HF directory or hub id, a Google ``.npz`` or a ``.keras`` file.
+
+        See :func:`keras_vit.loading.load_pretrained` for the options.
+        """
+        from keras_vit.loading import load_pretrained
+
+        return load_pretrained(source, **kwargs)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "hidden_dim": self.hidden_dim,
+            "mlp_dim": self.mlp_dim,
+            "num_classes": self.num_classes,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "representation_size": self.representation_size,
+            "labels": list(self.labels),
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "rescale_factor": self.rescale_factor,
+            # The layers carry the policy (a functional model keeps its own at float32).
+            "dtype": keras.dtype_policies.serialize(self.get_layer("head").dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"image_size must be an int or (height, width), got {size!r}")
+    return size

@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+
+def _requirements(name):
+    lines = Path(__file__).with_name(name).read_text().splitlines()
+    return [line for line in lines if line and not line.startswith(("#", "-r"))]
+
+
+setup(
+    name="keras-vit",
+    version="0.1.0",
+    description="Vision Transformers in Keras 3: from checkpoint to TF Serving.",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_vit", "keras_vit.*", "serving", "serving.*"]),
+    include_package_data=True,
+    install_requires=_requirements("requirements.txt"),
+    extras_require={"dev": _requirements("requirements-dev.txt")},
+    entry_points={"console_scripts": ["keras-vit=keras_vit.cli:main"]},
+)
