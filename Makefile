@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
+include Makefile.deploy
+
 .PHONY: install test demo lint format bench clean
 
 install: $(STAMP)
@@ -14,8 +16,9 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt -e .
 	touch $(STAMP)
 
-## make test: create .venv if absent, install, lint, run the whole test suite.
-test: install
+## make test: create .venv (and checkov's own .venv-checkov) if absent, install, lint,
+## run the whole test suite.
+test: install $(CHECKOV_VENV)/bin/checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -37,4 +40,4 @@ bench: install
 	$(PY) benchmarks/forward.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache

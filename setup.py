@@ -18,6 +18,9 @@ setup(
     packages=find_packages(include=["keras_vit", "keras_vit.*", "serving", "serving.*"]),
     include_package_data=True,
     install_requires=_requirements("requirements.txt"),
-    extras_require={"dev": _requirements("requirements-dev.txt")},
+    extras_require={
+        "dev": _requirements("requirements-dev.txt"),
+        "vertex": ["google-cloud-aiplatform>=2.7"],
+    },
     entry_points={"console_scripts": ["keras-vit=keras_vit.cli:main"]},
 )

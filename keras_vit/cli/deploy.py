@@ -1,0 +1,165 @@
+"""``keras-vit deploy vertex``: put an exported model version on a Vertex AI endpoint.
+
+    keras-vit deploy vertex --model-dir models/vit/1 --project my-project \\
+        --region us-central1 --bucket gs://my-bucket/models --endpoint-name vit \\
+        --machine-type n1-standard-4 --accelerator-type NVIDIA_TESLA_T4 \\
+        --accelerator-count 1 --min-replicas 1 --max-replicas 2 --dry-run
+
+``--dry-run`` prints the plan (every SDK call with its arguments) as JSON and needs
+neither network nor credentials. Kubernetes needs no command: see docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "deploy",
+        help="deploy an exported model (Vertex AI)",
+        description="Deploy an exported SavedModel version. Kubernetes: "
+        "`kubectl apply -k kubernetes/overlays/cpu` (see docs/deployment.md).",
+    )
+    targets = parser.add_subparsers(dest="deploy_target", metavar="TARGET")
+    targets.required = True
+    vertex = targets.add_parser(
+        "vertex",
+        help="upload to GCS, Model.upload, deploy to an endpoint, predict, optionally clean up",
+        description="Deploy to a Vertex AI endpoint with google-cloud-aiplatform. Steps: "
+        "upload the SavedModel to GCS, Model.upload with the prebuilt TF serving container "
+        "(or --container-image-uri), reuse or create the endpoint, deploy, predict through "
+        "serving.client.VertexClient, and with --cleanup undeploy and delete everything.",
+    )
+    add_vertex_arguments(vertex)
+    parser.set_defaults(func=run)
+
+
+def add_vertex_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group("where")
+    where.add_argument("--project", required=True, help="Google Cloud project id")
+    where.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
+    where.add_argument(
+        "--bucket",
+        help="gs://BUCKET[/PREFIX] for the model artifacts (required with the prebuilt "
+        "container); files go to PREFIX/<model display name>/<version>/",
+    )
+    what = parser.add_argument_group("what")
+    what.add_argument(
+        "--model-dir",
+        type=Path,
+        help="the SavedModel version directory written by `keras-vit export` (BASE/1)",
+    )
+    what.add_argument("--model-display-name", default="keras-vit")
+    what.add_argument(
+        "--container-image-uri",
+        help="serve with this TF Serving image (ours, from `make image`, pushed to Artifact "
+        "Registry; model baked in) instead of Vertex's prebuilt tf2 container",
+    )
+    endpoint = what.add_mutually_exclusive_group(required=True)
+    endpoint.add_argument("--endpoint-name", help="display name: reuse that endpoint or create it")
+    endpoint.add_argument("--endpoint-id", help="an existing endpoint's id")
+    how = parser.add_argument_group("how")
+    how.add_argument("--machine-type", default="n1-standard-4")
+    how.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4, NVIDIA_L4")
+    how.add_argument("--accelerator-count", type=int, default=None)
+    how.add_argument("--min-replicas", type=int, default=1)
+    how.add_argument("--max-replicas", type=int, default=1)
+    traffic = how.add_mutually_exclusive_group()
+    traffic.add_argument(
+        "--traffic-percentage",
+        type=int,
+        help="share of the endpoint's traffic for the new model (default 100)",
+    )
+    traffic.add_argument(
+        "--traffic-split",
+        help="full split as DEPLOYED_MODEL_ID=PERCENT,...; 0 is the model being deployed, "
+        "e.g. 0=10,1234567890=90 for a canary",
+    )
+    how.add_argument("--service-account", help="service account the replicas run as")
+    how.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="extra Vertex label"
+    )
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument(
+        "--predict-image",
+        action="append",
+        default=[],
+        type=Path,
+        help="image for the smoke-test prediction (repeatable; default a generated JPEG)",
+    )
+    run_group.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="after the prediction undeploy, delete the endpoint (if created), the model "
+        "and the uploaded files",
+    )
+    run_group.add_argument(
+        "--overwrite", action="store_true", help="replace existing objects in the bucket"
+    )
+    run_group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every call with its arguments as JSON; no network, no credentials",
+    )
+
+
+def config_from_args(args: argparse.Namespace):
+    from serving.vertex import VertexDeployConfig, parse_traffic_split
+
+    labels = {"app": "keras-vit"}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--label must be KEY=VALUE, got {item!r}")
+        labels[key] = value
+    accelerator_count = args.accelerator_count
+    if accelerator_count is None:
+        accelerator_count = 1 if args.accelerator_type else 0
+    return VertexDeployConfig(
+        project=args.project,
+        region=args.region,
+        model_dir=args.model_dir,
+        bucket=args.bucket,
+        endpoint_name=args.endpoint_name,
+        endpoint_id=args.endpoint_id,
+        model_display_name=args.model_display_name,
+        machine_type=args.machine_type,
+        accelerator_type=args.accelerator_type,
+        accelerator_count=accelerator_count,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        traffic_percentage=args.traffic_percentage,
+        traffic_split=parse_traffic_split(args.traffic_split) if args.traffic_split else None,
+        container_image_uri=args.container_image_uri,
+        service_account=args.service_account,
+        labels=labels,
+        predict_images=list(args.predict_image),
+        cleanup=args.cleanup,
+        overwrite=args.overwrite,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.vertex import build_plan, execute, plan_to_json
+
+    try:
+        config = config_from_args(args)
+        plan = build_plan(config)
+    except ValueError as error:
+        print(f"keras-vit deploy vertex: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(plan_to_json(plan, config))
+        return 0
+    try:
+        values = execute(plan, config, log=lambda line: print(line, file=sys.stderr))
+    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
+        print(f"keras-vit deploy vertex: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    endpoint = values.get("endpoint")
+    if endpoint is not None and not config.cleanup:
+        print(endpoint.resource_name)
+    return 0

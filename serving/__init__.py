@@ -1,0 +1,1 @@
+"""Serving keras-vit models: the TF Serving client library and the local server."""
