@@ -113,7 +113,13 @@ class ViTClassifier(keras.Model):
             x = keras.layers.Dense(
                 representation_size, activation="tanh", dtype=dtype, name="pre_logits"
             )(x)
-        logits = keras.layers.Dense(num_classes, dtype=dtype, name="head")(x)
+        # Under mixed precision the logits stay float32, so losses and softmax are stable.
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+        policy = policy or keras.config.dtype_policy()
+        mixed = policy.compute_dtype != policy.variable_dtype
+        head_dtype = policy.variable_dtype if mixed else dtype
+        logits = keras.layers.Dense(num_classes, dtype=head_dtype, name="head")(x)
+        kwargs.setdefault("name", "vit_classifier")
         super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
 
         # === Config ===
@@ -184,7 +190,7 @@ class ViTClassifier(keras.Model):
             "image_std": self.image_std,
             "rescale_factor": self.rescale_factor,
             # The layers carry the policy (a functional model keeps its own at float32).
-            "dtype": keras.dtype_policies.serialize(self.get_layer("head").dtype_policy),
+            "dtype": keras.dtype_policies.serialize(self.get_layer("patch_embedding").dtype_policy),
         }
 
     @classmethod

@@ -66,13 +66,18 @@ class ViTImagePreprocessor(keras.layers.Layer):
                 f"(batch, height, width, 3); got shape {tuple(images.shape)}"
             )
         images = ops.cast(images, self.compute_dtype)
-        images = ops.image.resize(
-            images,
-            self.image_size,
-            interpolation=self.interpolation,
-            antialias=self.antialias,
-            data_format="channels_last",
-        )
+        # A resize to the same size returns the image (bit for bit for bilinear, bicubic,
+        # nearest and area; within float rounding for lanczos), so it is skipped when the
+        # traced shape already matches: that saves its cost and lets XLA compile the model
+        # (TF's antialiased resize, ScaleAndTranslate, has no XLA kernel).
+        if tuple(images.shape[1:3]) != self.image_size:
+            images = ops.image.resize(
+                images,
+                self.image_size,
+                interpolation=self.interpolation,
+                antialias=self.antialias,
+                data_format="channels_last",
+            )
         scale = ops.cast(ops.convert_to_tensor(self.scale), self.compute_dtype)
         offset = ops.cast(ops.convert_to_tensor(self.offset), self.compute_dtype)
         return images * scale + offset

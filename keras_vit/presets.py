@@ -26,6 +26,8 @@ def _build_presets() -> dict[str, dict]:
             if (patch_size == 14) != (size == "huge"):
                 continue  # ViT-H is published with 14-pixel patches only
             for image_size in (224, 384):
+                if image_size % patch_size:
+                    continue  # 384 is no multiple of 14: ViTClassifier rejects such a grid
                 presets[f"vit-{size}-patch{patch_size}-{image_size}"] = dict(
                     image_size=image_size,
                     patch_size=patch_size,

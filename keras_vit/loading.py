@@ -1,0 +1,381 @@
+"""``load_pretrained``: any supported checkpoint -> a ready ViTClassifier.
+
+Sources, in the order they are recognised:
+
+1. an existing ``.keras`` file, or a directory holding ``model.keras`` (what our
+   trainer writes; its ``labels.txt`` and ``preprocessor_config.json`` are
+   informational, the ``.keras`` file carries both);
+2. an existing ``.npz`` file (Google vit_jax / AugReg / big_vision);
+3. an HF-format directory (``config.json`` + ``model.safetensors`` or
+   ``tf_model.h5``, optional ``preprocessor_config.json``), or one of those
+   weight files inside such a directory;
+4. a Hugging Face Hub id (``google/vit-base-patch16-224``), fetched into the HF
+   cache and then read as 3.
+
+No transformers, torch or flax is imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keras_vit.convert import hf_h5, hf_safetensors, jax_npz, keras_file
+from keras_vit.convert.common import CheckpointError, Context, load_weights
+from keras_vit.hf_config import read_hf_config, vit_args_from_hf_config
+from keras_vit.hub import HubDownloadError, download_checkpoint, looks_like_hub_id
+
+HEAD_PATHS = ("head/kernel", "head/bias")
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5")
+_DEDICATED = ("num_classes", "labels", "image_size", "dtype")
+
+
+@dataclass
+class _Options:
+    num_classes: int | None = None
+    labels: Sequence[str] | None = None
+    image_size: int | Sequence[int] | None = None
+    strict: bool = True
+    dtype: object = None
+    preset: str | None = None
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def replace_head(self) -> bool:
+        return self.num_classes is not None or self.labels is not None
+
+    @property
+    def changes_model(self) -> bool:
+        return (
+            self.replace_head
+            or bool(self.overrides)
+            or any(v is not None for v in (self.image_size, self.dtype))
+        )
+
+
+def load_pretrained(
+    source: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    labels: Sequence[str] | None = None,
+    image_size: int | Sequence[int] | None = None,
+    strict: bool = True,
+    dtype=None,
+    preset: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    **overrides,
+):
+    """Builds a ViTClassifier and loads a checkpoint into it.
+
+    Args:
+        source: a local HF-format directory (or its weights file), a hub id, a
+            Google ``.npz``, a ``.keras`` file or a directory with ``model.keras``.
+        num_classes: a new number of classes; the head is re-initialised (the
+            checkpoint's head tensors are then expected but skipped).
+        labels: new class names (implies ``num_classes=len(labels)``); the head
+            is re-initialised.
+        image_size: another resolution (int or ``(height, width)``); the position
+            embeddings are resized bicubically with the class token kept aside.
+        strict: by default nothing is assigned unless every tensor matches, and
+            one error lists every missing, unexpected and wrongly-shaped one.
+            ``False`` loads what matches and warns about the rest.
+        dtype: the model's dtype policy (e.g. ``"mixed_bfloat16"``).
+        preset: for ``.npz`` files, take the architecture from this preset
+            (e.g. ``"B/16"``) instead of inferring it from the tensor shapes.
+        revision, cache_dir, token: passed to ``huggingface_hub`` for hub ids.
+        **overrides: other ViTClassifier arguments, e.g. ``dropout_rate=0.1``,
+            ``drop_path_rate=0.1`` for fine-tuning, or ``representation_size=None``
+            to drop a pre-logits layer.
+
+    Returns:
+        The model; ``model.labels`` holds the class names.
+
+    Raises:
+        keras_vit.convert.CheckpointError: unreadable, unsupported or mismatching
+            checkpoints (``CheckpointMismatchError`` for the strict diff).
+        keras_vit.hub.HubDownloadError: a hub id that cannot be fetched.
+    """
+    options = _Options(num_classes, labels, image_size, strict, dtype, preset, overrides)
+    _check_options(options)
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return _load_file(path, options)
+    if path.is_dir():
+        return _load_directory(path, options)
+    if looks_like_hub_id(text):
+        try:
+            directory = download_checkpoint(
+                text, revision=revision, cache_dir=cache_dir, token=token
+            )
+        except HubDownloadError as error:
+            raise HubDownloadError(
+                f"{error} (No local file or directory {text!r} exists either.)"
+            ) from error
+        return _load_hf(directory, None, options, description=f"{text} (Hugging Face Hub)")
+    raise CheckpointError(
+        f"Cannot load {text!r}: it is not an existing file or directory, and not a Hugging Face "
+        "Hub id of the form 'owner/name'. Expected an HF directory (config.json + "
+        "model.safetensors or tf_model.h5), a .npz, a .keras file, a directory with "
+        "model.keras, or a hub id."
+    )
+
+
+def _check_options(options: _Options) -> None:
+    from keras_vit.model import ViTClassifier
+
+    known = set(inspect.signature(ViTClassifier.__init__).parameters) - {"self", "kwargs"}
+    known |= {"name"}
+    unknown = sorted(set(options.overrides) - known)
+    if unknown:
+        raise TypeError(
+            f"load_pretrained() got unknown arguments {unknown}; ViTClassifier arguments are "
+            f"{sorted(known - set(_DEDICATED))}"
+        )
+    if options.num_classes is not None and (
+        isinstance(options.num_classes, bool)
+        or not isinstance(options.num_classes, int)
+        or options.num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive integer, got {options.num_classes!r}")
+    if options.labels is not None:
+        if isinstance(options.labels, str) or len(options.labels) == 0:
+            raise ValueError("labels must be a non-empty sequence of class names")
+        if options.num_classes is not None and options.num_classes != len(options.labels):
+            raise ValueError(
+                f"num_classes={options.num_classes} but {len(options.labels)} labels given"
+            )
+
+
+# === Source dispatch ===
+
+
+def _load_file(path: Path, options: _Options):
+    name = path.name
+    if name.endswith(".keras"):
+        return _load_keras(path, options)
+    if name.endswith(".npz"):
+        return _load_npz(path, options)
+    if name == "config.json":
+        return _load_hf(path.parent, None, options)
+    if name.endswith((".safetensors", ".safetensors.index.json", ".h5")):
+        if not (path.parent / "config.json").is_file():
+            raise CheckpointError(
+                f"Cannot load {str(path)!r}: a transformers weights file needs the config.json "
+                f"of its checkpoint beside it (in {str(path.parent)!r})."
+            )
+        return _load_hf(path.parent, path, options)
+    raise CheckpointError(
+        f"Cannot load {str(path)!r}: unsupported file type. Expected a .keras file, a .npz "
+        "(Google JAX) file, or model.safetensors / tf_model.h5 beside a config.json."
+    )
+
+
+def _load_directory(path: Path, options: _Options):
+    if (path / "model.keras").is_file():
+        return _load_keras(path / "model.keras", options)
+    if (path / "config.json").is_file():
+        return _load_hf(path, None, options)
+    present = sorted(p.name for p in path.iterdir())[:20]
+    raise CheckpointError(
+        f"Cannot load directory {str(path)!r}: it has neither model.keras (a keras-vit model) "
+        f"nor config.json (an HF checkpoint). It contains: {present or 'nothing'}."
+    )
+
+
+# === transformers checkpoints ===
+
+
+def _hf_weights(directory: Path) -> Path:
+    for name in HF_WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    others = [n for n in ("pytorch_model.bin", "flax_model.msgpack") if (directory / n).exists()]
+    raise CheckpointError(
+        f"Cannot load {str(directory)!r}: no {', '.join(HF_WEIGHT_FILES)} found"
+        + (
+            f" ({', '.join(others)} cannot be read without torch/flax: convert it to "
+            "safetensors with transformers' save_pretrained(safe_serialization=True))"
+            if others
+            else ""
+        )
+        + "."
+    )
+
+
+def _load_hf(directory: Path, weights: Path | None, options: _Options, description: str = ""):
+    from keras_vit.preprocessing import read_preprocessor_config
+
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    args = vit_args_from_hf_config(read_hf_config(config_path), source=str(config_path))
+    preprocessor = directory / "preprocessor_config.json"
+    if preprocessor.is_file():
+        try:
+            pixels = read_preprocessor_config(preprocessor)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise CheckpointError(f"{preprocessor} cannot be read: {error}") from error
+        size = pixels.pop("image_size", None)
+        args.update(pixels)
+        if "image_size" not in args and size is not None:
+            args["image_size"] = size
+    args.setdefault("image_size", (224, 224))
+
+    weights = Path(weights) if weights else _hf_weights(directory)
+    if weights.name.endswith(".h5"):
+        reader = hf_h5.LegacyH5Reader(weights)
+        layout, prefix = "tf", hf_h5.tf_prefix(reader.shapes())
+    else:
+        reader = hf_safetensors.SafetensorsReader(weights)
+        layout, prefix = hf_safetensors.detect_layout(reader.shapes())
+        reader.description = (
+            f"{weights} ({'TF' if layout == 'tf' else 'PyTorch'}-named safetensors)"
+        )
+    if description:
+        reader.description = f"{description}: {reader.description}"
+    table = hf_h5.tf_rows if layout == "tf" else hf_safetensors.pt_rows
+    pooler_keys = hf_h5.tf_pooler_keys if layout == "tf" else hf_safetensors.pt_pooler_keys
+    head_keys = [row.source_key for row in table(0, prefix) if row.keras_path in HEAD_PATHS]
+
+    def rows_for(model):
+        return table(model.num_layers, prefix, pre_logits=bool(model.representation_size))
+
+    try:
+        has_head = all(k in reader.shapes() for k in head_keys)
+        if not has_head and not options.replace_head:
+            args.pop("labels", None)
+            args["num_classes"] = None  # no head to size it by: ask for num_classes
+        return _build_and_load(args, reader, rows_for, options, droppable=set(pooler_keys(prefix)))
+    finally:
+        reader.close()
+
+
+# === Google JAX .npz ===
+
+
+def _load_npz(path: Path, options: _Options):
+    from keras_vit.presets import get_preset
+
+    reader = jax_npz.NpzReader(path)
+    try:
+        shapes = reader.shapes()
+        inferred = jax_npz.infer_config(shapes)
+        variant = jax_npz.detect_variant(shapes)
+        if options.preset:
+            args = get_preset(options.preset)
+            args.update(
+                num_classes=inferred["num_classes"],
+                representation_size=inferred["representation_size"],
+                layer_norm_epsilon=jax_npz.FLAX_LAYER_NORM_EPSILON,
+            )
+        else:
+            args = inferred
+
+        def rows_for(model):
+            return jax_npz.npz_rows(
+                model.num_layers, variant, pre_logits=bool(model.representation_size)
+            )
+
+        return _build_and_load(
+            args, reader, rows_for, options, droppable=set(jax_npz.PRE_LOGITS_KEYS)
+        )
+    finally:
+        reader.close()
+
+
+# === Our own .keras models ===
+
+
+def _load_keras(path: Path, options: _Options):
+    import keras
+
+    import keras_vit.model  # noqa: F401  (registers the classes for deserialisation)
+    from keras_vit.model import ViTClassifier
+
+    try:
+        loaded = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for bad archives
+        raise CheckpointError(
+            f"Cannot load {str(path)!r} as a Keras model: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(loaded, ViTClassifier):
+        raise CheckpointError(
+            f"{str(path)!r} holds a {type(loaded).__name__}, not a keras_vit ViTClassifier"
+        )
+    if not options.changes_model:
+        return loaded
+    args = loaded.get_config()
+    args.pop("trainable", None)
+    args["dtype"] = loaded.dtype_policy
+    reader = keras_file.keras_model_reader(loaded, f"{path} (Keras model)")
+    return _build_and_load(
+        args,
+        reader,
+        keras_file.keras_rows,
+        options,
+        droppable={"pre_logits/kernel", "pre_logits/bias"},
+    )
+
+
+# === Shared: options -> model -> strict load ===
+
+
+def _build_and_load(args: dict, reader, rows_for, options: _Options, droppable: set[str]):
+    from keras_vit.model import ViTClassifier, _pair
+
+    args = dict(args)
+    native_grid = tuple(s // args["patch_size"] for s in _pair(args["image_size"]))
+    if options.labels is not None:
+        args["labels"] = [str(label) for label in options.labels]
+        args["num_classes"] = len(args["labels"])
+    elif options.num_classes is not None:
+        args["num_classes"] = options.num_classes
+        args["labels"] = None
+    if args.get("num_classes") is None:
+        raise CheckpointError(
+            f"{reader.description} has no classification head (a backbone checkpoint such as "
+            "ViTModel or an -in21k feature extractor): pass num_classes= or labels= to add a "
+            "freshly initialised head."
+        )
+    if options.image_size is not None:
+        args["image_size"] = options.image_size
+    args.update(options.overrides)
+    if options.dtype is not None:
+        args["dtype"] = options.dtype
+    model = ViTClassifier(**args)
+
+    grid = tuple(s // model.patch_size for s in model.image_size)
+    context = Context(grid=grid, resize_position_embedding=grid != native_grid)
+    # Tensors the model does not need by construction: the pooler/pre-logits
+    # when the model has no pre_logits layer.
+    drop = set() if model.representation_size else set(droppable)
+
+    def hint(plan):
+        head_rows = [r for r in plan.missing if r.keras_path in HEAD_PATHS]
+        head_rows += [r for r, _, _ in plan.mismatched if r.keras_path in HEAD_PATHS]
+        if head_rows and not options.replace_head:
+            return (
+                "To use other classes, pass num_classes= or labels= (the head is then "
+                "re-initialised and the checkpoint's head skipped)."
+            )
+        return ""
+
+    load_weights(
+        model,
+        reader,
+        rows_for(model),
+        skip=HEAD_PATHS if options.replace_head else (),
+        ignore=drop.__contains__,
+        context=context,
+        strict=options.strict,
+        hint=hint,
+    )
+    return model
+
+
+__all__ = ["load_pretrained"]

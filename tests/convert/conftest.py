@@ -1,0 +1,57 @@
+"""Session fixtures: tiny checkpoints and reference outputs written by transformers.
+
+The checkpoints are written once per test session by ``hf_reference.py`` in a
+subprocess (transformers' TF classes switch ``tf.keras`` to Keras 2
+process-wide). Tests skip with a reason when transformers/torch/tf-keras are
+not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+# The tests import the helper module by name, whatever pytest's import mode.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from hf_reference import SPECS  # noqa: E402
+
+from keras_vit.presets import PRESETS  # noqa: E402
+
+
+def _missing_reference_packages() -> list[str]:
+    return [m for m in ("transformers", "torch", "tf_keras") if importlib.util.find_spec(m) is None]
+
+
+@pytest.fixture(scope="session")
+def hf_reference(tmp_path_factory) -> Path:
+    """Directory with one folder per spec (``pt``, ``tf_h5``, ``tf_st``, ``ref.npz``)."""
+    missing = _missing_reference_packages()
+    if missing:
+        pytest.skip(f"reference checkpoints need {', '.join(missing)} (requirements-dev.txt)")
+    out = tmp_path_factory.mktemp("hf_reference")
+    specs = out / "specs.json"
+    specs.write_text(json.dumps(SPECS))
+    presets = out / "presets.json"
+    presets.write_text(json.dumps(PRESETS))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, str(HERE / "hf_reference.py"), str(out), str(specs), str(presets)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if result.returncode != 0 or not (out / "done").exists():
+        raise RuntimeError(
+            f"hf_reference.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
+    return out
