@@ -1,0 +1,113 @@
+"""JSON over HTTP with typed errors: the part REST and Vertex clients share.
+
+Imports no TensorFlow (only ``requests``), so REST clients stay light.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from serving.client.errors import (
+    DeadlineExceededError,
+    MalformedResponseError,
+    ServingError,
+    UnavailableError,
+    code_for_http_status,
+    error_for_code,
+    error_for_http_status,
+)
+
+_CANONICAL_CODES = {
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+}
+
+
+def new_session(pool_size: int) -> requests.Session:
+    """A session whose connection pool lets ``pool_size`` requests run at once."""
+    return size_pool(requests.Session(), pool_size)
+
+
+def size_pool(session: requests.Session, pool_size: int) -> requests.Session:
+    """Mount adapters that keep up to ``pool_size`` connections per host (default 10)."""
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, pool_size))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class JsonHttp:
+    """Sends JSON requests on one reused session and turns failures into typed errors."""
+
+    def __init__(self, session: requests.Session) -> None:
+        self.session = session
+
+    def request(
+        self, method: str, url: str, timeout: float | None, body: bytes | None = None
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self.session.request(
+                method, url, data=body, headers=headers, timeout=timeout
+            )
+        except requests.exceptions.ConnectTimeout as error:
+            raise UnavailableError(f"cannot connect to {url} within {timeout} s: {error}") from None
+        except requests.exceptions.Timeout:
+            raise DeadlineExceededError(f"no response from {url} within {timeout} s") from None
+        except requests.exceptions.ConnectionError as error:
+            raise UnavailableError(f"cannot connect to {url}: {error}") from None
+        except requests.exceptions.RequestException as error:
+            raise ServingError(f"{method} {url} failed: {error}") from None
+        # TF Serving writes raw bytes for non-UTF-8 strings and bare NaN/Infinity: be lenient.
+        text = response.content.decode("utf-8", errors="replace")
+        if response.status_code != 200:
+            raise self.error_from_response(response.status_code, text)
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise MalformedResponseError(
+                f"{method} {url}: response is not JSON: {_clip(text)!r}", http_status=200
+            ) from None
+
+    @staticmethod
+    def error_from_response(status: int, text: str) -> ServingError:
+        """Typed error from TF Serving's ``{"error": "..."}`` or a Google API error object."""
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, str):
+            return error_for_http_status(status, error)
+        if isinstance(error, dict):
+            code = error.get("status")
+            message = str(error.get("message", text))
+            if code not in _CANONICAL_CODES:
+                code = code_for_http_status(status)
+            return error_for_code(code, message, http_status=status)
+        # Not TF Serving talking (a proxy, a load balancer, libevent's HTML 404): keep the text.
+        return error_for_http_status(status, _clip(text.strip()) or f"HTTP {status}")
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + "...(truncated)"

@@ -1,0 +1,11 @@
+"""A local TF-Serving-compatible model server (gRPC and REST) for SavedModels.
+
+Run it with ``python -m serving.server --model_base_path=/abs/path --rest_api_port=8501``
+or ``keras-vit serve`` with the same flags; embed it with
+:class:`serving.server.server.Server` and :class:`serving.server.options.ServerOptions`.
+Importing this package does not import TensorFlow.
+"""
+
+from serving.server.options import ServerOptions
+
+__all__ = ["ServerOptions"]

@@ -1,0 +1,5 @@
+import sys
+
+from serving.server.main import main
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""One loaded model version: a SavedModel in its own TF1 graph and session.
+
+TF Serving loads each version with the TF1 SavedModel loader
+(``LoadSessionBundleOrSavedModelBundle``) and runs signatures by feeding and
+fetching the tensor names recorded in the ``SignatureDef``. This does the
+same through ``tf.compat.v1.saved_model.loader.load`` and the raw
+``TF_SessionRun`` binding, which (unlike ``Session.run``) neither casts feeds
+to the placeholder dtype nor checks their static shape: a ``[3]`` tensor fed to
+a ``[-1, 1]`` input runs, and a bool fed to a float input fails with
+TensorFlow's own ``Expects arg[0] to be float but bool is provided``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.client import pywrap_tf_session as tf_session
+from tensorflow.python.util import deprecation
+
+from serving.server.logs import get_logger
+from serving.server.status import Code, ServingError, from_tf_error
+
+log = get_logger()
+
+# (feeds by tensor name, fetch tensor names, timeout in ms or None) -> fetched arrays.
+RunFn = Callable[[dict[str, np.ndarray], Sequence[str], "int | None"], list[np.ndarray]]
+
+
+def servable_id(name: str, version: int) -> str:
+    """``ServableId::DebugString``."""
+    return f"{{name: {name} version: {version}}}"
+
+
+def _as_array(value) -> np.ndarray:
+    # Scalar string outputs come back as bytes; strings are object arrays everywhere else.
+    if isinstance(value, bytes):
+        array = np.empty((), dtype=object)
+        array[()] = value
+        return array
+    array = np.asarray(value)
+    if array.dtype.kind == "S":
+        return array.astype(object)
+    return array
+
+
+class Servable:
+    """A loaded SavedModel version; ``run`` is safe to call from many threads at once.
+
+    In-flight requests hold a reference (:meth:`acquire`/:meth:`release`) so that
+    unloading waits for them before closing the session.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: str,
+        graph: tf.Graph,
+        session: tf.compat.v1.Session,
+        meta_graph_def: meta_graph_pb2.MetaGraphDef,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.graph = graph
+        self.session = session
+        self.meta_graph_def = meta_graph_def
+        self.signature_defs = meta_graph_def.signature_def
+        self._outputs: dict[str, object] = {}
+        self._outputs_lock = threading.Lock()
+        self._refs = 0
+        self._refs_cond = threading.Condition()
+        self._closed = False
+        # Replaced by the batching scheduler's entry point when batching is enabled.
+        self.runner: RunFn = self.run_direct
+
+    @classmethod
+    def load(
+        cls,
+        name: str,
+        version: int,
+        path: str,
+        tags: Sequence[str],
+        session_config: config_pb2.ConfigProto,
+    ) -> Servable:
+        """Loads ``path`` with the TF1 loader; raises :class:`ServingError` on failure."""
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=session_config)
+        start = time.monotonic()
+        log.info("Reading SavedModel from: %s", path)
+        try:
+            with graph.as_default(), deprecation.silence():
+                meta_graph_def = tf.compat.v1.saved_model.loader.load(session, list(tags), path)
+        except Exception as error:  # noqa: BLE001 - every loader failure fails the load
+            session.close()
+            log.info(
+                "SavedModel load for tags { %s }; Status: fail: %s. Took %d microseconds.",
+                " ".join(tags),
+                error,
+                (time.monotonic() - start) * 1e6,
+            )
+            if isinstance(error, tf.errors.OpError):
+                raise from_tf_error(error) from None
+            # The Python loader reports a missing SavedModel or tag-set with these.
+            code = Code.NOT_FOUND if isinstance(error, (OSError, RuntimeError)) else Code.INTERNAL
+            raise ServingError(code, str(error)) from None
+        log.info(
+            "SavedModel load for tags { %s }; Status: success: OK. Took %d microseconds.",
+            " ".join(tags),
+            (time.monotonic() - start) * 1e6,
+        )
+        graph.finalize()
+        return cls(name, version, path, graph, session, meta_graph_def)
+
+    def _output(self, tensor_name: str):
+        output = self._outputs.get(tensor_name)
+        if output is None:
+            with self._outputs_lock:
+                try:
+                    tensor = self.graph.get_tensor_by_name(tensor_name)
+                except (KeyError, ValueError):
+                    raise ServingError(
+                        Code.INVALID_ARGUMENT,
+                        f"Tensor {tensor_name}, specified in either feed_devices or "
+                        "fetch_devices was not found in the Graph",
+                    ) from None
+                output = tensor._as_tf_output()
+                self._outputs[tensor_name] = output
+        return output
+
+    def run_direct(
+        self, feeds: dict[str, np.ndarray], fetches: Sequence[str], timeout_ms: int | None
+    ) -> list[np.ndarray]:
+        """``Session::Run`` with ``RunOptions.timeout_in_ms`` (``None``: no timeout)."""
+        feed_map = {self._output(name): value for name, value in feeds.items()}
+        fetch_list = [self._output(name) for name in fetches]
+        options = None
+        if timeout_ms is not None:
+            run_options = config_pb2.RunOptions(timeout_in_ms=max(int(timeout_ms), 1))
+            options = tf_session.TF_NewBufferFromString(run_options.SerializeToString())
+        try:
+            results = tf_session.TF_SessionRun_wrapper(
+                self.session._session, options, feed_map, fetch_list, [], None
+            )
+        except tf.errors.OpError as error:
+            raise from_tf_error(error) from None
+        finally:
+            if options is not None:
+                tf_session.TF_DeleteBuffer(options)
+        return [_as_array(result) for result in results]
+
+    def acquire(self) -> bool:
+        with self._refs_cond:
+            if self._closed:
+                return False
+            self._refs += 1
+            return True
+
+    def release(self) -> None:
+        with self._refs_cond:
+            self._refs -= 1
+            self._refs_cond.notify_all()
+
+    def close(self) -> None:
+        """Waits for in-flight requests, then frees the session."""
+        with self._refs_cond:
+            self._closed = True
+            while self._refs:
+                self._refs_cond.wait()
+        self.session.close()

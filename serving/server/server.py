@@ -1,0 +1,324 @@
+"""Builds and runs the whole server from :class:`ServerOptions` (TF Serving's ``server.cc``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from google.protobuf import text_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow.core.protobuf import config_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.server import warmup
+from serving.server.batching import BatchingOptions, BatchScheduler
+from serving.server.core import CoreOptions, ServerCore
+from serving.server.extra_protos import BatchingParameters, MonitoringConfig
+from serving.server.grpc_service import ModelService, PredictionService
+from serving.server.http_server import RestServer
+from serving.server.inference import InferenceContext
+from serving.server.logs import get_logger
+from serving.server.metrics import DEFAULT_PROMETHEUS_PATH, ServingMetrics
+from serving.server.options import ServerOptions, check_options
+from serving.server.rest_api import RestApi
+from serving.server.servable import Servable
+from serving.server.status import Code, ServingError, invalid_argument
+
+log = get_logger()
+_HEALTH_SERVICES = (
+    "",
+    "ModelService",
+    "PredictionService",
+    "tensorflow.serving.ModelService",
+    "tensorflow.serving.PredictionService",
+)
+
+
+def read_text_proto(path: str, message):
+    """``ParseProtoTextFile``: TF Serving's errors for unreadable or unparsable files."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise ServingError(Code.NOT_FOUND, f"{path}; {error.strerror}") from None
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        log.error("Error parsing text-format %s: %s", message.DESCRIPTOR.full_name, error)
+        raise invalid_argument(f"Invalid protobuf file: '{path}'") from None
+
+
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    log.info(
+        "Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
+        name,
+        base_path,
+    )
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add()
+    model.name = name
+    model.base_path = base_path
+    model.model_platform = "tensorflow"
+    return config
+
+
+def _grpc_options(text: str) -> list[tuple[str, object]]:
+    options: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_receive_message_length", 2**31 - 1),
+    ]
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options.append((key, int(value)))
+        except ValueError:
+            options.append((key, value))
+    return options
+
+
+class Server:
+    """A running model server: gRPC, optional REST, model polling, batching, metrics."""
+
+    def __init__(self) -> None:
+        self.metrics = ServingMetrics()
+        self.core: ServerCore | None = None
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._grpc_server: grpc.Server | None = None
+        self._rest_server: RestServer | None = None
+        self._health: health.HealthServicer | None = None
+        self._batcher: BatchScheduler | None = None
+        self._config_poller: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._options: ServerOptions | None = None
+
+    # ------------------------------------------------------------------ start
+
+    def build_and_start(self, options: ServerOptions) -> None:
+        """Starts everything; raises :class:`ServingError` with TF Serving's startup errors."""
+        self._options = options
+        problem = check_options(options)
+        if problem:
+            raise invalid_argument(problem)
+        if options.model_config_file:
+            config = read_text_proto(
+                options.model_config_file, model_server_config_pb2.ModelServerConfig()
+            )
+        else:
+            config = single_model_config(options.model_name, options.model_base_path)
+        batching = None
+        if options.enable_batching:
+            if options.batching_parameters_file:
+                params = read_text_proto(options.batching_parameters_file, BatchingParameters())
+                batching = BatchingOptions.from_proto(params)
+            else:
+                batching = BatchingOptions(thread_pool_name="model_server_batch_threads")
+            batching.validate()
+        elif options.batching_parameters_file:
+            raise invalid_argument(
+                "server_options.batching_parameters_file is set without setting "
+                "server_options.enable_batching to true."
+            )
+        monitoring = MonitoringConfig()
+        if options.monitoring_config_file:
+            monitoring = read_text_proto(options.monitoring_config_file, MonitoringConfig())
+        session_config = self._session_config(options)
+
+        self.context = InferenceContext(
+            self.metrics, signature_method_name_check=options.enable_signature_method_name_check
+        )
+        if batching is not None:
+            self._batcher = BatchScheduler(batching, self.metrics)
+        self.core = ServerCore(
+            CoreOptions(
+                file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+                saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
+                session_config=session_config,
+                max_num_load_retries=max(options.max_num_load_retries, 0),
+                load_retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6,
+                allow_version_labels_for_unavailable_models=(
+                    options.allow_version_labels_for_unavailable_models
+                ),
+            ),
+            self._load_servable,
+            self._unload_servable,
+        )
+        try:
+            self.core.reload_config(config)
+        except ServingError:
+            self._stop_quietly()
+            raise
+        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+            self._config_poller = threading.Thread(
+                target=self._poll_config_file, name="config_poller", daemon=True
+            )
+            self._config_poller.start()
+        self._start_grpc(options)
+        self._start_rest(options, monitoring)
+
+    @staticmethod
+    def _session_config(options: ServerOptions) -> config_pb2.ConfigProto:
+        intra = options.tensorflow_intra_op_parallelism
+        inter = options.tensorflow_inter_op_parallelism
+        both = options.tensorflow_session_parallelism
+        if intra > 0 and inter > 0 and both > 0:
+            raise invalid_argument(
+                "Either configure server_options.tensorflow_session_parallelism or "
+                "(server_options.tensorflow_intra_op_parallelism, "
+                "server_options.tensorflow_inter_op_parallelism). Cannot configure both."
+            )
+        if intra > 0 or inter > 0:
+            return config_pb2.ConfigProto(
+                intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter
+            )
+        return config_pb2.ConfigProto(
+            intra_op_parallelism_threads=both, inter_op_parallelism_threads=both
+        )
+
+    def _start_grpc(self, options: ServerOptions) -> None:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max(options.grpc_max_threads, 1)),
+            options=_grpc_options(options.grpc_channel_arguments),
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(
+                self.core, self.context, options.enable_serialization_as_tensor_content
+            ),
+            server,
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        if options.enable_grpc_healthcheck_service:
+            self._health = health.HealthServicer()
+            for name in _HEALTH_SERVICES:
+                self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = f"{_bracket(options.host)}:{options.port}"
+        try:
+            if options.port:
+                self.grpc_port = server.add_insecure_port(address)
+            if options.grpc_socket_path:
+                server.add_insecure_port(f"unix:{options.grpc_socket_path}")
+        except RuntimeError:
+            self._stop_quietly()
+            raise invalid_argument("Failed to BuildAndStart gRPC server") from None
+        server.start()
+        self._grpc_server = server
+        if options.port:
+            log.info("Running gRPC ModelServer at %s ...", address)
+        if options.grpc_socket_path:
+            socket_path = options.grpc_socket_path
+            log.info("Running gRPC ModelServer at UNIX socket unix:%s ...", socket_path)
+
+    def _start_rest(self, options: ServerOptions, monitoring) -> None:
+        if not options.rest_api_port:
+            return
+        shown_host = "localhost" if options.host in ("127.0.0.1", "localhost") else options.host
+        address = f"{shown_host}:{options.rest_api_port}"
+        if options.rest_api_port == options.port:
+            log.error(
+                "--rest_api_port cannot be same as --port. Please use a different port for "
+                "HTTP/REST API. Skipped exporting HTTP/REST API."
+            )
+            return
+        monitoring_path = None
+        if monitoring.prometheus_config.enable:
+            monitoring_path = monitoring.prometheus_config.path or DEFAULT_PROMETHEUS_PATH
+        rest_api = RestApi(
+            self.core,
+            self.context,
+            options.rest_api_timeout_in_ms,
+            options.rest_api_enable_cors_support,
+        )
+        try:
+            self._rest_server = RestServer(
+                options.host,
+                options.rest_api_port,
+                rest_api,
+                self.metrics,
+                monitoring_path,
+                options.rest_api_num_threads,
+                options.rest_api_max_request_bytes,
+                options.rest_api_enable_cors_support,
+            )
+        except OSError as error:
+            log.error("Failed to start HTTP Server at %s: %s", address, error)
+            return
+        self._rest_server.start()
+        self.rest_port = self._rest_server.port
+        log.info("Exporting HTTP/REST API at:%s ...", address)
+
+    # ------------------------------------------------------------------ models
+
+    def _load_servable(self, name: str, version: int, path: str) -> Servable:
+        options = self._options
+        start = time.monotonic()
+        core_options = self.core.options
+        servable = Servable.load(
+            name, version, path, core_options.saved_model_tags, core_options.session_config
+        )
+        self.metrics.load_attempt_count.increment(path, "success")
+        self.metrics.load_latency.increment(path, by=int((time.monotonic() - start) * 1e6))
+        if self._batcher is not None:
+            servable.runner = self._batcher.runner(servable, servable.run_direct, name)
+        if options.enable_model_warmup:
+            try:
+                warmup.run_warmup(self.context, servable, options.num_request_iterations_for_warmup)
+            except BaseException:
+                self._unload_servable(servable)
+                raise
+        return servable
+
+    def _unload_servable(self, servable: Servable) -> None:
+        servable.close()
+        if self._batcher is not None:
+            self._batcher.remove(servable)
+
+    def _poll_config_file(self) -> None:
+        options = self._options
+        while not self._stopped.wait(options.model_config_file_poll_wait_seconds):
+            try:
+                config = read_text_proto(
+                    options.model_config_file, model_server_config_pb2.ModelServerConfig()
+                )
+                if config != self.core.config:
+                    self.core.reload_config(config)
+            except ServingError as error:
+                log.error("Failed to reload the model config file: %s", error)
+
+    # ------------------------------------------------------------------ stop
+
+    def abort_startup(self) -> None:
+        """Makes a :meth:`build_and_start` still waiting for models raise CANCELLED."""
+        if self.core is not None:
+            self.core.request_stop()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def shutdown(self, grace_seconds: float | None = None) -> None:
+        """Stops accepting requests, lets those in flight finish, unloads the models."""
+        if self._stopped.is_set():
+            return
+        grace = self._options.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
+        grpc_done = self._grpc_server.stop(grace) if self._grpc_server is not None else None
+        if self._rest_server is not None:
+            self._rest_server.shutdown(grace)
+        if grpc_done is not None:
+            grpc_done.wait(grace + 1)
+        self._stop_quietly()
+
+    def _stop_quietly(self) -> None:
+        self._stopped.set()
+        if self.core is not None:
+            self.core.stop()
+        if self._batcher is not None:
+            self._batcher.stop()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
