@@ -1,0 +1,164 @@
+"""``keras-vit export``: write a model as a TF Serving model version (SavedModel).
+
+Example::
+
+    keras-vit export --model google/vit-base-patch16-224 --output models/vit
+    tensorflow_model_server --model_name=vit --model_base_path=$PWD/models/vit ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model as a TF Serving SavedModel version taking image bytes",
+        description="Write BASE_PATH/<version>/ (saved_model.pb, variables/, assets/, "
+        "assets.extra/) with the signatures serving_default (encoded image bytes), "
+        "serving_pixels (uint8 pixels), embedding and classify. The version appears "
+        "atomically; an existing version is never replaced without --overwrite.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="SOURCE",
+        help="checkpoint: HF directory or hub id, Google .npz, .keras file, keras-vit model "
+        "directory, or a preset name such as vit-base-patch16-224 (random weights)",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="BASE_PATH",
+        help="the model base path TF Serving watches (--model_base_path); created if missing",
+    )
+    parser.add_argument(
+        "--version",
+        type=_non_negative,
+        metavar="N",
+        help="version number (default: one more than the highest existing version, or 1)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the version if it exists")
+    parser.add_argument(
+        "--top-k",
+        type=_positive,
+        default=5,
+        metavar="K",
+        help="classes in top_k_labels/top_k_scores and classify (default 5)",
+    )
+    parser.add_argument(
+        "--with-probabilities",
+        action="store_true",
+        help="also output every class probability (large REST replies)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="reject images whose header declares more pixels (default 40000000)",
+    )
+    parser.add_argument(
+        "--xla",
+        action="store_true",
+        help="compile the model part with XLA (TF Serving then needs "
+        "--xla_cpu_compilation_enabled=true on CPU)",
+    )
+    parser.add_argument(
+        "--warmup-image",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="encoded image for the warm-up requests (repeatable; default: sample photos)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    warmup_images = None
+    if args.warmup_image:
+        try:
+            warmup_images = [open(path, "rb").read() for path in args.warmup_image]
+        except OSError as error:
+            print(f"error: cannot read warm-up image: {error}", file=sys.stderr)
+            return 1
+
+    from serving.decode import DEFAULT_MAX_PIXELS
+    from serving.export import ExportError, existing_versions, export_saved_model
+
+    if args.version is not None and not args.overwrite:
+        # Fail before the (slow) model loading.
+        if args.version in existing_versions(args.output):
+            print(
+                f"error: version {args.version} already exists under {args.output}; "
+                "pass --overwrite to replace it",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        model = _load(args.model)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    try:
+        path = export_saved_model(
+            model,
+            args.output,
+            args.version,
+            top_k=args.top_k,
+            with_probabilities=args.with_probabilities,
+            max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
+            xla=args.xla,
+            overwrite=args.overwrite,
+            warmup_images=warmup_images,
+        )
+    except (ExportError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    top_k = min(args.top_k, model.num_classes)
+    print(f"exported {path} in {time.perf_counter() - started:.1f} s")
+    print("signatures:")
+    print(
+        "  serving_default  image_bytes (string [-1]) -> label, score, top_k_labels, "
+        f"top_k_scores (k={top_k}){', probabilities' if args.with_probabilities else ''}"
+    )
+    print("  serving_pixels   images (uint8 [-1, -1, -1, 3]) -> as serving_default")
+    print(f"  embedding        image_bytes -> embedding (float [-1, {model.hidden_dim}])")
+    print(f"  classify         inputs (tf.Example, image/encoded) -> classes, scores (k={top_k})")
+    if args.xla:
+        print("XLA: start TF Serving with --xla_cpu_compilation_enabled=true")
+    return 0
+
+
+def _load(source: str):
+    from keras_vit.presets import ALIASES, PRESETS
+
+    if source in PRESETS or source in ALIASES:
+        from keras_vit.model import ViTClassifier
+
+        print(f"warning: {source} is a preset: the model has random weights", file=sys.stderr)
+        return ViTClassifier.from_preset(source)
+    from keras_vit.loading import load_pretrained
+
+    return load_pretrained(source)
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value

@@ -1,0 +1,431 @@
+"""Export a ViT classifier as one TF Serving model version whose signatures take image bytes.
+
+``export_saved_model(model, "models/vit")`` writes ``models/vit/<version>/``
+with ``saved_model.pb``, ``variables/``, ``assets/labels.txt`` and
+``assets.extra/`` (TF Serving warm-up requests and the export settings). The
+signatures follow ``docs/serving-contract.md``:
+
+- ``serving_default``: ``image_bytes`` (DT_STRING ``[-1]``) -> ``label``,
+  ``score``, ``top_k_labels``, ``top_k_scores`` (+ ``probabilities``);
+- ``serving_pixels``: ``images`` (DT_UINT8 ``[-1, -1, -1, 3]``) -> the same;
+- ``embedding``: ``image_bytes`` -> ``embedding`` (``[-1, hidden_dim]``);
+- ``classify`` (method ``tensorflow/serving/classify``): ``inputs``
+  (serialized ``tf.train.Example`` with the image under ``image/encoded``) ->
+  ``classes``, ``scores`` (``[-1, k]``).
+
+The version appears atomically: everything is written to a hidden temporary
+directory beside it and renamed into place, so a server polling the base path
+never sees half a version.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import tensorflow as tf
+
+from serving import warmup
+from serving.decode import DEFAULT_MAX_PIXELS, decode_images
+
+logger = logging.getLogger(__name__)
+
+SERVING_DEFAULT = "serving_default"
+SERVING_PIXELS = "serving_pixels"
+EMBEDDING = "embedding"
+CLASSIFY = "classify"
+SIGNATURES = (SERVING_DEFAULT, SERVING_PIXELS, EMBEDDING, CLASSIFY)
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+EXAMPLE_FEATURE = "image/encoded"
+LABELS_FILE = "labels.txt"
+SETTINGS_FILE = "keras_vit_export.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+# TF Serving treats children of the base path whose names parse as integers as versions.
+_VERSION_NAME = re.compile(r"^[0-9]+$")
+
+
+class ExportError(RuntimeError):
+    """The export cannot be written (existing version, unusable path, ...)."""
+
+
+def export_saved_model(
+    model,
+    base_path: str | os.PathLike,
+    version: int | None = None,
+    *,
+    top_k: int = 5,
+    with_probabilities: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    xla: bool = False,
+    overwrite: bool = False,
+    warmup_images: Sequence[bytes] | None = None,
+) -> Path:
+    """Writes ``model`` as SavedModel version ``base_path/<version>/`` and returns that path.
+
+    Args:
+        model: a ``keras_vit.ViTClassifier`` (any Keras model with its
+            ``image_size``, ``labels``, ``hidden_dim`` and ``embedding_model()``).
+        base_path: the model's base path, as given to TF Serving
+            (``--model_base_path``); created if missing.
+        version: the version number; by default one more than the highest
+            existing version (1 for an empty base path).
+        top_k: how many classes ``top_k_labels``/``top_k_scores`` and the
+            classify signature return (at most the number of classes).
+        with_probabilities: also return ``probabilities`` (every class).
+        max_pixels: images whose header declares more pixels are rejected before
+            decoding (decompression bomb guard).
+        xla: compile the model part (not the image decoding) with XLA; TF Serving
+            then needs ``--xla_cpu_compilation_enabled=true`` on CPU.
+        overwrite: replace an existing version (atomically, where the OS allows).
+        warmup_images: encoded images for the warm-up requests; by default a
+            few photos from ``skimage.data``.
+
+    Raises:
+        ExportError: the version exists and ``overwrite`` is false, or the base
+            path is unusable.
+        ValueError: invalid arguments or a model without the needed attributes.
+    """
+    _check_model(model)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    if top_k > model.num_classes:
+        logger.warning(
+            "top_k=%d is more than the %d classes: using top_k=%d",
+            top_k,
+            model.num_classes,
+            model.num_classes,
+        )
+        top_k = model.num_classes
+    if warmup_images is not None:
+        warmup_images = [bytes(image) for image in warmup_images]
+        if not warmup_images:
+            raise ValueError("warmup_images is empty; pass None for the default photos")
+
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 0
+    ):
+        raise ValueError(f"version must be a non-negative integer, got {version!r}")
+    base = Path(base_path).expanduser()
+    if base.exists() and not base.is_dir():
+        raise ExportError(f"The base path {base} exists and is not a directory")
+    base.mkdir(parents=True, exist_ok=True)
+    versions = existing_versions(base)
+    if version is None:
+        version = max(versions, default=0) + 1
+    target = versions.get(version, base / str(version))
+    if version not in versions and target.exists():
+        raise ExportError(f"{target} exists and is not a version directory")
+    if version in versions and not overwrite:
+        raise ExportError(
+            f"Version {version} already exists at {target}; pass overwrite=True (--overwrite) "
+            "to replace it, or choose another version"
+        )
+
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base))
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            # The asset keeps its file name inside assets/.
+            labels_source = Path(scratch) / LABELS_FILE
+            labels_source.write_text("".join(_label_line(label) for label in model.labels))
+            module = ServingModule(
+                model,
+                top_k=top_k,
+                with_probabilities=with_probabilities,
+                max_pixels=max_pixels,
+                xla=xla,
+                labels_file=str(labels_source),
+            )
+            tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        set_method_names(staging, {CLASSIFY: CLASSIFY_METHOD})
+        extra = staging / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        warmup.write_warmup_file(extra / WARMUP_FILE, warmup_images)
+        settings = {
+            "keras_vit_version": _package_version(),
+            "signatures": list(SIGNATURES),
+            "image_size": list(model.image_size),
+            "num_classes": int(model.num_classes),
+            "hidden_dim": int(model.hidden_dim),
+            "top_k": top_k,
+            "with_probabilities": bool(with_probabilities),
+            "max_pixels": max_pixels,
+            "xla": bool(xla),
+            "example_feature": EXAMPLE_FEATURE,
+        }
+        (extra / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        _sync_tree(staging)
+        _publish(staging, target, replace=version in versions)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(
+        "Exported version %d to %s in %.1f s", version, target, time.perf_counter() - started
+    )
+    return target
+
+
+def existing_versions(base_path: str | os.PathLike) -> dict[int, Path]:
+    """The version directories under a base path, as TF Serving sees them (``{number: path}``)."""
+    base = Path(base_path)
+    if not base.is_dir():
+        return {}
+    found = {}
+    for child in sorted(base.iterdir()):
+        if _VERSION_NAME.match(child.name) and child.is_dir():
+            found.setdefault(int(child.name), child)
+    return found
+
+
+def set_method_names(export_dir: str | os.PathLike, method_names: dict[str, str]) -> None:
+    """Sets the ``method_name`` of signatures in a written SavedModel.
+
+    ``tf.saved_model.save`` marks every signature ``tensorflow/serving/predict``;
+    TF Serving's Classify API only accepts ``tensorflow/serving/classify``. The
+    fingerprint (a checksum of ``saved_model.pb``) is rewritten to match.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+    path = Path(export_dir) / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        for name, method in method_names.items():
+            if name not in meta_graph.signature_def:
+                raise ValueError(f"No signature {name!r} in {export_dir}")
+            meta_graph.signature_def[name].method_name = method
+    path.write_bytes(saved_model.SerializeToString())
+    fingerprint = Path(export_dir) / "fingerprint.pb"
+    if fingerprint.exists():
+        fingerprint.write_bytes(fingerprinting.CreateFingerprintDef(str(export_dir)))
+
+
+class ServingModule(tf.Module):
+    """The exported object: the model's variables, the label file and the signature functions.
+
+    Only the variables are tracked (once, shared by every signature); the Keras
+    model is captured by the functions, so its Python-side state is not saved.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        top_k: int = 5,
+        with_probabilities: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        xla: bool = False,
+        labels_file: str | None = None,
+    ):
+        super().__init__(name="keras_vit_serving")
+        _check_model(model)
+        self.model_variables = [getattr(v, "value", v) for v in model.variables]
+        if labels_file is not None:
+            self.labels_file = tf.saved_model.Asset(labels_file)
+        image_size = tuple(int(s) for s in model.image_size)
+        labels = tf.constant([str(label) for label in model.labels])
+        embedding_model = model.embedding_model()
+
+        def scores(pixels):
+            logits = model(pixels, training=False)
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            top_scores, top_indices = tf.math.top_k(probabilities, k=top_k)
+            return probabilities, top_scores, top_indices
+
+        def embed(pixels):
+            return tf.cast(embedding_model(pixels, training=False), tf.float32)
+
+        # With --xla only these two are compiled: strings never enter XLA.
+        scores = tf.function(scores, jit_compile=xla or None, autograph=False)
+        embed = tf.function(embed, jit_compile=xla or None, autograph=False)
+
+        def predictions(pixels):
+            probabilities, top_scores, top_indices = scores(pixels)
+            outputs = {
+                "label": tf.gather(labels, top_indices[:, 0]),
+                "score": top_scores[:, 0],
+                "top_k_labels": tf.gather(labels, top_indices),
+                "top_k_scores": top_scores,
+            }
+            if with_probabilities:
+                outputs["probabilities"] = probabilities
+            return outputs
+
+        def decoder(input_name):
+            # One traced function per input name, shared by the signatures using it.
+            return tf.function(
+                lambda encoded: decode_images(
+                    encoded, image_size, max_pixels=max_pixels, input_name=input_name
+                ),
+                input_signature=[tf.TensorSpec([None], tf.string)],
+                autograph=False,
+            )
+
+        decode_bytes = decoder("image_bytes")
+        decode_examples = decoder(f"inputs[{{}}] (feature {EXAMPLE_FEATURE})")
+
+        def serving_default(image_bytes):
+            return predictions(decode_bytes(image_bytes))
+
+        def serving_pixels(images):
+            shape = tf.shape(images)
+            message = tf.strings.format(
+                "images: height and width must be at least 1, got {}x{}", (shape[1], shape[2])
+            )
+            check = tf.debugging.Assert(tf.reduce_all(shape[1:3] > 0), [message])
+            with tf.control_dependencies([check]):
+                pixels = tf.cond(
+                    tf.reduce_all(tf.equal(shape[1:3], image_size)),
+                    lambda: tf.cast(images, tf.float32),
+                    lambda: tf.image.resize(images, image_size, antialias=True),
+                )
+            pixels.set_shape([None, *image_size, 3])
+            return predictions(pixels)
+
+        def embedding(image_bytes):
+            return {"embedding": embed(decode_bytes(image_bytes))}
+
+        def classify(inputs):
+            features = tf.io.parse_example(
+                inputs, {EXAMPLE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+            )
+            _, top_scores, top_indices = scores(decode_examples(features[EXAMPLE_FEATURE]))
+            return {"classes": tf.gather(labels, top_indices), "scores": top_scores}
+
+        self._signatures = {
+            SERVING_DEFAULT: tf.function(
+                serving_default,
+                input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+                autograph=False,
+            ),
+            SERVING_PIXELS: tf.function(
+                serving_pixels,
+                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+                autograph=False,
+            ),
+            EMBEDDING: tf.function(
+                embedding,
+                input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+                autograph=False,
+            ),
+            CLASSIFY: tf.function(
+                classify,
+                input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
+                autograph=False,
+            ),
+        }
+
+    def signatures(self) -> dict:
+        """The signature functions by name, for ``tf.saved_model.save(..., signatures=...)``."""
+        return {name: fn.get_concrete_function() for name, fn in self._signatures.items()}
+
+
+def _check_model(model) -> None:
+    missing = [
+        name
+        for name in ("image_size", "labels", "num_classes", "hidden_dim", "embedding_model")
+        if not hasattr(model, name)
+    ]
+    if missing:
+        raise ValueError(
+            f"export_saved_model needs a keras_vit.ViTClassifier; {type(model).__name__} "
+            f"lacks {', '.join(missing)}"
+        )
+    if len(model.labels) != model.num_classes:
+        raise ValueError(f"{len(model.labels)} labels for {model.num_classes} classes")
+
+
+def _label_line(label) -> str:
+    # One label per line, line i = class i: a line break inside a label would shift the rest.
+    return str(label).replace("\r", " ").replace("\n", " ") + "\n"
+
+
+def _package_version() -> str:
+    try:
+        from keras_vit import __version__
+
+        return __version__
+    except ImportError:  # pragma: no cover - serving used without keras_vit
+        return "unknown"
+
+
+def _sync_tree(root: Path) -> None:
+    """Flushes every file to disk, so the renamed version is complete even after a crash."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _publish(staging: Path, target: Path, *, replace: bool) -> None:
+    """Renames the finished ``staging`` directory to ``target`` in one step."""
+    if not replace:
+        # Plain rename(2) would silently replace an empty directory of that name.
+        try:
+            renamed = _renameat2(staging, target, _RENAME_NOREPLACE)
+        except FileExistsError:
+            raise ExportError(f"{target} appeared while exporting; it was left as it is") from None
+        if not renamed:
+            if target.exists():
+                raise ExportError(f"{target} appeared while exporting; it was left as it is")
+            os.rename(staging, target)
+    elif _renameat2(staging, target, _RENAME_EXCHANGE):
+        shutil.rmtree(staging)  # it now holds the previous version
+    else:
+        # No atomic exchange on this system: the version is briefly absent, never partial.
+        old = staging.with_name(staging.name + ".old")
+        os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old)
+    _sync_directory(target.parent)
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+
+
+def _renameat2(source: Path, destination: Path, flags: int) -> bool:
+    """Linux ``renameat2(2)``; False where the C library or file system lacks it."""
+    libc_name = ctypes.util.find_library("c")
+    renameat2 = (
+        getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+    )
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(destination), flags) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(destination))
+
+
+def _sync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory
+    finally:
+        os.close(fd)
