@@ -37,7 +37,11 @@ format: install
 
 ## make bench: the benchmarks; each writes benchmarks/results/<name>.md.
 bench: install
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	$(PY) benchmarks/forward.py
+	$(PY) benchmarks/export.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache
