@@ -197,7 +197,10 @@ class EncoderBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         y = self.norm_1(x)
-        y = self.attention(y, y, training=training)
+        if self._plain_attention(training):
+            y = self._self_attention(y)
+        else:
+            y = self.attention(y, y, training=training)
         y = self.attention_output_dropout(y, training=training)
         x = x + self.drop_path(y, training=training)
         y = self.norm_2(x)
@@ -206,6 +209,55 @@ class EncoderBlock(keras.layers.Layer):
         y = self.mlp_dense_2(y)
         y = self.mlp_dropout(y, training=training)
         return x + self.drop_path(y, training=training)
+
+    def _plain_attention(self, training) -> bool:
+        """Whether ``_self_attention`` computes exactly what ``self.attention`` would.
+
+        That is without attention dropout at work and with plain (not quantized)
+        kernels; otherwise the block calls the Keras layer itself.
+        """
+        dropout_active = bool(training) and self.attention_dropout_rate > 0
+        denses = (
+            self.attention.query_dense,
+            self.attention.key_dense,
+            self.attention.value_dense,
+            self.attention.output_dense,
+        )
+        return not dropout_active and all(d.quantization_mode is None for d in denses)
+
+    def _self_attention(self, x):
+        """Multi-head self-attention with the weights of ``self.attention``, as 2-D matmuls.
+
+        Same arithmetic as ``keras.layers.MultiHeadAttention``, but its einsum
+        projections become a broadcast batch matmul plus a 4-D bias add on the
+        TensorFlow backend, and its attention einsums transpose inside; this
+        path is about 7% faster on the CPU at batch 8 (see benchmarks/README.md).
+        """
+        mha = self.attention
+        heads, head_dim = self.num_heads, self.hidden_dim // self.num_heads
+        shape = ops.shape(x)
+        batch, length = shape[0], shape[1]
+        tokens = ops.reshape(x, (-1, self.hidden_dim))  # (B*N, D)
+
+        def project(dense):
+            kernel = ops.reshape(ops.cast(dense.kernel, x.dtype), (self.hidden_dim, -1))  # (D, H*d)
+            bias = ops.reshape(ops.cast(dense.bias, x.dtype), (-1,))  # (H*d,)
+            y = ops.matmul(tokens, kernel) + bias
+            y = ops.reshape(y, (batch, length, heads, head_dim))
+            return ops.transpose(y, (0, 2, 1, 3))  # (B, H, N, d)
+
+        # Scaling q rather than the logits is exact when head_dim is a power of 4 (ViT: 64).
+        query = project(mha.query_dense) * ops.cast(1.0 / math.sqrt(head_dim), x.dtype)
+        key, value = project(mha.key_dense), project(mha.value_dense)
+        logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # (B, H, N, N)
+        # Softmax in float32 even under mixed precision, as Keras's attention does.
+        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), x.dtype)
+        context = ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))  # (B, N, H, d)
+        context = ops.reshape(context, (-1, heads * head_dim))  # (B*N, H*d)
+        out_kernel = ops.cast(mha.output_dense.kernel, x.dtype)
+        out_kernel = ops.reshape(out_kernel, (heads * head_dim, self.hidden_dim))  # (H*d, D)
+        y = ops.matmul(context, out_kernel) + ops.cast(mha.output_dense.bias, x.dtype)
+        return ops.reshape(y, (batch, length, self.hidden_dim))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,0 +1,185 @@
+"""Small timing helpers shared by the benchmarks in this folder.
+
+A benchmark here compares *our* code with a peer measured in the same process
+run, so the helpers are built around that:
+
+- :func:`calibrate` picks how many calls make one timed sample (long enough
+  for the clock, short enough for many samples);
+- :func:`run_interleaved` times every case round-robin (the order rotates each
+  round), so a burst of load from other processes on a shared machine hits all
+  cases alike instead of one of them, within an optional time budget; each
+  sample is a :class:`Timing` of wall-clock and process CPU seconds;
+- :class:`Stats` holds a median and interquartile range of a rate (items/s);
+- :func:`ratio` and :func:`markdown_table` make the comparison table;
+- :func:`machine_info` and :func:`write_results` write
+  ``benchmarks/results/<name>.md`` with the date, machine and versions.
+
+Only the standard library is imported here, so ``serving`` benchmarks can use
+it without importing TensorFlow.
+
+Example:
+>>> stats = Stats.from_rates([4.0, 5.0, 6.0, 100.0])
+>>> stats.median, stats.q1, stats.q3
+(5.5, 4.75, 29.5)
+>>> ratio(stats, Stats.from_rates([11.0]))
+0.5
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Median and interquartile range (q1, q3) of a rate, from ``n`` samples."""
+
+    median: float
+    q1: float
+    q3: float
+    n: int
+
+    @classmethod
+    def from_rates(cls, rates: Sequence[float]) -> Stats:
+        if not rates:
+            raise ValueError("no samples")
+        rates = sorted(rates)
+        if len(rates) == 1:
+            return cls(rates[0], rates[0], rates[0], 1)
+        # "inclusive" interpolates inside the observed range, right for few samples.
+        q1, _, q3 = statistics.quantiles(rates, n=4, method="inclusive")
+        return cls(statistics.median(rates), q1, q3, len(rates))
+
+    def format(self, digits: int = 2) -> str:
+        """``median [q1–q3]``, e.g. ``4.31 [4.20–4.40]``."""
+        return f"{self.median:.{digits}f} [{self.q1:.{digits}f}–{self.q3:.{digits}f}]"
+
+
+def calibrate(fn: Callable[[], object], target_s: float, max_calls: int = 1000) -> int:
+    """Calls ``fn`` once (already warmed up) and returns how many calls last ``target_s``."""
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    return max(1, min(max_calls, round(target_s / max(once, 1e-9))))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: ``wall`` clock and ``cpu`` (this process, all threads).
+
+    On a machine shared with other work, wall time includes waiting for a core
+    and CPU time does not, so CPU time is the steadier measure of the work a
+    call costs; wall time is what a user waits.
+    """
+
+    wall: float
+    cpu: float
+
+
+def time_sample(fn: Callable[[], object], calls: int) -> Timing:
+    """Per-call wall and CPU seconds of ``calls`` back-to-back calls of ``fn``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        fn()
+    return Timing((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls)
+
+
+def run_interleaved(
+    cases: Mapping[str, Callable[[], object]],
+    calls: Mapping[str, int],
+    rounds: int,
+    min_rounds: int = 1,
+    budget_s: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, list[Timing]]:
+    """Times every case once per round, round-robin; returns the timings per case.
+
+    The starting case rotates each round so that no case always runs right
+    after the same neighbour (caches, frequency boost, a neighbour's burst).
+    With ``budget_s``, no new round starts once that many seconds have passed
+    and ``min_rounds`` are done, which keeps a run bounded on a busy machine.
+    """
+    names = list(cases)
+    timings: dict[str, list[Timing]] = {name: [] for name in names}
+    start = time.perf_counter()
+    for r in range(rounds):
+        if r >= min_rounds and budget_s is not None and time.perf_counter() - start > budget_s:
+            if progress is not None:
+                progress(f"time budget of {budget_s:.0f} s spent: stopping after {r} rounds")
+            break
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            timings[name].append(time_sample(cases[name], calls[name]))
+        if progress is not None:
+            progress(f"round {r + 1}/{rounds} done ({time.perf_counter() - start:.0f} s)")
+    return timings
+
+
+def ratio(ours: Stats, peer: Stats) -> float:
+    """Ours / peer on the medians (> 1 means ours is faster for a rate)."""
+    return ours.median / peer.median
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table; numbers right-aligned by the renderer's default."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(packages: Sequence[str] = ()) -> dict[str, str]:
+    """Date, host facts and the versions of ``packages``, for the results header."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus (nproc)": str(
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ),
+        "cpu model": cpu_model(),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        info["load average (1/5/15 min) at start"] = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        pass
+    for name in packages:
+        info[name] = package_version(name)
+    return info
+
+
+def write_results(name: str, title: str, info: Mapping[str, str], body: str) -> str:
+    """Writes ``benchmarks/results/<name>.md`` (title, machine facts, body); returns its path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.md")
+    facts = "\n".join(f"- {key}: {value}" for key, value in info.items())
+    with open(path, "w") as f:
+        f.write(f"# {title}\n\n{facts}\n\n{body.rstrip()}\n")
+    return path
