@@ -111,36 +111,26 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._call("Predict", request, context, work)
 
     def Classify(self, request: classification_pb2.ClassificationRequest, context):  # noqa: N802
-        def work():
-            if not request.HasField("model_spec"):
-                raise invalid_argument("Missing ModelSpec")
-            spec = request.model_spec
-            with self.core.get_servable(spec) as servable:
-                results = inference.classify(
-                    self.context,
-                    servable,
-                    spec.name,
-                    spec.signature_name,
-                    request.input,
-                    timeout_ms(context),
-                )
-                version = servable.version
-            response = classification_pb2.ClassificationResponse()
-            response.model_spec.CopyFrom(
-                inference.make_model_spec(spec.name, spec.signature_name, version)
-            )
-            response.result.CopyFrom(inference.classification_proto(results))
-            return response
-
-        return self._call("Classify", request, context, work)
+        return self._run_examples(
+            "Classify", request, context, inference.classify,
+            classification_pb2.ClassificationResponse, inference.classification_proto,
+        )  # fmt: skip
 
     def Regress(self, request: regression_pb2.RegressionRequest, context):  # noqa: N802
+        return self._run_examples(
+            "Regress", request, context, inference.regress,
+            regression_pb2.RegressionResponse, inference.regression_proto,
+        )  # fmt: skip
+
+    def _run_examples(self, api, request, context, run, response_class, to_proto):
+        """Classify and Regress: run the signature on the request's tf.Examples."""
+
         def work():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
             spec = request.model_spec
             with self.core.get_servable(spec) as servable:
-                values = inference.regress(
+                results = run(
                     self.context,
                     servable,
                     spec.name,
@@ -149,14 +139,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     timeout_ms(context),
                 )
                 version = servable.version
-            response = regression_pb2.RegressionResponse()
+            response = response_class()
             response.model_spec.CopyFrom(
                 inference.make_model_spec(spec.name, spec.signature_name, version)
             )
-            response.result.CopyFrom(inference.regression_proto(values))
+            response.result.CopyFrom(to_proto(results))
             return response
 
-        return self._call("Regress", request, context, work)
+        return self._call(api, request, context, work)
 
     def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context):  # noqa: N802
         def work():
