@@ -210,28 +210,15 @@ def _shape_string(array: np.ndarray) -> str:
     return "[" + ",".join(str(d) for d in array.shape) + "]"
 
 
-def _classify_signature(servable: Servable, name: str, check_method: bool):
+def _example_signature(servable: Servable, name: str, check_method: bool, method: str, kind: str):
+    """The Classify/Regress signature ``name``; ``kind`` is "classification" or "regression"."""
     key = _signature_key(name)
     signature = servable.signature_defs.get(key)
     if signature is None:
         raise invalid_argument(f"No signature was found with the name: {key}")
-    if check_method and signature.method_name != CLASSIFY_METHOD:
+    if check_method and signature.method_name != method:
         raise invalid_argument(
-            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-            f"Was: {signature.method_name}"
-        )
-    return signature
-
-
-def _regress_signature(servable: Servable, name: str, check_method: bool):
-    key = _signature_key(name)
-    signature = servable.signature_defs.get(key)
-    if signature is None:
-        raise invalid_argument(f"No signature was found with the name: {key}")
-    if check_method and signature.method_name != REGRESS_METHOD:
-        raise invalid_argument(
-            f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-            f"Was: {signature.method_name}"
+            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
         )
     return signature
 
@@ -314,7 +301,9 @@ def classify(
 ) -> list[list[tuple[bytes, float]]]:
     """Runs a ``tensorflow/serving/classify`` signature; one (label, score) list per example."""
     check = context.signature_method_name_check
-    signature = _classify_signature(servable, signature_name, check)
+    signature = _example_signature(
+        servable, signature_name, check, CLASSIFY_METHOD, "classification"
+    )
     input_name, names = _classify_targets(signature)
     examples = serialized_examples(request_input)
     _record_examples(context, model_name, len(examples))
@@ -369,7 +358,7 @@ def regress(
 ) -> list[float]:
     """Runs a ``tensorflow/serving/regress`` signature; one value per example."""
     check = context.signature_method_name_check
-    signature = _regress_signature(servable, signature_name, check)
+    signature = _example_signature(servable, signature_name, check, REGRESS_METHOD, "regression")
     input_name, names = _regress_targets(signature)
     examples = serialized_examples(request_input)
     _record_examples(context, model_name, len(examples))
