@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from client_support import big_photo_jpeg, classify_pixels, decode, embed_pixels, encode, solid
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -24,7 +25,6 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from test_client_support import big_photo_jpeg, classify_pixels, decode, embed_pixels, encode, solid
 
 from serving.client import (
     DeadlineExceededError,
@@ -44,7 +44,7 @@ COLOURS = {"red": (200, 10, 10), "green": (10, 200, 10), "blue": (10, 10, 200)}
 
 
 class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Model ``vit``: the dominant colour is the label (see test_client_support.classify_pixels)."""
+    """Model ``vit``: the dominant colour is the label (see client_support.classify_pixels)."""
 
     def __init__(self) -> None:
         self.requests: list = []

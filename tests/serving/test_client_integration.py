@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_client_support import encode, solid
+from client_support import encode, solid
 
 from serving.client import InvalidArgumentError, NotFoundError, ServingClient
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_client_support import FakeRestServer, encode, error_body, solid
+from client_support import FakeRestServer, encode, error_body, solid
 
 LOADTEST = Path(__file__).resolve().parents[2] / "benchmarks" / "loadtest.py"
 

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     from google.auth.credentials import AnonymousCredentials
-    from test_client_support import FakeRestServer, solid
+    from client_support import FakeRestServer, solid
 
     from serving.client import ServingClient, VertexClient
 

@@ -7,8 +7,7 @@ import json
 import random
 
 import pytest
-from PIL import Image
-from test_client_support import (
+from client_support import (
     FakeRestServer,
     big_photo_jpeg,
     classify_pixels,
@@ -16,6 +15,7 @@ from test_client_support import (
     encode,
     solid,
 )
+from PIL import Image
 
 from serving.client import (
     VERTEX_MAX_REQUEST_BYTES,

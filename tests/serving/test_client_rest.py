@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_client_support import (
+from client_support import (
     METADATA,
     FakeRestServer,
     classify_pixels,
@@ -100,7 +100,7 @@ def test_predict_every_input_kind(server, client, tmp_path):
     assert len(body["instances"]) == 6 and set(body["instances"][0]) == {"b64"}
     # Files and bytes go out unchanged; arrays are sent losslessly (PNG).
     assert base64.b64decode(body["instances"][0]["b64"]) == path.read_bytes()
-    from test_client_support import decode
+    from client_support import decode
 
     assert np.array_equal(decode(base64.b64decode(body["instances"][4]["b64"])), green)
     # Scores are what the fake model computes on the decoded pixels.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from client_support import FakeRestServer, big_photo_jpeg, encode, solid
 from google.auth.credentials import AnonymousCredentials
-from test_client_support import FakeRestServer, big_photo_jpeg, encode, solid
 
 from serving.client import (
     VERTEX_MAX_REQUEST_BYTES,

@@ -60,10 +60,8 @@ def test_fine_tuning_a_transformers_checkpoint_lowers_the_loss_and_exports(
     assert result.model.labels == ["blue", "green", "red"]  # a new head for the folder's classes
     assert result.model.num_classes == 3
 
-    try:
-        from serving.export import export_saved_model
-    except ImportError:
-        pytest.skip("serving.export is not available, so the export cannot be checked")
+    from serving.export import export_saved_model
+
     version = export_saved_model(result.model, tmp_path / "export" / "vit", version=1)
     serving = tf.saved_model.load(str(version)).signatures["serving_default"]
     png = (colour_folder / "red" / "001.png").read_bytes()
