@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 include Makefile.deploy
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install test demo lint format bench clean protos
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+## make protos: recompile serving/protos/*.proto into serving/protos/descriptor_set.py.
+protos: install
+	$(PY) -m serving.protos.build
 
 ## make bench: the benchmarks; each writes benchmarks/results/<name>.md.
 bench: install

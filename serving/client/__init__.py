@@ -5,8 +5,7 @@
 ...     for p in client.predict(["cat.jpg", "dog.jpg"]):
 ...         print(p.label, p.score, p.top_k)
 
-The REST client (``protocol="rest"``) and :class:`VertexClient` import no TensorFlow;
-the gRPC client loads it (through ``tensorflow-serving-api``) when it is created.
+No client imports TensorFlow: the gRPC client's protos are :mod:`serving.protos`.
 """
 
 from serving.client.batching import RequestSize

@@ -45,8 +45,8 @@ class ServingClient:
     Args:
         target: ``host:port`` (gRPC, REST), or an ``http(s)://host:port`` URL (REST).
         model_name: the served model's name (``--model_name``).
-        protocol: ``"grpc"`` (port 8500, needs ``tensorflow-serving-api``) or ``"rest"``
-            (port 8501, imports no TensorFlow).
+        protocol: ``"grpc"`` (port 8500) or ``"rest"`` (port 8501); neither imports
+            TensorFlow.
         version: a specific model version; default the latest.
         version_label: a version label (``stable``, ``canary``); exclusive with ``version``.
         signature_name: the signature ``predict`` calls.
@@ -134,13 +134,13 @@ class ServingClient:
             image_format=image_format,
         )
         if protocol == "grpc":
-            # Lazy: the protos load TensorFlow, which REST users must not pay for.
+            # Lazy: REST users need not install or load grpcio.
             try:
                 from serving.client.grpc_transport import GrpcTransport
             except ImportError as error:
                 raise ImportError(
-                    f"protocol='grpc' needs grpcio and tensorflow-serving-api ({error}); "
-                    "install them, or use protocol='rest', which needs neither"
+                    f"protocol='grpc' needs grpcio ({error}); install it, or use "
+                    "protocol='rest', which does not"
                 ) from error
 
             self.transport: Any = GrpcTransport(

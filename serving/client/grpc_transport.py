@@ -1,7 +1,7 @@
-"""TF Serving's gRPC API (port 8500) through ``tensorflow-serving-api``.
+"""TF Serving's gRPC API (port 8500), with the protos of :mod:`serving.protos`.
 
-This module imports the TF Serving protos, which load the ``tensorflow`` package;
-the client imports it only when ``protocol="grpc"``.
+Imports ``grpcio`` and ``protobuf``, not TensorFlow: the messages are written in
+this repository (``serving/protos``), the same on the wire as ``tensorflow-serving-api``'s.
 """
 
 from __future__ import annotations
@@ -11,16 +11,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from tensorflow.core.example import example_pb2, feature_pb2
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
+from serving import protos
 from serving.client.batching import RequestSize
 from serving.client.errors import MalformedResponseError, error_for_code
 from serving.client.results import ModelVersionStatus
@@ -80,8 +72,21 @@ class GrpcTransport:
             self.channel = grpc.insecure_channel(self.target, options=channel_options)
         else:
             self.channel = grpc.secure_channel(self.target, credentials, options=channel_options)
-        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._predict = self._method("PredictionService", "Predict", protos.PredictResponse)
+        self._classify = self._method(
+            "PredictionService", "Classify", protos.ClassificationResponse
+        )
+        self._metadata = self._method(
+            "PredictionService", "GetModelMetadata", protos.GetModelMetadataResponse
+        )
+        self._status = self._method("ModelService", "GetModelStatus", protos.GetModelStatusResponse)
+
+    def _method(self, service: str, method: str, response: type) -> grpc.UnaryUnaryMultiCallable:
+        return self.channel.unary_unary(
+            protos.method_path(service, method),
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
 
     def _spec(self, request: Any, signature_name: str = "") -> None:
         spec = request.model_spec
@@ -111,11 +116,11 @@ class GrpcTransport:
         input_key: str = "image_bytes",
     ) -> list[dict[str, Any]]:
         """One dict of outputs per image, sliced from the batch tensors."""
-        request = predict_pb2.PredictRequest()
+        request = protos.PredictRequest()
         self._spec(request, signature_name)
         request.inputs[input_key].CopyFrom(string_tensor(list(images)))
         try:
-            response = self.prediction.Predict(request, timeout=timeout)
+            response = self._predict(request, timeout=timeout)
         except grpc.RpcError as error:
             raise_rpc_error(error)
         outputs = {name: to_numpy(tensor) for name, tensor in response.outputs.items()}
@@ -130,18 +135,13 @@ class GrpcTransport:
     def classify(
         self, images: Sequence[bytes], signature_name: str, timeout: float | None
     ) -> list[list[tuple[str, float]]]:
-        request = classification_pb2.ClassificationRequest()
+        request = protos.ClassificationRequest()
         self._spec(request, signature_name)
         examples = request.input.example_list.examples
         for data in images:
-            feature = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[data]))
-            examples.append(
-                example_pb2.Example(
-                    features=feature_pb2.Features(feature={_IMAGE_FEATURE: feature})
-                )
-            )
+            examples.add().features.feature[_IMAGE_FEATURE].bytes_list.value.append(data)
         try:
-            response = self.prediction.Classify(request, timeout=timeout)
+            response = self._classify(request, timeout=timeout)
         except grpc.RpcError as error:
             raise_rpc_error(error)
         return [
@@ -151,17 +151,17 @@ class GrpcTransport:
 
     def metadata(self, timeout: float | None) -> dict[str, Any]:
         """The same JSON structure TF Serving's REST metadata route returns."""
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request = protos.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request)
         try:
-            response = self.prediction.GetModelMetadata(request, timeout=timeout)
+            response = self._metadata(request, timeout=timeout)
         except grpc.RpcError as error:
             raise_rpc_error(error)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        if "signature_def" not in response.metadata or not response.metadata[
-            "signature_def"
-        ].Unpack(signatures):
-            raise MalformedResponseError("GetModelMetadata returned no SignatureDefMap")
+        packed = response.metadata.get("signature_def")
+        expected = protos.SignatureDefMap.DESCRIPTOR.full_name
+        if packed is None or packed.type_url.rpartition("/")[2] != expected:
+            raise MalformedResponseError(f"GetModelMetadata returned no {expected}")
+        signatures = protos.SignatureDefMap.FromString(packed.value)
         as_dict = _message_to_dict
         return {
             "model_spec": as_dict(response.model_spec),
@@ -169,33 +169,31 @@ class GrpcTransport:
         }
 
     def status(self, timeout: float | None) -> list[ModelVersionStatus]:
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = protos.GetModelStatusRequest()
         self._spec(request)
         try:
-            response = self.model.GetModelStatus(request, timeout=timeout)
+            response = self._status(request, timeout=timeout)
         except grpc.RpcError as error:
             raise_rpc_error(error)
-        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
-        out = []
-        for entry in response.model_version_status:
-            try:
-                state = state_name(entry.state)
-            except ValueError:
-                state = str(entry.state)
-            code = entry.status.DESCRIPTOR.fields_by_name["error_code"].enum_type
-            code_value = code.values_by_number.get(entry.status.error_code)
-            out.append(
-                ModelVersionStatus(
-                    version=entry.version,
-                    state=state,
-                    error_code=code_value.name if code_value else str(entry.status.error_code),
-                    error_message=entry.status.error_message,
-                )
+        return [
+            ModelVersionStatus(
+                version=entry.version,
+                state=_enum_name(protos.ModelVersionState, entry.state),
+                error_code=_enum_name(protos.ErrorCode, entry.status.error_code),
+                error_message=entry.status.error_message,
             )
-        return out
+            for entry in response.model_version_status
+        ]
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _enum_name(enum: Any, number: int) -> str:
+    try:
+        return enum.Name(number)
+    except ValueError:  # a value newer than our protos
+        return str(number)
 
 
 def _message_to_dict(message: Any) -> dict[str, Any]:
