@@ -28,7 +28,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     add_arguments(parser)
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        help="image files (JPEG, PNG, GIF, BMP, WebP) or directories of them",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,8 +59,17 @@ def run(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
             output_json=args.json,
             top_k=args.top_k,
+            recursive=args.recursive,
         )
-    return _run_local(args)
+    from serving.client.files import expand_image_arguments
+
+    args.images, problems = expand_image_arguments(args.images, args.recursive)
+    for argument, problem in problems:
+        print(f"error: {argument}: {problem}", file=sys.stderr)
+    if not args.images:
+        return 1  # each argument's problem is printed above
+    status = _run_local(args)
+    return status or (1 if problems else 0)
 
 
 def _run_local(args) -> int:

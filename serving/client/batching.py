@@ -8,7 +8,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from serving.client.errors import MalformedResponseError, PayloadTooLargeError, ServingError
+from serving.client.errors import (
+    InvalidArgumentError,
+    MalformedResponseError,
+    PayloadTooLargeError,
+    ServingError,
+)
+from serving.client.image_errors import blamed_image
 from serving.client.images import as_image_list, encode_image, shrink_to_fit
 
 T = TypeVar("T")
@@ -83,15 +89,24 @@ class BatchEngine:
         self._pool_lock = threading.Lock()
         self._closed = False
 
-    def prepare(self, images: Any, size: RequestSize) -> list[bytes]:
-        """Encoded bytes for every image, each small enough to travel alone."""
+    def prepare(self, images: Any, size: RequestSize) -> list[bytes | ServingError]:
+        """Per image, encoded bytes small enough to travel alone, or why it cannot be sent."""
         items = as_image_list(images)
         if len(items) <= 1:
-            return [self._prepare_one(item, index, size) for index, item in enumerate(items)]
+            return [self._prepare_or_error(item, index, size) for index, item in enumerate(items)]
         # Encoding arrays and downscaling photos is CPU work that releases the GIL.
         return list(
-            self._executor().map(self._prepare_one, items, range(len(items)), [size] * len(items))
+            self._executor().map(
+                self._prepare_or_error, items, range(len(items)), [size] * len(items)
+            )
         )
+
+    def _prepare_or_error(self, image: Any, index: int, size: RequestSize) -> bytes | ServingError:
+        try:
+            return self._prepare_one(image, index, size)
+        except ServingError as error:  # InputImageError, PayloadTooLargeError
+            error.indices = [index]
+            return error
 
     def _prepare_one(self, image: Any, index: int, size: RequestSize) -> bytes:
         data = encode_image(image, index, self.image_format)
@@ -113,12 +128,17 @@ class BatchEngine:
             )
         return shrink_to_fit(data, max_bytes, self.image_size, index)
 
-    def plan(self, payloads: Sequence[bytes], size: RequestSize) -> list[list[int]]:
-        """Input positions of each request: at most ``batch_size`` images and the byte limit."""
+    def plan(self, payloads: Sequence[bytes | ServingError], size: RequestSize) -> list[list[int]]:
+        """Input positions of each request: at most ``batch_size`` images and the byte limit.
+
+        Positions whose payload is an error (the image could not be prepared) are left out.
+        """
         chunks: list[list[int]] = []
         current: list[int] = []
         current_bytes = size.fixed
         for index, data in enumerate(payloads):
+            if not isinstance(data, bytes):
+                continue
             cost = size.image_cost(len(data))
             too_big = (
                 self.max_request_bytes is not None and current_bytes + cost > self.max_request_bytes
@@ -137,44 +157,89 @@ class BatchEngine:
         images: Any,
         size: RequestSize,
         send: Callable[[list[bytes]], Sequence[T]],
-    ) -> list[T]:
-        """``send`` each planned request and return the results flattened in input order."""
+        return_errors: bool = False,
+    ) -> list[Any]:
+        """``send`` each planned request; one result per image, in input order.
+
+        With ``return_errors`` an image that failed has its :class:`ServingError` in its
+        place and the others still get their results. Otherwise the first failure is
+        raised: an image that cannot be prepared before anything is sent, else the
+        first failed request's error (the others are cancelled).
+        """
         if self._closed:
             raise RuntimeError("the client is closed")
         payloads = self.prepare(images, size)
+        outcomes: list[Any] = list(payloads)
+        if not return_errors:
+            for payload in payloads:
+                if isinstance(payload, ServingError):
+                    raise payload
         chunks = self.plan(payloads, size)
         if len(chunks) <= 1:
             # One request: run it on the caller's thread, no pool hop.
-            return [r for chunk in chunks for r in self._send_chunk(send, payloads, chunk)]
-        pool = self._executor()
-        futures: list[Future[list[T]]] = [
-            pool.submit(self._send_chunk, send, payloads, chunk) for chunk in chunks
-        ]
-        results: list[T] = []
+            futures_or_results: list[Any] = [
+                self._run_chunk(send, payloads, chunk) for chunk in chunks
+            ]
+        else:
+            pool = self._executor()
+            futures_or_results = [
+                pool.submit(self._run_chunk, send, payloads, chunk) for chunk in chunks
+            ]
         try:
-            for future in futures:
-                results.extend(future.result())
+            for item in futures_or_results:
+                results = item.result() if isinstance(item, Future) else item
+                for index, result in results.items():
+                    if isinstance(result, ServingError) and not return_errors:
+                        raise result
+                    outcomes[index] = result
         except BaseException:
-            for future in futures:
-                future.cancel()
+            for item in futures_or_results:
+                if isinstance(item, Future):
+                    item.cancel()
             raise
-        return results
+        return outcomes
 
-    @staticmethod
-    def _send_chunk(
-        send: Callable[[list[bytes]], Sequence[T]], payloads: Sequence[bytes], chunk: list[int]
-    ) -> list[T]:
+    def _run_chunk(
+        self,
+        send: Callable[[list[bytes]], Sequence[T]],
+        payloads: Sequence[Any],
+        chunk: list[int],
+    ) -> dict[int, Any]:
+        """Results of one request by input position; a bad image fails only itself.
+
+        When the server refuses a request of several images as INVALID_ARGUMENT, the image
+        its message blames (``image_bytes[2]: ...``) gets that error and the others are
+        sent again; when it blames none, the request is split in halves until it does. So
+        a request of ``n`` images with one bad image costs at most about ``log2(n) + 1``
+        more requests.
+        """
         try:
             out = list(send([payloads[i] for i in chunk]))
         except ServingError as error:
-            error.indices = list(chunk)
-            raise
+            if len(chunk) == 1:
+                return {chunk[0]: _for_one_image(error, chunk[0])}
+            if not isinstance(error, InvalidArgumentError):
+                error.indices = list(chunk)
+                return dict.fromkeys(chunk, error)
+            blamed = blamed_image(error.message, len(chunk))
+            if blamed is not None:
+                position, reason = blamed
+                bad = chunk[position]
+                results = {bad: _copy(error, reason, bad)}
+                rest = [i for i in chunk if i != bad]
+                results.update(self._run_chunk(send, payloads, rest))
+                return results
+            half = len(chunk) // 2
+            results = self._run_chunk(send, payloads, chunk[:half])
+            results.update(self._run_chunk(send, payloads, chunk[half:]))
+            return results
         if len(out) != len(chunk):
-            raise MalformedResponseError(
+            error = MalformedResponseError(
                 f"the server returned {len(out)} results for a request of {len(chunk)} images",
                 indices=chunk,
             )
-        return out
+            return dict.fromkeys(chunk, error)
+        return dict(zip(chunk, out, strict=True))
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -192,3 +257,13 @@ class BatchEngine:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _copy(error: ServingError, message: str, index: int) -> ServingError:
+    """An error of the same type and status about one image."""
+    return type(error)(message, code=error.code, http_status=error.http_status, indices=[index])
+
+
+def _for_one_image(error: ServingError, index: int) -> ServingError:
+    blamed = blamed_image(error.message, 1) if isinstance(error, InvalidArgumentError) else None
+    return _copy(error, blamed[1], index) if blamed else _copy(error, error.message, index)

@@ -179,10 +179,17 @@ class ServingClient:
         *,
         signature_name: str | None = None,
         timeout: float | None = None,
-    ) -> list[Prediction]:
+        return_errors: bool = False,
+    ) -> list[Prediction] | list[Prediction | ServingError]:
         """Predictions for one image or a list of images, in input order.
 
         Images are file paths, encoded bytes, PIL images or ``uint8`` arrays (HWC).
+
+        A bad image fails only itself: when the server refuses a request for one of its
+        images, that image gets the error and the others are sent again. With
+        ``return_errors=True`` the list holds, per image, its :class:`Prediction` or its
+        :class:`~serving.client.errors.ServingError` (``.indices == [position]`` for an
+        image refused alone); otherwise the first error is raised.
         """
         signature = signature_name or self.signature_name
         deadline = self._timeout(timeout)
@@ -191,7 +198,8 @@ class ServingClient:
             rows = self.retry_policy.call(self.transport.predict, batch, signature, deadline)
             return [prediction_from_row(_named_row(row)) for row in rows]
 
-        return self.engine.run(images, self.transport.predict_size(signature), send)
+        size = self.transport.predict_size(signature)
+        return self.engine.run(images, size, send, return_errors)
 
     def embed(
         self,
@@ -199,8 +207,12 @@ class ServingClient:
         *,
         signature_name: str | None = None,
         timeout: float | None = None,
-    ) -> np.ndarray:
-        """Embeddings ``[N, D]`` (float32) from the embedding signature."""
+        return_errors: bool = False,
+    ) -> np.ndarray | list[np.ndarray | ServingError]:
+        """Embeddings ``[N, D]`` (float32) from the embedding signature.
+
+        With ``return_errors=True``: a list of one vector ``[D]`` or one error per image.
+        """
         signature = signature_name or self.embedding_signature
         deadline = self._timeout(timeout)
 
@@ -208,7 +220,10 @@ class ServingClient:
             rows = self.retry_policy.call(self.transport.predict, batch, signature, deadline)
             return [embedding_from_row(row) for row in rows]
 
-        vectors = self.engine.run(images, self.transport.predict_size(signature), send)
+        size = self.transport.predict_size(signature)
+        vectors = self.engine.run(images, size, send, return_errors)
+        if return_errors:
+            return vectors
         if not vectors:
             return np.zeros((0, 0), dtype=np.float32)
         if len({v.shape for v in vectors}) != 1:
@@ -221,15 +236,20 @@ class ServingClient:
         *,
         signature_name: str | None = None,
         timeout: float | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """``(label, score)`` lists through the Classify API (``tf.Example`` ``image/encoded``)."""
+        return_errors: bool = False,
+    ) -> list[list[tuple[str, float]]] | list[list[tuple[str, float]] | ServingError]:
+        """``(label, score)`` lists through the Classify API (``tf.Example`` ``image/encoded``).
+
+        ``return_errors`` as in :meth:`predict`.
+        """
         signature = signature_name or self.classify_signature
         deadline = self._timeout(timeout)
 
         def send(batch: list[bytes]) -> list[list[tuple[str, float]]]:
             return self.retry_policy.call(self.transport.classify, batch, signature, deadline)
 
-        return self.engine.run(images, self.transport.classify_size(signature), send)
+        size = self.transport.classify_size(signature)
+        return self.engine.run(images, size, send, return_errors)
 
     def metadata(self, *, timeout: float | None = None) -> dict[str, Any]:
         """Model metadata in the JSON of TF Serving's REST route (gRPC answers are converted)."""

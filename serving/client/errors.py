@@ -1,7 +1,8 @@
 """Typed exceptions for serving clients.
 
 Every error a client raises is a :class:`ServingError`. Server errors keep the
-server's own text in ``.message`` and its status in ``.code`` (the canonical
+server's own text in ``.message`` (TensorFlow's graph notes removed, see
+:mod:`serving.client.image_errors`) and its status in ``.code`` (the canonical
 gRPC code name, also for REST, where it is derived from the HTTP status with
 TF Serving's own mapping) and ``.http_status`` (REST only).
 """
@@ -9,6 +10,8 @@ TF Serving's own mapping) and ``.http_status`` (REST only).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from serving.client.image_errors import clean_message
 
 # TF Serving's status -> HTTP mapping (http_server.cc ToHTTPStatusCode), inverted.
 # Several codes share 400 and 500; the most common one is chosen.
@@ -32,10 +35,12 @@ class ServingError(Exception):
 
     Attributes:
         code: canonical status name (``"INVALID_ARGUMENT"``, ``"UNAVAILABLE"``...).
-        message: the server's message, unchanged (or the client's, for client-side errors).
+        message: the server's message without TensorFlow's graph notes (or the client's, for
+            client-side errors); for an error of one image, the reason for that image.
         http_status: HTTP status of a REST response, ``None`` for gRPC and client-side errors.
-        indices: positions, in the caller's input list, of the images of the failed request
-            (set when a request of a larger ``predict``/``embed``/``classify`` call failed).
+        indices: positions, in the caller's input list, of the images this error is about:
+            one for an image the server or the client refused, all of a request's images for
+            a request that failed as a whole (server unavailable, unknown model...).
     """
 
     default_code = "UNKNOWN"
@@ -56,7 +61,9 @@ class ServingError(Exception):
     def __str__(self) -> str:
         status = self.code if self.http_status is None else f"{self.code}, HTTP {self.http_status}"
         text = f"{status}: {self.message}"
-        if self.indices:
+        if self.indices and len(self.indices) == 1:
+            text += f" (input image {self.indices[0]})"
+        elif self.indices:
             text += f" (request with input images {_ranges(self.indices)})"
         return text
 
@@ -197,7 +204,7 @@ _CODE_TO_CLASS: dict[str, type[ServingError]] = {
 def error_for_code(code: str, message: str, http_status: int | None = None) -> ServingError:
     """The typed exception for a canonical status name such as ``"NOT_FOUND"``."""
     cls = _CODE_TO_CLASS.get(code, ServingError)
-    return cls(message, code=code, http_status=http_status)
+    return cls(clean_message(message), code=code, http_status=http_status)
 
 
 def code_for_http_status(http_status: int) -> str:

@@ -56,10 +56,10 @@ def encode_image(image: Any, index: int, image_format: str = "png") -> bytes:
                 data = file.read()
         except OSError as error:
             raise InputImageError(
-                f"image {index}: cannot read {os.fspath(image)!r}: {error}"
+                f"image {index}: cannot read {os.fspath(image)!r}: {error.strerror or error}"
             ) from None
         if not data:
-            raise InputImageError(f"image {index}: file {os.fspath(image)!r} is empty")
+            raise InputImageError(f"image {index}: {os.fspath(image)!r} is an empty file")
         return data
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)

@@ -204,15 +204,26 @@ def test_other_errors_are_typed_and_not_retried(server, client, status, error_ty
     assert info.value.message == 'Bad key: "key"'
 
 
-def test_bad_image_error_names_the_failed_request(server):
+def test_bad_image_error_names_the_failed_image(server):
     images = [encode(solid(COLOURS["red"])) for _ in range(10)]
     images[6] = b"this is not an image"
     with ServingClient(server.target, protocol="rest", batch_size=4, max_concurrency=1) as client:
+        outcomes = client.predict(images, return_errors=True)
+        # Requests of 4, 4 and 2 images; the one with the bad image is sent again without it.
+        sizes = sorted(len(json.loads(r["body"])["instances"]) for r in server.requests)
+        assert sizes == [2, 3, 4, 4]
         with pytest.raises(InvalidArgumentError) as info:
             client.predict(images)
-    assert "Failed to process element: 2" in info.value.message
-    assert info.value.indices == [4, 5, 6, 7]
-    assert "input images 4-7" in str(info.value)
+    assert [type(o).__name__ for o in outcomes] == ["Prediction"] * 6 + ["InvalidArgumentError"] + [
+        "Prediction"
+    ] * 3
+    assert all(o.label == "red" for i, o in enumerate(outcomes) if i != 6)
+    assert outcomes[6].indices == [6] and outcomes[6].http_status == 400
+    # TF Serving names the element in its request ("Failed to process element: 2"):
+    # the client maps it to the caller's position and keeps the reason.
+    assert info.value.message.startswith("Failed to decode image")
+    assert info.value.indices == [6]
+    assert "input image 6" in str(info.value)
 
 
 def test_replays_tf_serving_exact_replies(server, client):
@@ -343,7 +354,7 @@ def test_cli_predict(server, tmp_path, capsys):
         f"{record['score']:.4f}",
         f"red:{record['score']:.4f}",
     ]
-    assert cli_predict(server.target, [str(tmp_path / "missing.jpg")], protocol="rest") == 2
+    assert cli_predict(server.target, [str(tmp_path / "missing.jpg")], protocol="rest") == 1
     server.script = [(400, error_body("bad"))]
     assert cli_predict(server.target, [str(red)], protocol="rest") == 1
-    assert "INVALID_ARGUMENT, HTTP 400: bad" in capsys.readouterr().err
+    assert f"error: {red}: bad\n" in capsys.readouterr().err
