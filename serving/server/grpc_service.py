@@ -22,7 +22,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.server import inference, tensor_proto
+from serving import tensor_codec
+from serving.server import inference
 from serving.server.core import ServerCore
 from serving.server.inference import InferenceContext
 from serving.server.logs import get_logger
@@ -102,9 +103,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for alias, value in outputs.items():
                 try:
                     response.outputs[alias].CopyFrom(
-                        tensor_proto.to_proto(value, self.tensor_content)
+                        tensor_codec.from_numpy(value, self.tensor_content)
                     )
-                except ValueError as error:
+                except tensor_codec.TensorError as error:
                     raise ServingError(Code.INTERNAL, str(error)) from None
             return response
 

@@ -21,7 +21,7 @@ import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from serving.server.json_write import error_body
+from serving.server.json_tensor import error_body
 from serving.server.logs import get_logger
 from serving.server.metrics import ServingMetrics
 from serving.server.rest_api import CORS_HEADERS, V1_PATH, RestApi

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.server import tensor_proto
+from serving import tensor_codec
 from serving.server.metrics import ServingMetrics
 from serving.server.servable import Servable
 from serving.server.status import Code, ServingError, invalid_argument
@@ -41,6 +41,12 @@ class InferenceContext:
 
     metrics: ServingMetrics
     signature_method_name_check: bool = False
+    # Bytes the decoded input tensors of one request may take; 0: each servable's own
+    # budget (Servable.request_budget, sized to the model).
+    max_request_tensor_bytes: int = 0
+
+    def request_budget(self, servable: Servable) -> int:
+        return self.max_request_tensor_bytes or servable.request_budget
 
 
 def _signature_key(name: str) -> str:
@@ -106,7 +112,7 @@ def predict(
             f"Was: {signature.method_name}",
         )
     _verify_inputs_size(signature, inputs)
-    feeds = _input_values(signature, inputs)
+    feeds = _input_values(signature, inputs, context.request_budget(servable))
     aliases, fetches = _output_targets(signature, output_filter)
     outputs = _run(context, servable, model_name, "Predict", feeds, fetches, timeout_ms)
     return key, dict(zip(aliases, outputs, strict=True))
@@ -127,9 +133,14 @@ def _verify_inputs_size(signature: meta_graph_pb2.SignatureDef, inputs: Mapping)
         )
 
 
-def _input_values(signature: meta_graph_pb2.SignatureDef, inputs: Mapping) -> dict:
-    """``saved_model::GetInputValues``: feeds by tensor name, defaults filled in."""
+def _input_values(signature: meta_graph_pb2.SignatureDef, inputs: Mapping, budget: int) -> dict:
+    """``saved_model::GetInputValues``: feeds by tensor name, defaults filled in.
+
+    Every TensorProto is sized before it is decoded; all inputs together may take at
+    most ``budget`` bytes.
+    """
     feeds: dict[str, np.ndarray] = {}
+    left = budget
     seen = set()
     for alias, info in signature.inputs.items():
         if alias in inputs:
@@ -145,10 +156,17 @@ def _input_values(signature: meta_graph_pb2.SignatureDef, inputs: Mapping) -> di
                 f"{','.join(sorted(signature.defaults))}"
             )
         if isinstance(value, tensor_pb2.TensorProto):
+            proto = value
             try:
-                value = tensor_proto.to_ndarray(value)
-            except ValueError:
+                value = tensor_codec.to_numpy(proto, max_bytes=left, name=f"Input {alias!r}")
+            except tensor_codec.TensorTooLarge as error:
+                raise invalid_argument(
+                    f"{error} per request (--max_request_tensor_bytes={budget} for all inputs "
+                    "together)"
+                ) from None
+            except tensor_codec.TensorError:
                 raise invalid_argument(f"tensor parsing error: {alias}") from None
+            left -= tensor_codec.proto_nbytes(proto)
         feeds[info.name] = value
     if seen and len(seen) != len(inputs):
         unexpected = [alias for alias in inputs if alias not in seen]
@@ -267,7 +285,7 @@ def _classification_result(
             raise invalid_argument(
                 f"Expected Tensor shape: [batch_size num_classes] but got {_shape_string(tensor)}"
             )
-        actual = tensor_proto.DT.Name(tensor_proto.dtype_of(tensor))
+        actual = tensor_codec.enum_name(tensor_codec.dtype_of(tensor))
         if actual != dtype:
             raise invalid_argument(f"Expected {what} Tensor of {dtype}. Got: {actual}")
         if tensor.shape[0] != num_examples:
@@ -342,7 +360,7 @@ def _regression_result(num_examples: int, output: np.ndarray) -> list[float]:
             "Input batch size did not match output batch size: "
             f"{num_examples} vs. {output.shape[0]}"
         )
-    actual = tensor_proto.DT.Name(tensor_proto.dtype_of(output))
+    actual = tensor_codec.enum_name(tensor_codec.dtype_of(output))
     if actual != "DT_FLOAT":
         raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {actual}")
     return [float(v) for v in output.ravel()]

@@ -2,8 +2,17 @@
 
 Mirrors ``tensorflow_serving/util/json_tensor.cc``: the row (``instances``)
 and columnar (``inputs``) predict formats, ``{"b64": ...}`` strings, the
-classify/regress ``examples``/``context`` format, and the response writers
-(``predictions``/``outputs``/``results`` with ``_bytes`` outputs as base64).
+classify/regress ``examples``/``context`` format, and the response shapes
+(``predictions``/``outputs``/``results``, ``_bytes`` outputs as base64). The
+request-validation error texts are TF Serving's; whitespace, key order and
+rapidjson's parse offsets are not reproduced.
+
+Parsing is the standard :mod:`json` module, bounded: a body whose parse would
+take more than ``2 x body + 100 MB`` (estimated from its structural
+characters before parsing, see :func:`parse_cost`) and a document nested
+deeper than :data:`MAX_DEPTH` are refused with INVALID_ARGUMENT. As with
+rapidjson, ``NaN``, ``Infinity`` and ``-Infinity`` are numbers and anything
+after the first complete value is ignored.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +30,33 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
-from serving.server import json_write
-from serving.server.json_parse import JsonObject, parse
-from serving.server.json_write import PrettyWriter, debug_string, json_type_name, quote
 from serving.server.status import Code, ServingError, invalid_argument
-from serving.server.tensor_proto import DT, dtype_name, dtype_of, numpy_dtype
+from serving.tensor_codec import (
+    DT_BOOL,
+    DT_DOUBLE,
+    DT_FLOAT,
+    DT_INT8,
+    DT_INT16,
+    DT_INT32,
+    DT_INT64,
+    DT_INVALID,
+    DT_STRING,
+    DT_UINT8,
+    DT_UINT32,
+    DT_UINT64,
+    dtype_name,
+    dtype_of,
+    numpy_dtype,
+)
 
 _MISSING = object()
 _MAX_RANK = 64  # numpy's limit; TensorFlow allows 254.
+MAX_DEPTH = 100
+# Parsing may take at most 2 x the body plus this many bytes.
+PARSE_ALLOWANCE = 100 * 1024 * 1024
+_CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_DECODER = json.JSONDecoder(parse_constant=_CONSTANTS.__getitem__)
+_WHITESPACE = " \t\n\r"
 
 
 class RequestFormat(enum.Enum):
@@ -46,22 +76,132 @@ class PredictJson:
 
 
 # ----------------------------------------------------------------------------------------
-# Request parsing.
+# Parsing.
+
+
+def parse_cost(body: bytes) -> int:
+    """An upper bound of the bytes :func:`parse` takes for ``body``, in time linear in it.
+
+    Measured per structural character on CPython 3.11 (tracemalloc, worst cases: empty
+    lists and dicts, one-key dicts with distinct keys, short strings, floats, big ints)
+    and rounded up: the decoded text and string copies (twice the text, four bytes a
+    character once any is non-ASCII), a number or value per comma, a list per ``[``, a
+    dict per ``{``, a key per ``:``, a string object per quote pair.
+    """
+    text = len(body) if body.isascii() else 4 * len(body)
+    return (
+        4096
+        + 2 * text
+        + 56 * (body.count(b",") + 1)
+        + 72 * body.count(b"[")
+        + 200 * body.count(b"{")
+        + 100 * body.count(b":")
+        + 32 * body.count(b'"')
+    )
+
+
+def parse_limit(body_size: int) -> int:
+    return 2 * body_size + PARSE_ALLOWANCE
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of a parsed document (iterative)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list):
+            children = item
+        elif isinstance(item, dict):
+            children = item.values()
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return deepest
+
+
+def _too_deep() -> ServingError:
+    return invalid_argument(
+        f"JSON Parse error: the document is nested more than {MAX_DEPTH} levels deep"
+    )
+
+
+def parse(body: bytes) -> Any:
+    """Parses a request body (``ParseJson`` without the object check), within bounds."""
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    cost, limit = parse_cost(body), parse_limit(len(body))
+    if cost > limit:
+        raise invalid_argument(
+            f"JSON Parse error: a {len(body)}-byte body with this many values would take "
+            f"about {cost >> 20} MB to parse, more than the {limit >> 20} MB allowed "
+            '(2 x body + 100 MB). Send images as {"b64": ...} strings, fewer instances per '
+            "request, or use gRPC."
+        )
+    text = body.decode("utf-8", "surrogateescape")
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    if start == len(text):
+        raise invalid_argument("JSON Parse error: The document is empty.")
+    try:
+        value, _ = _DECODER.raw_decode(text, start)  # the rest is ignored, as by rapidjson
+    except json.JSONDecodeError as error:
+        raise invalid_argument(f"JSON Parse error: {error.msg}. at offset: {error.pos}") from None
+    except RecursionError:
+        raise _too_deep() from None
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise _too_deep()
+    return value
+
+
+def debug_string(value: Any, limit: int = 256) -> str:
+    """``JsonValueToDebugString``: the value as JSON, cut after ``limit`` characters.
+
+    Encodes lazily, so a large document costs no more than its first characters.
+    """
+    encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=True)
+    out: list[str] = []
+    size = 0
+    for chunk in encoder.iterencode(value):
+        out.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return "".join(out)[:limit]
+
+
+def json_type_name(value: Any) -> str:
+    """rapidjson's value type names used in TF Serving messages."""
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
 
 
 def _format_error(doc: Any, *parts: str) -> ServingError:
     return invalid_argument(f"JSON Value: {debug_string(doc)} " + "".join(parts))
 
 
-def parse_object(body: bytes) -> JsonObject:
+def parse_object(body: bytes) -> dict:
     """``ParseJson``: the body must be a JSON object."""
     doc = parse(body)
-    if not isinstance(doc, JsonObject):
+    if not isinstance(doc, dict):
         raise _format_error(doc, "Is not object")
     return doc
 
 
-def signature_name_of(doc: JsonObject) -> str:
+def signature_name_of(doc: dict) -> str:
     value = doc.get("signature_name", _MISSING)
     if value is _MISSING:
         return ""
@@ -73,12 +213,7 @@ def signature_name_of(doc: JsonObject) -> str:
 
 
 def is_b64_object(value: Any) -> bool:
-    return (
-        isinstance(value, JsonObject)
-        and len(value) == 1
-        and isinstance(value.members[0][1], str)
-        and value.members[0][0] == "b64"
-    )
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
 def decode_b64_object(value: Any) -> bytes:
@@ -86,7 +221,7 @@ def decode_b64_object(value: Any) -> bytes:
         raise invalid_argument(
             f"JSON Value: {debug_string(value)} not formatted correctly for base64 data"
         )
-    return b64_decode(value.members[0][1])
+    return b64_decode(value["b64"])
 
 
 def b64_decode(text: str) -> bytes:
@@ -112,24 +247,24 @@ def _type_error(value: Any, dtype: int) -> ServingError:
 # dtype -> (Python leaf types accepted in bulk, inclusive integer range or None).
 _INT32 = (-(2**31), 2**31 - 1)
 _LEAF_RULES: dict[int, tuple[frozenset, tuple[int, int] | None]] = {
-    DT.DT_FLOAT: (frozenset((int, float)), None),
-    DT.DT_DOUBLE: (frozenset((int, float)), None),
-    DT.DT_INT32: (frozenset((int,)), _INT32),
-    DT.DT_INT16: (frozenset((int,)), _INT32),
-    DT.DT_INT8: (frozenset((int,)), _INT32),
-    DT.DT_UINT8: (frozenset((int,)), _INT32),
-    DT.DT_INT64: (frozenset((int,)), (-(2**63), 2**63 - 1)),
-    DT.DT_UINT32: (frozenset((int,)), (0, 2**32 - 1)),
-    DT.DT_UINT64: (frozenset((int,)), (0, 2**64 - 1)),
-    DT.DT_BOOL: (frozenset((bool,)), None),
-    DT.DT_STRING: (frozenset((str,)), None),
+    DT_FLOAT: (frozenset((int, float)), None),
+    DT_DOUBLE: (frozenset((int, float)), None),
+    DT_INT32: (frozenset((int,)), _INT32),
+    DT_INT16: (frozenset((int,)), _INT32),
+    DT_INT8: (frozenset((int,)), _INT32),
+    DT_UINT8: (frozenset((int,)), _INT32),
+    DT_INT64: (frozenset((int,)), (-(2**63), 2**63 - 1)),
+    DT_UINT32: (frozenset((int,)), (0, 2**32 - 1)),
+    DT_UINT64: (frozenset((int,)), (0, 2**64 - 1)),
+    DT_BOOL: (frozenset((bool,)), None),
+    DT_STRING: (frozenset((str,)), None),
 }
 
 
 def _check_leaf(value: Any, dtype: int) -> Any:
     """``AddValueToTensor`` for one JSON scalar (or ``{"b64"}`` object)."""
-    if isinstance(value, JsonObject):
-        if dtype == DT.DT_STRING:
+    if isinstance(value, dict):
+        if dtype == DT_STRING:
             return decode_b64_object(value)
         raise _type_error(value, dtype)
     rule = _LEAF_RULES.get(dtype)
@@ -143,7 +278,7 @@ def _check_leaf(value: Any, dtype: int) -> Any:
         raise _type_error(value, dtype)
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
         raise _type_error(value, dtype)
-    if dtype == DT.DT_STRING:
+    if dtype == DT_STRING:
         return value.encode("utf-8", "surrogateescape")
     return value
 
@@ -151,7 +286,7 @@ def _check_leaf(value: Any, dtype: int) -> Any:
 def _leaves_ok(values: list, dtype: int) -> bool:
     """Checks a list of leaves at C speed; False means: check them one by one."""
     rule = _LEAF_RULES.get(dtype)
-    if rule is None or dtype == DT.DT_STRING:
+    if rule is None or dtype == DT_STRING:
         return False
     types, bounds = rule
     if not set(map(type, values)) <= types:
@@ -197,7 +332,7 @@ def _fill_fast(value: list, shape: list[int], dtype: int, out: list) -> bool:
     if list(array.shape) != shape:
         return False
     leaves = array.ravel().tolist()
-    if dtype == DT.DT_STRING:
+    if dtype == DT_STRING:
         if not set(map(type, leaves)) <= {str}:
             return False
         out.extend(leaf.encode("utf-8", "surrogateescape") for leaf in leaves)
@@ -234,14 +369,14 @@ def _fill_level(value: Any, level: int, shape: list[int], rank: int, dtype: int,
 def to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
     """Builds the request tensor from checked leaves (``Tensor::FromProto`` casts)."""
     np_dtype = numpy_dtype(dtype)
-    if dtype == DT.DT_STRING:
+    if dtype == DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values
         return array.reshape(shape)
     with np.errstate(over="ignore", invalid="ignore"):
         if np_dtype.kind == "f":
             array = np.array(values, dtype=np.float64).astype(np_dtype)
-        elif np_dtype.kind in "iu" and dtype not in (DT.DT_UINT64, DT.DT_INT64, DT.DT_UINT32):
+        elif np_dtype.kind in "iu" and dtype not in (DT_UINT64, DT_INT64, DT_UINT32):
             array = np.array(values, dtype=np.int64).astype(np_dtype)
         else:
             array = np.array(values, dtype=np_dtype)
@@ -249,7 +384,7 @@ def to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
 
 
 def _is_element_object(value: Any) -> bool:
-    return isinstance(value, JsonObject) and not is_b64_object(value)
+    return isinstance(value, dict) and not is_b64_object(value)
 
 
 class _InstanceTensors:
@@ -288,7 +423,7 @@ class _InstanceTensors:
 
 def _tensors_from_instances(instances: list, infos: Mapping[str, int]) -> dict[str, np.ndarray]:
     first = instances[0]
-    if not isinstance(first, JsonObject) and len(infos) > 1:
+    if not isinstance(first, dict) and len(infos) > 1:
         raise invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input "
             "tensors required as per tensorinfo_map"
@@ -303,7 +438,7 @@ def _tensors_from_instances(instances: list, infos: Mapping[str, int]) -> dict[s
                     f"Expecting object but got list at item {index} of input list"
                 )
             keys = set()
-            for name, item in element.members:
+            for name, item in element.items():
                 keys.add(name)
                 try:
                     builder.add(item, name)
@@ -339,7 +474,7 @@ def _tensor_from_value(value: Any, dtype: int) -> np.ndarray:
 
 
 def _tensors_from_inputs(value: Any, infos: Mapping[str, int]) -> dict[str, np.ndarray]:
-    if not isinstance(value, JsonObject) or is_b64_object(value):
+    if not isinstance(value, dict) or is_b64_object(value):
         if len(infos) > 1:
             raise invalid_argument(
                 "inputs is a plain value/list, but expecting an object as multiple input "
@@ -404,7 +539,7 @@ def _add_to_feature(value: Any, name: str, kinds: list, values: list) -> None:
         )
     if isinstance(value, bool):
         kind, item = "int64_list", 1 if value else 0
-    elif isinstance(value, JsonObject):
+    elif isinstance(value, dict):
         if not is_b64_object(value):
             raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: Object")
         kind, item = "bytes_list", None
@@ -420,7 +555,7 @@ def _add_to_feature(value: Any, name: str, kinds: list, values: list) -> None:
         )
     if not kinds:
         kinds.append(kind)
-    if isinstance(value, JsonObject):
+    if isinstance(value, dict):
         item = decode_b64_object(value)
     elif kind == "int64_list" and item > 2**63 - 1:
         raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
@@ -429,10 +564,10 @@ def _add_to_feature(value: Any, name: str, kinds: list, values: list) -> None:
 
 def example_from_json(value: Any, example: example_pb2.Example) -> None:
     """``MakeExampleFromJsonObject``: one JSON object -> one tf.Example."""
-    if not isinstance(value, JsonObject):
+    if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type_name(value)}")
     features = example.features.feature
-    for name, content in value.members:
+    for name, content in value.items():
         kinds: list = []
         values: list = []
         for item in content if isinstance(content, list) else [content]:
@@ -476,65 +611,41 @@ def parse_classify_regress_request(body: bytes) -> tuple[str, input_pb2.Input]:
 
 
 # ----------------------------------------------------------------------------------------
-# Responses.
+# Responses: plain Python values for json.dumps.
 
 
-def _value_texts(array: np.ndarray, as_bytes: bool) -> list[str]:
-    """``AddSingleValueAndAdvance`` for every element, in row-major order."""
+def _float_values(array: np.ndarray) -> np.ndarray:
+    """Float32 values as the shortest decimals that read back to them (0.1f -> 0.1)."""
+    if array.dtype == np.float32:
+        return np.array([float(text) for text in array.ravel().astype(str)]).reshape(array.shape)
+    return array
+
+
+def _json_values(name: str, array: np.ndarray) -> Any:
+    """``AddSingleValueAndAdvance`` for a whole tensor: nested lists of JSON values."""
+    array = np.asarray(array)
     dtype = array.dtype
-    if dtype == np.float32:
-        return json_write.format_float32_array(array)
-    if dtype == np.float64:
-        return json_write.format_float64_array(array)
-    if dtype == np.bool_:
-        return ["true" if v else "false" for v in array.ravel().tolist()]
-    if dtype.kind in "iu" and dtype != np.uint16:
-        return [str(v) for v in array.ravel().tolist()]
-    if dtype.kind == "O":
-        values = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
-        if as_bytes:
-            return [base64.b64encode(v).decode("ascii") for v in values]
-        return [json_write.quote_bytes(v) for v in values]
-    raise invalid_argument(f"Failed to write JSON value for tensor type: {_dtype_label(array)}")
-
-
-def _dtype_label(array: np.ndarray) -> str:
-    dtype = dtype_of(array)
-    return str(array.dtype) if dtype == DT.DT_INVALID else dtype_name(dtype)
-
-
-def _write_b64(writer: PrettyWriter, text: str) -> None:
-    writer.start_object()
-    writer.key("b64")
-    writer.raw_value(quote(text))
-    writer.end_object()
-
-
-def _write_dims(writer, shape, dim, texts, offset, as_bytes) -> int:
-    if dim > len(shape) - 1:
-        if as_bytes:
-            _write_b64(writer, texts[offset])
+    if dtype.kind == "f" and dtype in (np.float32, np.float64):
+        return _float_values(array).tolist()
+    if dtype == np.bool_ or (dtype.kind in "iu" and dtype != np.uint16):
+        return array.tolist()
+    if dtype.kind in "OS":
+        as_b64 = name.endswith("_bytes")
+        flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
+        if as_b64:
+            items: list = [{"b64": base64.b64encode(v).decode("ascii")} for v in flat]
         else:
-            writer.raw_value(texts[offset])
-        return offset + 1
-    writer.start_array()
-    if dim == len(shape) - 1:
-        count = shape[dim]
-        if as_bytes:
-            for index in range(offset, offset + count):
-                _write_b64(writer, texts[index])
-        else:
-            writer.raw_values(texts[offset : offset + count])
-        offset += count
-    else:
-        for _ in range(shape[dim]):
-            offset = _write_dims(writer, shape, dim + 1, texts, offset, as_bytes)
-    writer.end_array()
-    return offset
+            items = [v.decode("utf-8", "surrogateescape") for v in flat]
+        result = np.empty(len(items), dtype=object)
+        result[:] = items
+        return result.reshape(array.shape).tolist()
+    label = str(dtype) if dtype_of(array) == DT_INVALID else dtype_name(dtype_of(array))
+    raise invalid_argument(f"Failed to write JSON value for tensor type: {label}")
 
 
-def _is_bytes_output(name: str, array: np.ndarray) -> bool:
-    return array.dtype.kind == "O" and name.endswith("_bytes")
+def dumps(value: Any) -> str:
+    """JSON text as TF Serving writes it: NaN and infinities as bare tokens, UTF-8 kept."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=True, indent=4)
 
 
 def predict_response(outputs: Mapping[str, np.ndarray], request_format: RequestFormat) -> str:
@@ -542,28 +653,9 @@ def predict_response(outputs: Mapping[str, np.ndarray], request_format: RequestF
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
-    if request_format is RequestFormat.ROW:
-        return _row_response(outputs, names)
-    writer = PrettyWriter()
-    writer.start_object()
-    writer.key("outputs")
-    several = len(names) > 1
-    if several:
-        writer.start_object()
-    for name in names:
-        array = np.asarray(outputs[name])
-        as_bytes = _is_bytes_output(name, array)
-        texts = _value_texts(array, as_bytes) if array.size else []
-        if several:
-            writer.key(name)
-        _write_dims(writer, array.shape, 0, texts, 0, as_bytes)
-    if several:
-        writer.end_object()
-    writer.end_object()
-    return writer.getvalue()
-
-
-def _row_response(outputs: Mapping[str, np.ndarray], names: list[str]) -> str:
+    if request_format is RequestFormat.COLUMNAR:
+        values = {name: _json_values(name, outputs[name]) for name in names}
+        return dumps({"outputs": values if len(names) > 1 else values[names[0]]})
     batch_size = None
     for name in names:
         array = np.asarray(outputs[name])
@@ -575,68 +667,35 @@ def _row_response(outputs: Mapping[str, np.ndarray], names: list[str]) -> str:
                 f"expecting: {batch_size}"
             )
         batch_size = array.shape[0]
-    prepared = {}
-    for name in names:
-        array = np.asarray(outputs[name])
-        as_bytes = _is_bytes_output(name, array)
-        texts = _value_texts(array, as_bytes) if array.size else []
-        prepared[name] = (array, texts, as_bytes, int(np.prod(array.shape[1:], dtype=np.int64)))
-    writer = PrettyWriter()
-    writer.start_object()
-    writer.key("predictions")
-    writer.start_array()
-    several = len(names) > 1
-    for row in range(batch_size or 0):
-        if several:
-            writer.start_object()
-        writer.single_line_arrays = True
-        for name in names:
-            array, texts, as_bytes, row_size = prepared[name]
-            if several:
-                writer.key(name)
-            _write_dims(writer, array.shape[1:], 0, texts, row * row_size, as_bytes)
-        writer.single_line_arrays = False
-        if several:
-            writer.end_object()
-    writer.end_array()
-    writer.end_object()
-    return writer.getvalue()
+    values = {name: _json_values(name, outputs[name]) for name in names}
+    if len(names) == 1:
+        return dumps({"predictions": values[names[0]]})
+    rows = [{name: values[name][row] for name in names} for row in range(batch_size or 0)]
+    return dumps({"predictions": rows})
+
+
+def _float32(value: float) -> float:
+    return _float_values(np.array([value], np.float32))[0].item()
 
 
 def classify_response(results: list[list[tuple[bytes, float]]]) -> str:
     """``MakeJsonFromClassificationResult``: ``{"results": [[[label, score], ...], ...]}``."""
     if not results:
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
-    writer = PrettyWriter()
-    writer.start_object()
-    writer.key("results")
-    writer.start_array()
-    for classes in results:
-        writer.single_line_arrays = True
-        writer.start_array()
-        for label, score in classes:
-            writer.start_array()
-            writer.raw_value(json_write.quote_bytes(label))
-            writer.raw_value(json_write.format_float32(score))
-            writer.end_array()
-        writer.end_array()
-        writer.single_line_arrays = False
-    writer.end_array()
-    writer.end_object()
-    return writer.getvalue()
+    rows = [
+        [[label.decode("utf-8", "surrogateescape"), _float32(score)] for label, score in classes]
+        for classes in results
+    ]
+    return dumps({"results": rows})
 
 
 def regress_response(values: list[float]) -> str:
-    """``MakeJsonFromRegressionResult``: ``{"results": [v1, v2, ...]}`` on one line."""
+    """``MakeJsonFromRegressionResult``: ``{"results": [v1, v2, ...]}``."""
     if not values:
         raise invalid_argument("Cannot convert empty RegressionResults to JSON")
-    writer = PrettyWriter()
-    writer.start_object()
-    writer.key("results")
-    writer.single_line_arrays = True
-    writer.start_array()
-    writer.raw_values([json_write.format_float32(value) for value in values])
-    writer.end_array()
-    writer.single_line_arrays = False
-    writer.end_object()
-    return writer.getvalue()
+    return dumps({"results": _float_values(np.array(values, np.float32)).tolist()})
+
+
+def error_body(message: str) -> bytes:
+    """``MakeJsonFromStatus``: ``{"error": "<message>"}``."""
+    return dumps({"error": message}).encode("utf-8", "surrogateescape")

@@ -8,19 +8,20 @@ would send.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.parse
 from collections.abc import Mapping
 
+from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from serving.server import inference, json_tensor
 from serving.server.core import ServerCore
 from serving.server.inference import InferenceContext
-from serving.server.json_write import error_body
+from serving.server.json_tensor import error_body
 from serving.server.logs import get_logger
-from serving.server.proto_json import message_to_json
 from serving.server.status import Code, ServingError, http_status, invalid_argument
 
 # http_rest_api_util.cc; RE2 FullMatch, case-insensitive, on the raw path + query.
@@ -42,6 +43,17 @@ CORS_HEADERS = [
 ]
 _INT64_MAX = 2**63 - 1
 log = get_logger()
+
+
+def message_to_json(message) -> str:
+    """``MessageToJsonString`` with TF Serving's REST options (every field printed)."""
+    return json_format.MessageToJson(message, always_print_fields_with_no_presence=True, indent=1)
+
+
+def _message_to_dict(message) -> dict:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _decode(value: str) -> str:
@@ -189,12 +201,8 @@ class RestApi:
             response = inference.metadata_response(servable, spec.name)
             signatures = inference.signature_def_map(servable)
         # http_rest_api_util.cc prints the two parts separately and glues them together.
-        model_spec = message_to_json(response.model_spec, preserve_proto_field_names=True)
-        signature_defs = message_to_json(signatures, preserve_proto_field_names=True)
-        return (
-            '{\n"model_spec":'
-            + model_spec
-            + ',\n"metadata": {"signature_def": '
-            + signature_defs
-            + "}\n}\n"
-        )
+        metadata = {
+            "model_spec": _message_to_dict(response.model_spec),
+            "metadata": {"signature_def": _message_to_dict(signatures)},
+        }
+        return json.dumps(metadata, indent=1) + "\n"

@@ -12,6 +12,7 @@ TensorFlow's own ``Expects arg[0] to be float but bool is provided``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,24 @@ RunFn = Callable[[dict[str, np.ndarray], Sequence[str], "int | None"], list[np.n
 def servable_id(name: str, version: int) -> str:
     """``ServableId::DebugString``."""
     return f"{{name: {name} version: {version}}}"
+
+
+# A request's decoded inputs may take as many bytes as the model's variables, and at
+# least this many (--max_request_tensor_bytes overrides it).
+MIN_REQUEST_BUDGET = 64 * 1024 * 1024
+
+
+def variables_bytes(path: str) -> int:
+    """Bytes of the SavedModel's variables (what the model itself holds in memory)."""
+    total = 0
+    directory = os.path.join(path, "variables")
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
 
 
 def _as_array(value) -> np.ndarray:
@@ -78,6 +97,7 @@ class Servable:
         self._closed = False
         # Replaced by the batching scheduler's entry point when batching is enabled.
         self.runner: RunFn = self.run_direct
+        self.request_budget = max(MIN_REQUEST_BUDGET, variables_bytes(path))
 
     @classmethod
     def load(

@@ -6,8 +6,11 @@ models built for them (an echo model per request case, a constant-output model
 per response case, an Example-echo classifier); path-parsing cases as the
 HTTP requests whose answers reveal the parse. Cases that cannot be sent over
 HTTP are listed in ``NOT_OVER_HTTP`` with the reason and checked on the
-function that implements them. The exact bytes of
-``tfserving-exact-output-samples.txt`` are compared for every sample.
+function that implements them. Bodies are compared as JSON (issue 10 gave up
+rapidjson's byte layout): every sample of ``tfserving-exact-output-samples.txt``
+parses to the same JSON, and floats read back to the same float32/float64.
+Cases where this server deliberately differs are listed in ``DEVIATIONS`` with
+the reason, and the test checks the deviating behaviour instead.
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ NOT_OVER_HTTP.update(
         if case["request"]["kind"] == "MakeJsonFromTensors" and not case["request"]["tensor_map"]
     }
 )
+
+# Index -> why this server answers differently on purpose; the test checks that answer.
+DEVIATIONS = {
+    index: "nesting is capped at 100 levels (issue 10: bounded parsing); TF Serving's "
+    "iterative rapidjson parser takes 500000 levels"
+    for index, case in enumerate(CASES)
+    if "500000-deep" in case["description"]
+}
 
 _DTYPES = {
     "DT_FLOAT": np.float32,
@@ -285,8 +296,10 @@ def error_of(body: bytes) -> str:
     return json.loads(body)["error"]
 
 
-def _json(body: bytes):
-    return json.loads(body.decode("utf-8", "surrogateescape"))
+def _json(body: bytes | str):
+    """JSON with NaN and the infinities kept as their tokens (so that NaN == NaN)."""
+    text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
+    return json.loads(text, parse_constant=str)
 
 
 # ----------------------------------------------------------------------------------------
@@ -299,6 +312,12 @@ def test_tfserving_case(server, index):
     kind = case["request"]["kind"]
     if index in NOT_OVER_HTTP:
         _check_on_function(case)
+        return
+    if index in DEVIATIONS:
+        body = case_body(case)
+        status, _, reply = send(server, "POST", f"/v1/models/request_case_{index}:predict", body)
+        assert status == 400
+        assert "nested more than 100 levels deep" in error_of(reply)
         return
     handler = {
         "RE2::FullMatch": _dispatch_case,
@@ -428,10 +447,9 @@ def _predict_response_case(server, index, case):
     elif "body_json_equal" in expected:
         assert status == 200
         assert _json(body) == json.loads(expected["body_json_equal"])
-    else:  # compared as text: NaN/Infinity tokens and the float formatting
+    else:  # NaN/Infinity tokens and the float formatting
         assert status == 200
-        tokens = re.sub(r"\s+", "", expected["body_text_tokens_equal"])
-        assert re.sub(r"\s+", "", body.decode()) == tokens
+        assert _json(body) == _json(expected["body_text_tokens_equal"])
 
 
 def _merged_examples(textproto: str) -> tuple[str, list[dict]]:
@@ -491,8 +509,7 @@ def _results_case(server, index, case):
     if "body_json_equal" in expected:
         assert _json(reply) == json.loads(expected["body_json_equal"])
     else:
-        tokens = re.sub(r"\s+", "", expected["body_text_tokens_equal"])
-        assert re.sub(r"\s+", "", reply.decode()) == tokens
+        assert _json(reply) == _json(expected["body_text_tokens_equal"])
 
 
 def _status_body_case(server, index, case):
@@ -518,7 +535,7 @@ def _status_body_case(server, index, case):
 
 
 # ----------------------------------------------------------------------------------------
-# tfserving-exact-output-samples.txt, byte for byte.
+# tfserving-exact-output-samples.txt, as JSON.
 
 
 def _samples() -> dict[str, str]:
@@ -551,13 +568,13 @@ SAMPLE_REQUESTS = {
 
 
 @pytest.mark.parametrize("title", sorted(SAMPLE_REQUESTS))
-def test_exact_output_bytes(server, title):
+def test_sample_outputs_as_json(server, title):
     path, body = SAMPLE_REQUESTS[title]
     _, _, reply = send(server, "POST", f"/v1/models/{path}", body)
-    assert reply.decode() == _samples()[title]
+    assert _json(reply) == _json(_samples()[title])
 
 
-def test_exact_classify_bytes_with_labels():
+def test_classify_sample_with_labels():
     """``classify 2``: two labelled classes per example (the JSON writer on its own)."""
     from serving.server import json_tensor
 
@@ -565,7 +582,7 @@ def test_exact_classify_bytes_with_labels():
         [(b"car", np.float32(0.2)), (b"bike", np.float32(0.7))],
         [(b"car", np.float32(0.7)), (b"bike", np.float32(0.1))],
     ]
-    assert json_tensor.classify_response(results) == _samples()["classify 2"]
+    assert _json(json_tensor.classify_response(results)) == _json(_samples()["classify 2"])
 
 
 def _json_number(text: str) -> str:
@@ -579,5 +596,8 @@ def test_float_formatting_through_the_server(server, model, title):
     body = '{"inputs": [' + ", ".join(_json_number(given) for given, _ in pairs) + "]}"
     status, _, reply = send(server, "POST", f"/v1/models/{model}:predict", body)
     assert status == 200
-    written = [line.strip().rstrip(",") for line in reply.decode().splitlines()[2:-2]]
-    assert written == [shown for _, shown in pairs]
+    # The same number as TF Serving writes, in float32 (resp. float64); NaN tokens as text.
+    cast = np.float32 if title == "float32" else np.float64
+    written = [v if isinstance(v, str) else cast(v) for v in _json(reply)["outputs"]]
+    shown = [_json(text) for _, text in pairs]
+    assert written == [v if isinstance(v, str) else cast(v) for v in shown]
