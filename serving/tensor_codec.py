@@ -14,8 +14,9 @@ proto claiming 67 million strings is caught before the first one is copied),
 and :func:`to_numpy` refuses a tensor over ``max_bytes`` with
 :class:`TensorTooLarge`.
 
-The protos are reached through :func:`protos` only, so that they can come from
-wherever they are importable without ``tensorflow/__init__``.
+The protos are reached through :func:`protos` only: :mod:`serving.protos`, TF
+Serving's messages without ``tensorflow/__init__``. Reading works on any
+``TensorProto`` class; writing fills ``out`` when given (TensorFlow's class too).
 
 >>> import numpy as np
 >>> proto = from_numpy(np.array([[1.5, 2.0]], np.float32))
@@ -27,21 +28,20 @@ wherever they are importable without ``tensorflow/__init__``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import numpy as np
 
 
-@functools.cache
-def protos() -> SimpleNamespace:
-    """``tensor_pb2``, ``tensor_shape_pb2`` and ``types_pb2``: the one place they are imported."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+def protos():
+    """The one place the protos are imported: :mod:`serving.protos` (no TensorFlow).
 
-    return SimpleNamespace(
-        tensor_pb2=tensor_pb2, tensor_shape_pb2=tensor_shape_pb2, types_pb2=types_pb2
-    )
+    Its ``TensorProto`` is not TensorFlow's class: a caller that fills a message of
+    ``tensorflow-serving-api`` (the server) passes it as ``out=``.
+    """
+    from serving import protos as messages
+
+    return messages
 
 
 # DataType enum numbers (types.proto); fixed by the wire format.
@@ -239,20 +239,21 @@ def to_numpy(proto, max_bytes: int | None = None, name: str = "tensor") -> np.nd
     return flat.reshape(shape)
 
 
-def from_numpy(array, as_tensor_content: bool = False):
+def from_numpy(array, as_tensor_content: bool = False, out=None):
     """``Tensor::AsProtoField`` (or ``AsProtoTensorContent``) of an array.
 
+    Fills ``out`` (an empty ``TensorProto`` of any class, e.g. ``response.outputs[name]``)
+    or a new :mod:`serving.protos` ``TensorProto``, and returns it.
     Raises :class:`TensorError` for dtypes a TensorProto cannot hold.
     """
-    p = protos()
     array = np.asarray(array)
     dtype = dtype_of(array)
     if dtype == DT_INVALID:
         raise TensorError(f"cannot encode a {array.dtype} tensor")
-    proto = p.tensor_pb2.TensorProto(dtype=dtype)
-    proto.tensor_shape.dim.extend(
-        p.tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape
-    )
+    proto = protos().TensorProto() if out is None else out
+    proto.dtype = dtype
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
     flat = array.ravel()
     if dtype == DT_STRING:
         proto.string_val.extend(
@@ -274,10 +275,13 @@ def from_numpy(array, as_tensor_content: bool = False):
     return proto
 
 
-def string_tensor(values: Sequence[bytes]):
-    """A 1-D DT_STRING tensor, as ``tf.make_tensor_proto(values, tf.string)`` makes it."""
-    p = protos()
-    shape = p.tensor_shape_pb2.TensorShapeProto(
-        dim=[p.tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]
-    )
-    return p.tensor_pb2.TensorProto(dtype=DT_STRING, tensor_shape=shape, string_val=list(values))
+def string_tensor(values: Sequence[bytes], out=None):
+    """A 1-D DT_STRING tensor, as ``tf.make_tensor_proto(values, tf.string)`` makes it.
+
+    ``out`` as in :func:`from_numpy`.
+    """
+    proto = protos().TensorProto() if out is None else out
+    proto.dtype = DT_STRING
+    proto.tensor_shape.dim.add(size=len(values))
+    proto.string_val.extend(values)
+    return proto

@@ -16,13 +16,16 @@ from serving import protos
 from serving.client.batching import RequestSize
 from serving.client.errors import MalformedResponseError, error_for_code
 from serving.client.results import ModelVersionStatus
-from serving.client.tensors import string_tensor, to_numpy
+from serving.tensor_codec import TensorError, string_tensor, to_numpy
 
 _IMAGE_FEATURE = "image/encoded"
 # Protobuf framing: a tag byte plus a varint length of at most 5 bytes per string.
 _STRING_FRAMING = 6
 # Tags and lengths of Example > Features > map entry > key > Feature > BytesList > value.
 _EXAMPLE_FRAMING = 7 * _STRING_FRAMING + len(_IMAGE_FEATURE)
+# A reply's outputs are sized before they are decoded: a shape the values cannot honestly
+# fill (one value repeated 2**40 times) is refused instead of allocated.
+MAX_OUTPUT_BYTES = 1 << 30
 
 
 def grpc_target(target: str) -> str:
@@ -123,7 +126,13 @@ class GrpcTransport:
             response = self._predict(request, timeout=timeout)
         except grpc.RpcError as error:
             raise_rpc_error(error)
-        outputs = {name: to_numpy(tensor) for name, tensor in response.outputs.items()}
+        try:
+            outputs = {
+                name: to_numpy(tensor, MAX_OUTPUT_BYTES, name=f"output {name!r}")
+                for name, tensor in response.outputs.items()
+            }
+        except TensorError as error:
+            raise MalformedResponseError(f"cannot decode the reply: {error}") from None
         rows = len(images)
         for name, value in outputs.items():
             if value.ndim == 0 or value.shape[0] != rows:

@@ -102,9 +102,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             )
             for alias, value in outputs.items():
                 try:
-                    response.outputs[alias].CopyFrom(
-                        tensor_codec.from_numpy(value, self.tensor_content)
-                    )
+                    tensor_codec.from_numpy(value, self.tensor_content, out=response.outputs[alias])
                 except tensor_codec.TensorError as error:
                     raise ServingError(Code.INTERNAL, str(error)) from None
             return response

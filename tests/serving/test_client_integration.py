@@ -184,3 +184,31 @@ def test_cli_predict_through_the_server(server, protocol, tmp_path, capsys):
         "green",
         "red",
     ]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_a_bad_image_fails_only_itself(server, protocol):
+    """tf.io.decode_image names no element: the client splits the request to find it."""
+    images = [IMAGES[0], IMAGES[1], b"definitely not an image", IMAGES[2], IMAGES[1]]
+    with ServingClient(server[protocol], protocol=protocol, batch_size=8) as client:
+        outcomes = client.predict(images, return_errors=True)
+    labels = [o.label if not isinstance(o, Exception) else None for o in outcomes]
+    assert labels == ["red", "blue", None, "green", "blue"]
+    error = outcomes[2]
+    assert isinstance(error, InvalidArgumentError) and error.indices == [2]
+    assert "[[" not in error.message and "{{" not in error.message
+    assert "input image 2" in str(error)
+
+
+def test_cli_names_the_failed_file(server, tmp_path, capsys, monkeypatch):
+    from serving.client import cli_predict
+
+    monkeypatch.chdir(tmp_path)
+    Path("good.png").write_bytes(IMAGES[1])
+    Path("notes.txt").write_text("hello notes file\n")
+    code = cli_predict(server["grpc"], ["good.png", "notes.txt", "missing.png"], protocol="grpc")
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.startswith("good.png\tblue\t") and len(out.splitlines()) == 1
+    assert "error: missing.png: no such file or directory" in err
+    assert "error: notes.txt: " in err and "function_node" not in err

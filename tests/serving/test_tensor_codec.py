@@ -32,6 +32,9 @@ def test_round_trip_equals_tensorflow(value):
     for content in (False, True):
         proto = tensor_codec.from_numpy(value, as_tensor_content=content)
         np.testing.assert_array_equal(tf.make_ndarray(proto), value)
+        # The server fills TensorFlow's own message (a PredictResponse's outputs) in place.
+        theirs = tensor_codec.from_numpy(value, content, out=tf.make_tensor_proto(0).__class__())
+        assert theirs.SerializeToString() == proto.SerializeToString()
         np.testing.assert_array_equal(tensor_codec.to_numpy(proto), value)
     packed = tf.make_tensor_proto(value)  # numbers as tensor_content
     decoded = tensor_codec.to_numpy(packed)
@@ -41,7 +44,9 @@ def test_round_trip_equals_tensorflow(value):
 
 def test_strings_equal_make_tensor_proto():
     values = [b"a", b"\xff\x00", b""]
-    assert tensor_codec.string_tensor(values) == tf.make_tensor_proto(values, dtype=tf.string)
+    reference = tf.make_tensor_proto(values, dtype=tf.string)
+    # serving.protos' TensorProto is not TensorFlow's class: compare the wire bytes.
+    assert tensor_codec.string_tensor(values).SerializeToString() == reference.SerializeToString()
     decoded = tensor_codec.to_numpy(tf.make_tensor_proto(values, dtype=tf.string))
     assert decoded.tolist() == values
 
