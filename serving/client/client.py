@@ -68,6 +68,8 @@ class ServingClient:
         retry_policy: full control over backoff; overrides ``retries``.
         grpc_credentials: ``grpc.ssl_channel_credentials(...)`` for TLS; default plaintext.
         session: a ``requests.Session`` to use for REST (auth, proxies, TLS settings).
+        transport: a ready transport instead of the one ``protocol`` names (what
+            :class:`~serving.client.vertex.VertexClient` passes); ``protocol`` is then its name.
 
     Example:
         >>> client = ServingClient("localhost:8501", protocol="rest")
@@ -97,9 +99,10 @@ class ServingClient:
         retry_policy: RetryPolicy | None = None,
         grpc_credentials: Any = None,
         session: Any = None,
+        transport: Any = None,
     ) -> None:
         protocol = protocol.lower()
-        if protocol not in ("grpc", "rest"):
+        if transport is None and protocol not in ("grpc", "rest"):
             raise ValueError(f"protocol must be 'grpc' or 'rest', got {protocol!r}")
         if not model_name:
             raise ValueError("model_name must not be empty")
@@ -133,7 +136,9 @@ class ServingClient:
             image_size=image_size,
             image_format=image_format,
         )
-        if protocol == "grpc":
+        if transport is not None:
+            self.transport: Any = transport
+        elif protocol == "grpc":
             # Lazy: REST users need not install or load grpcio.
             try:
                 from serving.client.grpc_transport import GrpcTransport
@@ -143,7 +148,7 @@ class ServingClient:
                     "protocol='rest', which does not"
                 ) from error
 
-            self.transport: Any = GrpcTransport(
+            self.transport = GrpcTransport(
                 target,
                 model_name,
                 self.version,

@@ -1,4 +1,4 @@
-"""``VertexClient``: the same ``predict`` for a model deployed on a Vertex AI endpoint."""
+"""``VertexClient``: a :class:`ServingClient` whose transport is a Vertex AI endpoint."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from serving.client.batching import BatchEngine, RequestSize
-from serving.client.client import VERTEX_MAX_REQUEST_BYTES, Images
-from serving.client.errors import MalformedResponseError
+from serving.client.batching import RequestSize
+from serving.client.client import VERTEX_MAX_REQUEST_BYTES, ServingClient
+from serving.client.errors import MalformedResponseError, UnimplementedError
 from serving.client.http import JsonHttp, size_pool
 from serving.client.rest import b64
-from serving.client.results import Prediction, prediction_from_row
 from serving.client.retry import RetryPolicy
 
 _SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -21,6 +20,8 @@ _RESOURCE = re.compile(
 )
 _URL_PATH = re.compile(r"^/(?P<api>v1(?:beta1)?)/(?P<name>[^:]+)(?::(?P<verb>\w+))?$")
 _INSTANCE_OVERHEAD = len('{"b64": ""}, ')
+DEFAULT_SIGNATURE = "serving_default"
+_ONLY_PREDICT = "a Vertex AI endpoint answers :predict only; {what} is not available through it"
 
 
 def vertex_predict_url(
@@ -64,12 +65,60 @@ def vertex_predict_url(
     )
 
 
-class VertexClient:
+class VertexTransport:
+    """A Vertex AI endpoint's ``:predict`` route, as a :class:`ServingClient` transport.
+
+    Sends ``{"instances": [{"b64": ...}]}`` and reads ``{"predictions": [...]}``. An
+    endpoint serves its model's default signature and nothing else: classify, metadata,
+    status and other signatures raise :class:`UnimplementedError`.
+    """
+
+    def __init__(self, url: str, session: Any) -> None:
+        self.url = url
+        self.http = JsonHttp(session)
+        self.last_deployed_model_id: str | None = None
+
+    def predict_size(self, signature_name: str) -> RequestSize:
+        return RequestSize(len('{"instances": []}'), _INSTANCE_OVERHEAD, base64=True)
+
+    def predict(
+        self, images: Sequence[bytes], signature_name: str, timeout: float | None
+    ) -> list[Any]:
+        if signature_name not in ("", DEFAULT_SIGNATURE):
+            raise UnimplementedError(
+                f"a Vertex AI endpoint serves its model's {DEFAULT_SIGNATURE} signature only, "
+                f"not {signature_name!r}"
+            )
+        body = json.dumps({"instances": [{"b64": b64(x)} for x in images]}).encode()
+        reply = self.http.request("POST", self.url, timeout, body)
+        if not isinstance(reply, dict) or not isinstance(reply.get("predictions"), list):
+            keys = sorted(reply) if isinstance(reply, dict) else type(reply).__name__
+            raise MalformedResponseError(f"expected {{'predictions': [...]}}, got {keys}")
+        self.last_deployed_model_id = reply.get("deployedModelId", self.last_deployed_model_id)
+        return reply["predictions"]
+
+    def classify_size(self, signature_name: str) -> RequestSize:
+        return self.predict_size(signature_name)
+
+    def classify(self, *args: object) -> list[Any]:
+        raise UnimplementedError(_ONLY_PREDICT.format(what="the Classify API"))
+
+    def metadata(self, timeout: float | None) -> dict[str, Any]:
+        raise UnimplementedError(_ONLY_PREDICT.format(what="model metadata"))
+
+    def status(self, timeout: float | None) -> list[Any]:
+        raise UnimplementedError(_ONLY_PREDICT.format(what="model status"))
+
+    def close(self) -> None:
+        self.http.session.close()
+
+
+class VertexClient(ServingClient):
     """Client for a keras-vit model deployed on a Vertex AI endpoint.
 
-    Sends ``{"instances": [{"b64": ...}]}`` and reads ``{"predictions": [...]}``, with the
-    same batching, concurrency, retries and payload handling as :class:`ServingClient`;
-    requests stay under Vertex's 1.5 MB limit.
+    A :class:`ServingClient` whose transport is the endpoint's ``:predict`` route
+    (:class:`VertexTransport`): the same ``predict`` (``return_errors`` included), batching,
+    concurrency, retries and payload handling; requests stay under Vertex's 1.5 MB limit.
 
     Args:
         endpoint: the full ``https://REGION-aiplatform.googleapis.com/v1/projects/P/locations/
@@ -115,59 +164,34 @@ class VertexClient:
 
             credentials, default_project = google.auth.default(scopes=list(_SCOPES))
             project = project or default_project
-        self.url = vertex_predict_url(endpoint, project, region, base_url)
+        url = vertex_predict_url(endpoint, project, region, base_url)
         if session is None:
             from google.auth.transport.requests import AuthorizedSession
 
             session = size_pool(AuthorizedSession(credentials), max_concurrency)
-        self.http = JsonHttp(session)
-        self.timeout = timeout
-        self.retry_policy = retry_policy or RetryPolicy(retries=retries)
-        self.engine = BatchEngine(
+        super().__init__(
+            url,
+            protocol="vertex",
+            transport=VertexTransport(url, session),
+            timeout=timeout,
+            retries=retries,
             batch_size=batch_size,
             max_concurrency=max_concurrency,
             max_request_bytes=max_request_bytes,
             downscale=downscale,
             image_size=image_size,
             image_format=image_format,
+            retry_policy=retry_policy,
         )
-        self.size = RequestSize(len('{"instances": []}'), _INSTANCE_OVERHEAD, base64=True)
-        self.last_deployed_model_id: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    @property
+    def last_deployed_model_id(self) -> str | None:
+        """``deployedModelId`` of the last reply: which deployed model answered."""
+        return self.transport.last_deployed_model_id
 
     def __repr__(self) -> str:
         return f"VertexClient({self.url!r})"
-
-    def _post(self, images: Sequence[bytes], timeout: float | None) -> list[Any]:
-        body = json.dumps({"instances": [{"b64": b64(x)} for x in images]}).encode()
-        reply = self.http.request("POST", self.url, timeout, body)
-        if not isinstance(reply, dict) or not isinstance(reply.get("predictions"), list):
-            keys = sorted(reply) if isinstance(reply, dict) else type(reply).__name__
-            raise MalformedResponseError(f"expected {{'predictions': [...]}}, got {keys}")
-        self.last_deployed_model_id = reply.get("deployedModelId", self.last_deployed_model_id)
-        return reply["predictions"]
-
-    def predict(self, images: Images, *, timeout: float | None = None) -> list[Prediction]:
-        """Predictions for one image or a list of images, in input order."""
-        deadline = self.timeout if timeout is None else timeout
-
-        def send(batch: list[bytes]) -> list[Prediction]:
-            rows = self.retry_policy.call(self._post, batch, deadline)
-            for row in rows:
-                if not isinstance(row, dict):
-                    raise MalformedResponseError(
-                        "each prediction must be an object of the model's outputs, got "
-                        f"{type(row).__name__}"
-                    )
-            return [prediction_from_row(row) for row in rows]
-
-        return self.engine.run(images, self.size, send)
-
-    def close(self) -> None:
-        self.engine.close()
-        self.http.session.close()
-
-    def __enter__(self) -> VertexClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -99,3 +99,20 @@ def test_requests_stay_under_1_5_mb(server, client):
     assert len(got) == 2 and got[1].label == "green"
     assert all(r["bytes"] <= VERTEX_MAX_REQUEST_BYTES for r in server.requests)
     assert min(server.received_sizes[0]) >= 224
+
+
+def test_vertex_is_a_transport_of_serving_client(server, client):
+    from serving.client import ServingClient, UnimplementedError
+
+    assert isinstance(client, ServingClient) and client.protocol == "vertex"
+    images = [solid((200, 0, 0)), b"not an image", solid((0, 200, 0))]
+    outcomes = client.predict(images, return_errors=True)
+    assert [getattr(o, "label", None) for o in outcomes] == ["red", None, "green"]
+    assert isinstance(outcomes[1], InvalidArgumentError) and outcomes[1].indices == [1]
+    server.requests.clear()
+    for call in (client.classify, client.embed):
+        with pytest.raises(UnimplementedError, match="Vertex AI endpoint"):
+            call(solid((200, 0, 0)))
+    with pytest.raises(UnimplementedError, match=":predict only"):
+        client.status()
+    assert server.requests == []  # refused before anything was sent
