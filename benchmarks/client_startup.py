@@ -99,21 +99,25 @@ def wait_available(rest_port: int, timeout: float = 180.0) -> None:
     raise RuntimeError("the server did not make the model available in time")
 
 
-def timed(command: list[str]) -> dict:
+def timed(command: list[str], root: Path = ROOT) -> dict:
     result = subprocess.run(
         ["/usr/bin/time", "-v", *command],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+    user = re.search(r"User time \(seconds\): ([\d.]+)", result.stderr)
+    system = re.search(r"System time \(seconds\): ([\d.]+)", result.stderr)
     hours, minutes, seconds = wall.groups()
     return {
         "code": result.returncode,
         "wall": int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds),
         "rss_mb": int(rss.group(1)) / 1024,
+        "cpu": float(user.group(1)) + float(system.group(1)),
         "tf": "TF_LOADED True" in result.stderr,
         "stdout": result.stdout,
         "stderr": result.stderr,
@@ -125,6 +129,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--label", default="", help="a note for the results table (e.g. 'before')")
     parser.add_argument("--name", default="client_startup", help="results file name")
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="another checkout (e.g. `git archive OLD | tar -x -C DIR`) whose client runs as "
+        "extra cases against the same server, in the same rounds",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +160,7 @@ def main() -> None:
         )
         try:
             wait_available(rest_port)
+            other = Path(args.compare_with).resolve() if args.compare_with else None
             cases = {
                 "python -c pass (floor)": [sys.executable, "-c", "pass"],
                 "predict --protocol grpc": [
@@ -175,12 +186,17 @@ def main() -> None:
                     *images,
                 ],
             }
+            roots = dict.fromkeys(cases, ROOT)
+            if other is not None:
+                for name in [n for n in cases if n.startswith("predict")]:
+                    cases[f"{name} ({other.name})"] = cases[name]
+                    roots[f"{name} ({other.name})"] = other
             samples: dict[str, list[dict]] = {name: [] for name in cases}
             for round_ in range(args.rounds):
                 names = list(cases)
                 names = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in names:
-                    sample = timed(cases[name])
+                    sample = timed(cases[name], roots[name])
                     if sample["code"] != 0:
                         raise RuntimeError(f"{name} failed:\n{sample['stderr']}")
                     samples[name].append(sample)
@@ -192,11 +208,13 @@ def main() -> None:
     for name, runs in samples.items():
         walls = [s["wall"] for s in runs]
         rss = [s["rss_mb"] for s in runs]
+        cpu = [s["cpu"] for s in runs]
         tf_loaded = "-" if "floor" in name else ("yes" if runs[0]["tf"] else "no")
         rows.append(
             [
                 name,
                 f"{statistics.median(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}]",
+                f"{statistics.median(cpu):.2f} [{min(cpu):.2f}-{max(cpu):.2f}]",
                 f"{statistics.median(rss):.0f} [{min(rss):.0f}-{max(rss):.0f}]",
                 tf_loaded,
             ]
@@ -206,6 +224,7 @@ def main() -> None:
         [
             "command (3 JPEGs, tiny ViT)",
             "wall s, median [min-max]",
+            "CPU s (user+sys), median [min-max]",
             "peak RSS MB, median [min-max]",
             "imports TensorFlow",
         ],
@@ -214,8 +233,11 @@ def main() -> None:
     sample_out = samples["predict --protocol grpc"][0]["stdout"].strip()
     body = (
         f"{args.label}\n\n{table}\n\n"
+        "The machine is shared: wall times grow with its load (see the load average above); "
+        "CPU time and RSS depend less on it, and the floor row shows the load's effect.\n\n"
         f"{args.rounds} rounds, round-robin with a rotating start; each run is a fresh process "
-        "under `/usr/bin/time -v` (wall clock, maximum resident set size), against "
+        "under `/usr/bin/time -v` (wall clock, user+system CPU time, maximum resident set "
+        "size), against "
         "`keras-vit serve` on 127.0.0.1 serving a tiny ViT (32 px, 2 layers).\n\n"
         f"gRPC output of the last round:\n\n```\n{sample_out}\n```\n"
     )

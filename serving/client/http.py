@@ -1,15 +1,16 @@
 """JSON over HTTP with typed errors: the part REST and Vertex clients share.
 
-Imports no TensorFlow (only ``requests``), so REST clients stay light.
+Imports no TensorFlow (only ``requests``, and only once a session is made, so that
+the gRPC client does not load it), so REST clients stay light.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from requests.adapters import HTTPAdapter
+if TYPE_CHECKING:
+    import requests
 
 from serving.client.errors import (
     DeadlineExceededError,
@@ -43,11 +44,15 @@ _CANONICAL_CODES = {
 
 def new_session(pool_size: int) -> requests.Session:
     """A session whose connection pool lets ``pool_size`` requests run at once."""
+    import requests
+
     return size_pool(requests.Session(), pool_size)
 
 
 def size_pool(session: requests.Session, pool_size: int) -> requests.Session:
     """Mount adapters that keep up to ``pool_size`` connections per host (default 10)."""
+    from requests.adapters import HTTPAdapter
+
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, pool_size))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -63,6 +68,8 @@ class JsonHttp:
     def request(
         self, method: str, url: str, timeout: float | None, body: bytes | None = None
     ) -> Any:
+        import requests
+
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -10,24 +10,33 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from serving.client.errors import InputImageError, PayloadTooLargeError
 
-ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
+if TYPE_CHECKING:
+    from PIL import Image
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image.Image", np.ndarray]
 
 # JPEG qualities tried, in order, once an image is at the model resolution and still too big.
 _LAST_RESORT_QUALITIES = (75, 50, 30)
 _JPEG_QUALITY = 90
 
 
+def _is_pil(image: Any) -> bool:
+    """A PIL image? PIL is imported only when needed: without it loaded, none can exist."""
+    module = sys.modules.get("PIL.Image")
+    return module is not None and isinstance(image, module.Image)
+
+
 def as_image_list(images: ImageInput | Iterable[ImageInput]) -> list[Any]:
     """The images of a call as a list: one image, a list/tuple/iterable of them, or NHWC."""
-    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)):
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_pil(images):
         return [images]
     if isinstance(images, np.ndarray):
         if images.ndim == 4:
@@ -66,7 +75,7 @@ def encode_image(image: Any, index: int, image_format: str = "png") -> bytes:
         if not data:
             raise InputImageError(f"image {index}: empty bytes")
         return data
-    if isinstance(image, Image.Image):
+    if _is_pil(image):
         return _encode_pil(image, image_format)
     if isinstance(image, np.ndarray):
         return _encode_pil(_array_to_pil(image, index), image_format)
@@ -95,6 +104,8 @@ def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputImageError(f"image {index}: empty image of shape {array.shape}")
+    from PIL import Image
+
     return Image.fromarray(np.ascontiguousarray(array), mode=mode)
 
 
@@ -124,6 +135,8 @@ def shrink_to_fit(data: bytes, max_bytes: int, min_short_side: int, index: int) 
         InputImageError: the bytes are not an image PIL can read.
         PayloadTooLargeError: even at the model resolution the JPEG is larger than ``max_bytes``.
     """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data))
         image.load()  # first frame of an animation, like TF's decode_image does for GIFs
@@ -177,5 +190,7 @@ def _scaled_size(width: int, height: int, scale: float, min_short_side: int) -> 
 
 
 def _encode_resized(image: Image.Image, size: tuple[int, int], quality: int) -> bytes:
+    from PIL import Image
+
     resized = image if size == image.size else image.resize(size, Image.BICUBIC, reducing_gap=3.0)
     return _encode_pil(resized, "jpeg", quality)

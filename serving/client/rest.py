@@ -5,15 +5,16 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import requests
 
 from serving.client.batching import RequestSize
 from serving.client.errors import MalformedResponseError
 from serving.client.http import JsonHttp, new_session
 from serving.client.results import ModelVersionStatus, to_text
+
+if TYPE_CHECKING:
+    import requests
 
 # {"b64": "..."}, -> 13 bytes around each base64 string (json.dumps' default separators).
 _INSTANCE_OVERHEAD = len('{"b64": ""}, ')
