@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -383,14 +384,21 @@ class ServerCore:
             self._statuses.setdefault(name, {})[version] = VersionStatus(State.END, error)
             self._changed.notify_all()
 
-    def _unload(self, name: str, model: _Model, version: int) -> None:
+    def _unload(self, name: str, model: _Model, version: int, timeout=None) -> bool:
+        """Unloads one version; with a ``timeout``, gives up on requests still running."""
         with self._lock:
             servable = model.loaded.pop(version, None)
             if servable is None:
-                return
+                return True
             model.busy.add(version)
         self._set_state(name, version, State.UNLOADING)
         log.info("Quiescing servable version %s", servable_id(name, version))
+        if not servable.quiesce(timeout):
+            log.warning(
+                "Servable version %s still has requests running; not unloaded",
+                servable_id(name, version),
+            )
+            return False
         log.info("Done quiescing servable version %s", servable_id(name, version))
         log.info("Unloading servable version %s", servable_id(name, version))
         try:
@@ -400,6 +408,7 @@ class ServerCore:
                 model.busy.discard(version)
             self._set_state(name, version, State.END)
             log.info("Done unloading servable version %s", servable_id(name, version))
+        return True
 
     def _unload_all(self, name: str, model: _Model) -> None:
         for version in sorted(model.loaded):
@@ -465,19 +474,38 @@ class ServerCore:
         """Makes a startup that waits for models give up (safe from a signal handler)."""
         self._stopping.set()
 
-    def stop(self) -> None:
-        """Stops polling and unloads every version (after its requests finish)."""
+    def stop(self, deadline: float | None = None) -> bool:
+        """Stops polling and unloads every version once its requests finish.
+
+        With a ``deadline`` (``time.monotonic()``), gives up waiting there: a poller
+        busy loading, or a version with requests still running, is left as it is (the
+        process is about to exit). Returns False if anything was left.
+        """
         self._stopping.set()
         with self._changed:
             self._changed.notify_all()
+
+        def left() -> float | None:
+            return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
         if self._poller is not None:
-            self._poller.join()
-        with self._poll_lock:
+            self._poller.join(left())
+            if self._poller.is_alive():
+                log.warning("A model load was still running at the end of the shutdown grace")
+                return False
+        if not self._poll_lock.acquire(timeout=-1 if deadline is None else left()):
+            log.warning("Model polling was still running at the end of the shutdown grace")
+            return False
+        clean = True
+        try:
             with self._lock:
                 models = list(self._models.items())
             for name, model in models:
                 for version in sorted(model.loaded):
-                    self._unload(name, model, version)
+                    clean &= self._unload(name, model, version, left())
+        finally:
+            self._poll_lock.release()
+        return clean
 
     def wait_changed(self, timeout: float) -> None:
         """Blocks until a version changes state or ``timeout`` passes (for tests and tools)."""

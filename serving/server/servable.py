@@ -186,10 +186,13 @@ class Servable:
             self._refs -= 1
             self._refs_cond.notify_all()
 
-    def close(self) -> None:
-        """Waits for in-flight requests, then frees the session."""
+    def quiesce(self, timeout: float | None = None) -> bool:
+        """Refuses new requests and waits for those in flight (False: still running)."""
         with self._refs_cond:
             self._closed = True
-            while self._refs:
-                self._refs_cond.wait()
+            return self._refs_cond.wait_for(lambda: self._refs == 0, timeout)
+
+    def close(self) -> None:
+        """Waits for in-flight requests, then frees the session."""
+        self.quiesce()
         self.session.close()

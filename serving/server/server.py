@@ -18,7 +18,7 @@ from serving.server.batching import BatchingOptions, BatchScheduler
 from serving.server.core import CoreOptions, ServerCore
 from serving.server.extra_protos import BatchingParameters, MonitoringConfig
 from serving.server.grpc_service import ModelService, PredictionService
-from serving.server.http_server import RestServer
+from serving.server.http_server import RestLimits, RestServer
 from serving.server.inference import InferenceContext
 from serving.server.logs import get_logger
 from serving.server.metrics import DEFAULT_PROMETHEUS_PATH, ServingMetrics
@@ -128,7 +128,9 @@ class Server:
         session_config = self._session_config(options)
 
         self.context = InferenceContext(
-            self.metrics, signature_method_name_check=options.enable_signature_method_name_check
+            self.metrics,
+            signature_method_name_check=options.enable_signature_method_name_check,
+            max_request_tensor_bytes=max(options.max_request_tensor_bytes, 0),
         )
         if batching is not None:
             self._batcher = BatchScheduler(batching, self.metrics)
@@ -179,13 +181,19 @@ class Server:
         )
 
     def _start_grpc(self, options: ServerOptions) -> None:
+        threads = max(options.grpc_max_threads, 1)
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(options.grpc_max_threads, 1)),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             options=_grpc_options(options.grpc_channel_arguments),
+            # Past this many calls in progress or queued: RESOURCE_EXHAUSTED.
+            maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or 2 * threads,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(
-                self.core, self.context, options.enable_serialization_as_tensor_content
+                self.core,
+                self.context,
+                options.enable_serialization_as_tensor_content,
+                default_timeout_ms=options.grpc_default_timeout_in_ms or None,
             ),
             server,
         )
@@ -239,8 +247,12 @@ class Server:
                 rest_api,
                 self.metrics,
                 monitoring_path,
-                options.rest_api_num_threads,
-                options.rest_api_max_request_bytes,
+                RestLimits(
+                    num_threads=options.rest_api_num_threads,
+                    max_body_bytes=options.rest_api_max_request_bytes,
+                    max_bytes_in_flight=options.rest_api_max_bytes_in_flight,
+                    body_timeout_seconds=(options.rest_api_timeout_in_ms or 30000) / 1000,
+                ),
                 options.rest_api_enable_cors_support,
             )
         except OSError as error:
@@ -298,26 +310,40 @@ class Server:
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
-    def shutdown(self, grace_seconds: float | None = None) -> None:
-        """Stops accepting requests, lets those in flight finish, unloads the models."""
+    def shutdown(self, grace_seconds: float | None = None) -> bool:
+        """Stops accepting requests, lets those in flight finish, unloads the models.
+
+        All of it within ``grace_seconds`` (``--shutdown_grace_seconds``) in total.
+        Returns False when work was still running at the deadline (a request in the
+        TensorFlow runtime, a model load): the caller should then exit the process.
+        """
         if self._stopped.is_set():
-            return
+            return True
         grace = self._options.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        deadline = time.monotonic() + max(grace, 0.0)
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         grpc_done = self._grpc_server.stop(grace) if self._grpc_server is not None else None
+        clean = True
         if self._rest_server is not None:
-            self._rest_server.shutdown(grace)
+            clean &= self._rest_server.shutdown(_left(deadline))
         if grpc_done is not None:
-            grpc_done.wait(grace + 1)
-        self._stop_quietly()
+            clean &= grpc_done.wait(_left(deadline))
+        clean &= self._stop_quietly(deadline)
+        return clean
 
-    def _stop_quietly(self) -> None:
+    def _stop_quietly(self, deadline: float | None = None) -> bool:
         self._stopped.set()
+        clean = True
         if self.core is not None:
-            self.core.stop()
+            clean = self.core.stop(deadline)
         if self._batcher is not None:
             self._batcher.stop()
+        return clean
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def _bracket(host: str) -> str:

@@ -13,6 +13,7 @@ import os
 import time
 
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.server import inference
@@ -81,7 +82,9 @@ def run_warmup(context: InferenceContext, servable: Servable, iterations: int = 
     status = "OK"
     try:
         try:
-            for raw in tf.compat.v1.io.tf_record_iterator(path):
+            with deprecation.silence():  # no "tf_record_iterator is deprecated" per load
+                records = tf.compat.v1.io.tf_record_iterator(path)
+            for raw in records:
                 record = prediction_log_pb2.PredictionLog()
                 try:
                     record.ParseFromString(raw)
