@@ -69,9 +69,12 @@ class ByteBudget:
         self.used = 0
         self._cond = threading.Condition()
 
-    def acquire(self, count: int, timeout: float) -> int:
-        """Takes ``count`` bytes (at most the whole budget); raises :class:`OverBudget`."""
-        count = min(max(count, 0), self.limit)
+    def acquire(self, count: int, timeout: float, held: int = 0) -> int:
+        """Takes ``count`` more bytes for a request holding ``held``; raises :class:`OverBudget`.
+
+        One request may hold at most the whole budget (it then runs alone).
+        """
+        count = min(max(count, 0), max(self.limit - held, 0))
         deadline = time.monotonic() + timeout
         with self._cond:
             while self.used + count > self.limit:
@@ -151,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reserve(self, count: int) -> None:
         """Adds ``count`` bytes to what this request holds of the bytes in flight."""
-        self.held += self.server.budget.acquire(count, BUDGET_WAIT_SECONDS)
+        self.held += self.server.budget.acquire(count, BUDGET_WAIT_SECONDS, self.held)
 
     def _read_body(self) -> bytes:
         limit = self.server.max_body_bytes
@@ -252,10 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             self.connection.settimeout(self.timeout)
-        if self.command == "POST" and body:
-            # What parsing will take (refused outright by the parser past its limit).
+        cost = parse_cost(body) if self.command == "POST" and body else 0
+        if cost <= parse_limit(len(body)):  # past its limit the parser refuses without parsing
             try:
-                self._reserve(min(parse_cost(body), parse_limit(len(body))))
+                self._reserve(cost)
             except OverBudget as error:
                 self._json_error(
                     429,
