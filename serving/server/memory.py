@@ -14,7 +14,7 @@ import functools
 from serving.server.logs import get_logger
 
 # Requests that held at least this many bytes trigger a trim.
-GIVE_BACK_THRESHOLD = 32 * 1024 * 1024
+GIVE_BACK_THRESHOLD = 8 * 1024 * 1024
 
 
 @functools.cache

@@ -59,6 +59,7 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     max_num_load_retries: int = 5
+    num_load_threads: int = 4
     load_retry_interval_micros: int = 60 * 1000 * 1000
     allow_version_labels_for_unavailable_models: bool = False
     enable_signature_method_name_check: bool = False
@@ -88,7 +89,9 @@ _HELP = {
     "not get its share within 3 s gets HTTP 429.",
     "model_name": "name of model (ignored if --model_config_file flag is set)",
     "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise "
-    "required). Must be absolute, and the directory holding the numbered version directories.",
+    "required): the directory holding the numbered version directories, never a version "
+    "directory itself. A relative path is resolved against the working directory; any "
+    "filesystem TensorFlow has (gs://, ...) works.",
     "model_config_file": "If non-empty, read an ascii ModelServerConfig protobuf from the "
     "supplied file name, and serve the models in that file. This config file can be used to "
     "specify multiple models to serve and other advanced parameters including non-default "
@@ -130,6 +133,10 @@ _HELP = {
     "simultaneously. Auto-configured by default.",
     "max_num_load_retries": "maximum number of times it retries loading a model after the "
     "first failure, before giving up. If set to 0, a load is attempted only once.",
+    "num_load_threads": "The number of threads in the thread-pool used to load servables. "
+    "Models load in parallel; a failed load waits for its retry without holding a thread, "
+    "so one failing model never stalls the others. (TF Serving's default 0 loads serially; "
+    "here 0 means one thread.)",
     "load_retry_interval_micros": "The interval, in microseconds, between each servable load "
     "retry. If set negative, it doesn't wait.",
     "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version "

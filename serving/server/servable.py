@@ -12,7 +12,6 @@ TensorFlow's own ``Expects arg[0] to be float but bool is provided``.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,13 +44,13 @@ MIN_REQUEST_BUDGET = 64 * 1024 * 1024
 def variables_bytes(path: str) -> int:
     """Bytes of the SavedModel's variables (what the model itself holds in memory)."""
     total = 0
-    directory = os.path.join(path, "variables")
-    for root, _, files in os.walk(directory):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
+    directory = path.rstrip("/") + "/variables"
+    try:
+        for root, _, files in tf.io.gfile.walk(directory):
+            for name in files:
+                total += tf.io.gfile.stat(f"{root.rstrip('/')}/{name}").length
+    except tf.errors.OpError:
+        pass
     return total
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent import futures
 
 import grpc
+import tensorflow as tf
 from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow.core.protobuf import config_pb2
@@ -49,6 +51,55 @@ def read_text_proto(path: str, message):
     except text_format.ParseError as error:
         log.error("Error parsing text-format %s: %s", message.DESCRIPTOR.full_name, error)
         raise invalid_argument(f"Invalid protobuf file: '{path}'") from None
+
+
+def resolve_base_path(base_path: str) -> str:
+    """A relative ``--model_base_path`` is taken from the working directory (said in the log)."""
+    if "://" in base_path or os.path.isabs(base_path):
+        return base_path
+    resolved = os.path.abspath(base_path)
+    log.info(
+        "Relative --model_base_path %s resolved against the working directory %s: %s",
+        base_path,
+        os.getcwd(),
+        resolved,
+    )
+    return resolved
+
+
+def check_base_path(name: str, base_path: str) -> None:
+    """Start-up checks TF Serving lacks: a reachable filesystem, not a version folder.
+
+    Raises :class:`ServingError` with the fix spelled out.
+    """
+    try:
+        exists = tf.io.gfile.exists(base_path)
+        is_version = exists and any(
+            tf.io.gfile.exists(f"{base_path.rstrip('/')}/{file}")
+            for file in ("saved_model.pb", "saved_model.pbtxt")
+        )
+    except tf.errors.UnimplementedError as error:
+        scheme = base_path.split("://", 1)[0] if "://" in base_path else "file"
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            f"Model {name}: base path {base_path} needs the '{scheme}' filesystem, which "
+            f"this TensorFlow does not provide ({error.message}). Install the package that "
+            "registers it (e.g. tensorflow-io for s3:// or hdfs://) or copy the model to a "
+            "local path.",
+        ) from None
+    except tf.errors.OpError as error:
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            f"Model {name}: cannot reach base path {base_path}: {error.message}",
+        ) from None
+    if is_version:
+        parent = base_path.rstrip("/").rsplit("/", 1)[0] or "/"
+        raise invalid_argument(
+            f"Model {name}: base path {base_path} is a SavedModel version folder (it holds "
+            "saved_model.pb). The base path is the folder that holds the numbered version "
+            f"folders: use --model_base_path={parent} (or base_path: '{parent}' in the model "
+            "config file)."
+        )
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -108,7 +159,12 @@ class Server:
                 options.model_config_file, model_server_config_pb2.ModelServerConfig()
             )
         else:
-            config = single_model_config(options.model_name, options.model_base_path)
+            config = single_model_config(
+                options.model_name, resolve_base_path(options.model_base_path)
+            )
+        for model in config.model_config_list.config:
+            if model.base_path:
+                check_base_path(model.name, model.base_path)
         batching = None
         if options.enable_batching:
             if options.batching_parameters_file:
@@ -144,6 +200,7 @@ class Server:
                 allow_version_labels_for_unavailable_models=(
                     options.allow_version_labels_for_unavailable_models
                 ),
+                num_load_threads=options.num_load_threads or 1,
             ),
             self._load_servable,
             self._unload_servable,

@@ -72,8 +72,8 @@ def _run_record(context: InferenceContext, servable: Servable, record) -> None:
 
 def run_warmup(context: InferenceContext, servable: Servable, iterations: int = 1) -> None:
     """Replays the warm-up file of ``servable``; raises :class:`ServingError` on failure."""
-    path = os.path.join(servable.path, WARMUP_FILE)
-    if not os.path.exists(path):
+    path = f"{servable.path.rstrip('/')}/{WARMUP_FILE}"
+    if not tf.io.gfile.exists(path):
         log.info("No warmup data file found at %s", path)
         return
     log.info("Starting to read warmup data for model at %s", path)
