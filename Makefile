@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 include Makefile.deploy
 
-.PHONY: install test demo lint format bench clean protos
+.PHONY: install test demo lint format bench fuzz clean protos
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: install $(CHECKOV_VENV)/bin/checkov
 ## make demo: the main job on the embedded default (MODEL=<hub id or path> for real weights).
 demo: install
 	$(PY) -m keras_vit.demo $(if $(MODEL),--model $(MODEL),)
+
+## make fuzz: the property-based fuzzing of REST bodies and TensorProtos, 2000 examples each.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/serving/test_fuzz.py $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

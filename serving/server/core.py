@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 
+import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
@@ -40,6 +43,7 @@ class CoreOptions:
     max_num_load_retries: int = 5
     load_retry_interval_seconds: float = 60.0
     allow_version_labels_for_unavailable_models: bool = False
+    num_load_threads: int = 4
 
 
 @dataclass
@@ -69,6 +73,7 @@ class _Model:
         self.loaded: dict[int, Servable] = {}
         self.failed: set[int] = set()
         self.busy: set[int] = set()  # versions being loaded or unloaded
+        self.aspired: set[int] = set()  # what the last poll wanted served
         self.removed = False
         self.polled = False
 
@@ -103,6 +108,20 @@ def validate_config_list(config: model_server_config_pb2.ModelServerConfig) -> N
             )
         if platform != "tensorflow":
             raise invalid_argument(f"Model {model.name} requests unsupported platform {platform}")
+
+
+def _join(base: str, child: str) -> str:
+    return base.rstrip("/") + "/" + child if "://" in base else os.path.join(base, child)
+
+
+def _wait_threads(pool: futures.ThreadPoolExecutor, timeout: float | None) -> bool:
+    """Waits for the pool's threads to end (after ``shutdown(wait=False)``)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in list(getattr(pool, "_threads", ())):
+        thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        if thread.is_alive():
+            return False
+    return True
 
 
 def _is_absolute_uri(path: str) -> bool:
@@ -170,6 +189,12 @@ class ServerCore:
         self._poll_lock = threading.Lock()
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
+        # Loads run here; a failed load waits for its retry on a timer, not in a thread
+        # of this pool, so one failing model never stalls the others.
+        self._loader = futures.ThreadPoolExecutor(
+            max_workers=max(options.num_load_threads, 1), thread_name_prefix="load"
+        )
+        self._retry_timers: set[threading.Timer] = set()
 
     # ------------------------------------------------------------------ configuration
 
@@ -289,16 +314,17 @@ class ServerCore:
     def _poll_model(self, name: str, model: _Model) -> None:
         base_path = model.config.base_path
         try:
-            children = os.listdir(base_path)
-        except OSError as error:
+            children = [child.rstrip("/") for child in tf.io.gfile.listdir(base_path)]
+        except (tf.errors.OpError, OSError) as error:
             log.error(
                 "FileSystemStoragePathSource encountered a filesystem access error: Could not "
                 "find base path %s for servable %s with error %s",
                 base_path,
                 name,
-                error,
+                getattr(error, "message", error),
             )
             with self._changed:
+                model.polled = True
                 self._changed.notify_all()
             return
         aspired, warnings = aspired_versions(model.config, children)
@@ -312,85 +338,118 @@ class ServerCore:
                 base_path,
             )
         with self._lock:
+            model.aspired = set(aspired)
             # A failed version is retried only after it left the aspired set.
-            model.failed &= set(aspired)
+            model.failed &= model.aspired
             to_load = [v for v in sorted(aspired, reverse=True) if v not in model.loaded]
-            to_load = [v for v in to_load if v not in model.failed]
+            to_load = [v for v in to_load if v not in model.failed and v not in model.busy]
+            model.busy.update(to_load)
         for version in to_load:
-            if self._stopping.is_set():
-                return
-            path = os.path.join(base_path, aspired[version])
+            path = _join(base_path, aspired[version])
             log.info(
                 "File-system polling update: Servable:%s; Servable path: %s; Polling frequency: %g",
                 servable_id(name, version),
                 path,
                 self.options.file_system_poll_wait_seconds,
             )
-            self._load(name, model, version, path)
-        with self._lock:
-            # Availability preserving: old versions go only once a wanted one serves.
-            to_unload = []
-            if any(v in model.loaded for v in aspired):
-                to_unload = [v for v in model.loaded if v not in aspired]
-        for version in to_unload:
-            self._unload(name, model, version)
+            self._set_state(name, version, State.START)
+            log.info("Approving load for servable version %s", servable_id(name, version))
+            self._set_state(name, version, State.LOADING)
+            self._submit_load(name, model, version, path, 0, None)
+        self._retire(name, model)
         with self._changed:
             model.polled = True
             self._changed.notify_all()
+
+    def _retire(self, name: str, model: _Model) -> None:
+        """Availability preserving: old versions go only once a wanted one serves."""
+        with self._lock:
+            to_unload = []
+            if any(v in model.loaded for v in model.aspired):
+                to_unload = [v for v in model.loaded if v not in model.aspired]
+        for version in to_unload:
+            self._unload(name, model, version)
 
     def _set_state(self, name: str, version: int, state: int, error=None) -> None:
         with self._changed:
             self._statuses.setdefault(name, {})[version] = VersionStatus(state, error)
             self._changed.notify_all()
 
-    def _load(self, name: str, model: _Model, version: int, path: str) -> None:
+    def _submit_load(self, name, model, version, path, attempt, error) -> None:
+        if self._stopping.is_set():
+            self._give_up(name, model, version, error or ServingError(Code.CANCELLED, "stopped"))
+            return
+        try:
+            self._loader.submit(self._load, name, model, version, path, attempt)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._give_up(name, model, version, ServingError(Code.CANCELLED, "stopped"))
+
+    def _load(self, name: str, model: _Model, version: int, path: str, attempt: int) -> None:
+        """One load attempt (in the load pool); a failure schedules the next attempt."""
+        if attempt:
+            log.info(
+                "Retrying load on servable version %s retry: %d",
+                servable_id(name, version),
+                attempt,
+            )
+        else:
+            log.info("Loading servable version %s", servable_id(name, version))
+        try:
+            servable = self._load_servable(name, version, path)
+        except ServingError as failure:
+            error = failure
+        except Exception as failure:  # noqa: BLE001 - report, never crash the loader
+            error = ServingError(Code.UNKNOWN, f"{type(failure).__name__}: {failure}")
+        else:
+            with self._changed:
+                model.loaded[version] = servable
+                model.busy.discard(version)
+                self._statuses.setdefault(name, {})[version] = VersionStatus(State.AVAILABLE)
+                self._changed.notify_all()
+            log.info("Successfully loaded servable version %s", servable_id(name, version))
+            self._retire(name, model)
+            return
+        log.error("Loading servable: %s failed: %s", servable_id(name, version), error)
+        if attempt >= self.options.max_num_load_retries or self._stopping.is_set():
+            self._give_up(name, model, version, error)
+            return
+        timer = threading.Timer(
+            self.options.load_retry_interval_seconds,
+            self._retry,
+            (name, model, version, path, attempt + 1, error),
+        )
+        timer.daemon = True
         with self._lock:
-            model.busy.add(version)
-        self._set_state(name, version, State.START)
-        log.info("Approving load for servable version %s", servable_id(name, version))
-        self._set_state(name, version, State.LOADING)
-        log.info("Loading servable version %s", servable_id(name, version))
-        error = None
-        for attempt in range(self.options.max_num_load_retries + 1):
-            if attempt:
-                log.info(
-                    "Retrying load on servable version %s retry: %d",
-                    servable_id(name, version),
-                    attempt,
-                )
-            try:
-                servable = self._load_servable(name, version, path)
-            except ServingError as failure:
-                error = failure
-            except Exception as failure:  # noqa: BLE001 - report, never crash the poller
-                error = ServingError(Code.UNKNOWN, f"{type(failure).__name__}: {failure}")
-            else:
-                with self._changed:
-                    model.loaded[version] = servable
-                    model.busy.discard(version)
-                    self._statuses.setdefault(name, {})[version] = VersionStatus(State.AVAILABLE)
-                    self._changed.notify_all()
-                log.info("Successfully loaded servable version %s", servable_id(name, version))
-                return
-            log.error("Loading servable: %s failed: %s", servable_id(name, version), error)
-            if attempt < self.options.max_num_load_retries and self._stopping.wait(
-                self.options.load_retry_interval_seconds
-            ):
-                break
+            self._retry_timers.add(timer)
+        timer.start()
+
+    def _retry(self, name, model, version, path, attempt, error) -> None:
+        with self._lock:
+            self._retry_timers = {t for t in self._retry_timers if t.is_alive()}
+        self._submit_load(name, model, version, path, attempt, error)
+
+    def _give_up(self, name: str, model: _Model, version: int, error: ServingError) -> None:
         with self._changed:
             model.failed.add(version)
             model.busy.discard(version)
             self._statuses.setdefault(name, {})[version] = VersionStatus(State.END, error)
             self._changed.notify_all()
 
-    def _unload(self, name: str, model: _Model, version: int) -> None:
+    def _unload(self, name: str, model: _Model, version: int, timeout=None) -> bool:
+        """Unloads one version; with a ``timeout``, gives up on requests still running."""
         with self._lock:
             servable = model.loaded.pop(version, None)
             if servable is None:
-                return
+                return True
             model.busy.add(version)
         self._set_state(name, version, State.UNLOADING)
         log.info("Quiescing servable version %s", servable_id(name, version))
+        if not servable.quiesce(timeout):
+            log.warning(
+                "Servable version %s still has requests running; not unloaded",
+                servable_id(name, version),
+            )
+            return False
         log.info("Done quiescing servable version %s", servable_id(name, version))
         log.info("Unloading servable version %s", servable_id(name, version))
         try:
@@ -400,6 +459,7 @@ class ServerCore:
                 model.busy.discard(version)
             self._set_state(name, version, State.END)
             log.info("Done unloading servable version %s", servable_id(name, version))
+        return True
 
     def _unload_all(self, name: str, model: _Model) -> None:
         for version in sorted(model.loaded):
@@ -465,19 +525,45 @@ class ServerCore:
         """Makes a startup that waits for models give up (safe from a signal handler)."""
         self._stopping.set()
 
-    def stop(self) -> None:
-        """Stops polling and unloads every version (after its requests finish)."""
+    def stop(self, deadline: float | None = None) -> bool:
+        """Stops polling and unloads every version once its requests finish.
+
+        With a ``deadline`` (``time.monotonic()``), gives up waiting there: a poller
+        busy loading, or a version with requests still running, is left as it is (the
+        process is about to exit). Returns False if anything was left.
+        """
         self._stopping.set()
         with self._changed:
             self._changed.notify_all()
+
+        def left() -> float | None:
+            return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+        with self._lock:
+            for timer in self._retry_timers:
+                timer.cancel()
+        self._loader.shutdown(wait=False, cancel_futures=True)
         if self._poller is not None:
-            self._poller.join()
-        with self._poll_lock:
+            self._poller.join(left())
+            if self._poller.is_alive():
+                log.warning("Model polling was still running at the end of the shutdown grace")
+                return False
+        if not _wait_threads(self._loader, left()):
+            log.warning("A model load was still running at the end of the shutdown grace")
+            return False
+        if not self._poll_lock.acquire(timeout=-1 if deadline is None else left()):
+            log.warning("Model polling was still running at the end of the shutdown grace")
+            return False
+        clean = True
+        try:
             with self._lock:
                 models = list(self._models.items())
             for name, model in models:
                 for version in sorted(model.loaded):
-                    self._unload(name, model, version)
+                    clean &= self._unload(name, model, version, left())
+        finally:
+            self._poll_lock.release()
+        return clean
 
     def wait_changed(self, timeout: float) -> None:
         """Blocks until a version changes state or ``timeout`` passes (for tests and tools)."""

@@ -43,11 +43,11 @@ def _abort(context: grpc.ServicerContext, error: ServingError):
     context.abort(grpc.StatusCode[error.code.name], grpc_message(error.message))
 
 
-def timeout_ms(context: grpc.ServicerContext) -> int | None:
-    """``DeadlineToTimeoutMillis``: the client's remaining deadline (None: no deadline)."""
+def timeout_ms(context: grpc.ServicerContext, default_ms: int | None = None) -> int | None:
+    """``DeadlineToTimeoutMillis``: the client's remaining deadline, else ``default_ms``."""
     remaining = context.time_remaining()
     if remaining is None or remaining > 10**9:
-        return None
+        return default_ms
     return max(int(remaining * 1000), 1)
 
 
@@ -55,11 +55,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
     def __init__(
-        self, core: ServerCore, context: InferenceContext, tensor_content: bool = False
+        self,
+        core: ServerCore,
+        context: InferenceContext,
+        tensor_content: bool = False,
+        default_timeout_ms: int | None = None,
     ) -> None:
         self.core = core
         self.context = context
         self.tensor_content = tensor_content
+        self.default_timeout_ms = default_timeout_ms
+
+    def _timeout_ms(self, context: grpc.ServicerContext) -> int | None:
+        return timeout_ms(context, self.default_timeout_ms)
 
     def _call(self, api: str, request, context: grpc.ServicerContext, work: Callable):
         start = time.monotonic()
@@ -93,7 +101,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     request.model_spec.signature_name,
                     request.inputs,
                     request.output_filter,
-                    timeout_ms(context),
+                    self._timeout_ms(context),
                 )
                 version = servable.version
             response = predict_pb2.PredictResponse()
@@ -135,7 +143,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     spec.name,
                     spec.signature_name,
                     request.input,
-                    timeout_ms(context),
+                    self._timeout_ms(context),
                 )
                 version = servable.version
             response = response_class()
@@ -154,7 +162,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
             with self.core.get_servable(spec) as servable:
                 return inference.multi_inference(
-                    self.context, servable, request, timeout_ms(context)
+                    self.context, servable, request, self._timeout_ms(context)
                 )
 
         return self._call("MultiInference", request, context, work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ def serve(options: ServerOptions) -> int:
         sys.stdout.write(f"Failed to start server. Error: INVALID_ARGUMENT: {problem}\n")
         return 255
     logs.configure()
+    logs.quiet_tensorflow()
     from serving.server.server import Server
     from serving.server.status import ServingError
 
@@ -45,6 +47,10 @@ def serve(options: ServerOptions) -> int:
 
     def on_signal(number, _frame):
         received.append(number)
+        if len(received) > 1:
+            # A second signal: exit now, whatever is still running.
+            logs.get_logger().warning("Received a second signal: exiting now.")
+            _exit(1)
         stop.set()
         server.abort_startup()  # a start still waiting for its models gives up
 
@@ -67,12 +73,26 @@ def serve(options: ServerOptions) -> int:
             name,
             options.shutdown_grace_seconds,
         )
-        server.shutdown()
+        if not server.shutdown():
+            # A request still in the TensorFlow runtime (or a model load) would keep the
+            # process alive past the grace period: leave without waiting for it.
+            logs.get_logger().warning("Exiting with work still running after the grace period.")
+            _exit(0)
         logs.get_logger().info("Server stopped.")
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _exit(code: int) -> None:
+    """Ends the process at once (threads still running would block a normal exit)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

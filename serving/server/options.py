@@ -37,6 +37,7 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
     rest_api_max_request_bytes: int = 64 * 1024 * 1024
+    rest_api_max_bytes_in_flight: int = 512 * 1024 * 1024
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -50,11 +51,15 @@ class ServerOptions:
     enable_grpc_healthcheck_service: bool = False
     grpc_channel_arguments: str = ""
     grpc_max_threads: int = 4 * _CPUS
+    grpc_max_concurrent_rpcs: int = 0
+    grpc_default_timeout_in_ms: int = 30000
+    max_request_tensor_bytes: int = 0
     saved_model_tags: str = "serve"
     tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     max_num_load_retries: int = 5
+    num_load_threads: int = 4
     load_retry_interval_micros: int = 60 * 1000 * 1000
     allow_version_labels_for_unavailable_models: bool = False
     enable_signature_method_name_check: bool = False
@@ -79,9 +84,14 @@ _HELP = {
     "rest_api_enable_cors_support": "Enable CORS headers in response",
     "rest_api_max_request_bytes": "Largest accepted HTTP request body, after gzip inflation "
     "(not a TF Serving flag); larger bodies get HTTP 413.",
+    "rest_api_max_bytes_in_flight": "Bytes all REST requests in progress may hold together: "
+    "their bodies plus what parsing them takes (not a TF Serving flag); a request that does "
+    "not get its share within 3 s gets HTTP 429.",
     "model_name": "name of model (ignored if --model_config_file flag is set)",
     "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise "
-    "required). Must be absolute, and the directory holding the numbered version directories.",
+    "required): the directory holding the numbered version directories, never a version "
+    "directory itself. A relative path is resolved against the working directory; any "
+    "filesystem TensorFlow has (gs://, ...) works.",
     "model_config_file": "If non-empty, read an ascii ModelServerConfig protobuf from the "
     "supplied file name, and serve the models in that file. This config file can be used to "
     "specify multiple models to serve and other advanced parameters including non-default "
@@ -104,6 +114,15 @@ _HELP = {
     "grpc_channel_arguments": "A comma separated list of arguments to be passed to the grpc "
     "server. (e.g. grpc.max_connection_age_ms=2000)",
     "grpc_max_threads": "Max gRPC server threads to handle grpc messages.",
+    "grpc_max_concurrent_rpcs": "RPCs in progress or queued at once, past which calls get "
+    "RESOURCE_EXHAUSTED, as TF Serving's resource quota answers (not a TF Serving flag). "
+    "0: twice --grpc_max_threads.",
+    "grpc_default_timeout_in_ms": "Session run timeout of a gRPC call whose client set no "
+    "deadline (not a TF Serving flag; 0: none).",
+    "max_request_tensor_bytes": "Bytes the decoded input tensors of one request may take, "
+    "checked from each tensor's shape and dtype before anything is allocated; larger "
+    "requests get INVALID_ARGUMENT naming the input (not a TF Serving flag). 0: sized to the "
+    "model: its variables' bytes, at least 64 MiB.",
     "saved_model_tags": "Comma-separated set of tags corresponding to the meta graph def to "
     "load from SavedModel.",
     "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow "
@@ -114,6 +133,10 @@ _HELP = {
     "simultaneously. Auto-configured by default.",
     "max_num_load_retries": "maximum number of times it retries loading a model after the "
     "first failure, before giving up. If set to 0, a load is attempted only once.",
+    "num_load_threads": "The number of threads in the thread-pool used to load servables. "
+    "Models load in parallel; a failed load waits for its retry without holding a thread, "
+    "so one failing model never stalls the others. (TF Serving's default 0 loads serially; "
+    "here 0 means one thread.)",
     "load_retry_interval_micros": "The interval, in microseconds, between each servable load "
     "retry. If set negative, it doesn't wait.",
     "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version "

@@ -12,7 +12,6 @@ TensorFlow's own ``Expects arg[0] to be float but bool is provided``.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,13 +44,13 @@ MIN_REQUEST_BUDGET = 64 * 1024 * 1024
 def variables_bytes(path: str) -> int:
     """Bytes of the SavedModel's variables (what the model itself holds in memory)."""
     total = 0
-    directory = os.path.join(path, "variables")
-    for root, _, files in os.walk(directory):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
+    directory = path.rstrip("/") + "/variables"
+    try:
+        for root, _, files in tf.io.gfile.walk(directory):
+            for name in files:
+                total += tf.io.gfile.stat(f"{root.rstrip('/')}/{name}").length
+    except tf.errors.OpError:
+        pass
     return total
 
 
@@ -186,10 +185,13 @@ class Servable:
             self._refs -= 1
             self._refs_cond.notify_all()
 
-    def close(self) -> None:
-        """Waits for in-flight requests, then frees the session."""
+    def quiesce(self, timeout: float | None = None) -> bool:
+        """Refuses new requests and waits for those in flight (False: still running)."""
         with self._refs_cond:
             self._closed = True
-            while self._refs:
-                self._refs_cond.wait()
+            return self._refs_cond.wait_for(lambda: self._refs == 0, timeout)
+
+    def close(self) -> None:
+        """Waits for in-flight requests, then frees the session."""
+        self.quiesce()
         self.session.close()

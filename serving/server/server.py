@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent import futures
 
 import grpc
+import tensorflow as tf
 from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow.core.protobuf import config_pb2
@@ -18,7 +20,7 @@ from serving.server.batching import BatchingOptions, BatchScheduler
 from serving.server.core import CoreOptions, ServerCore
 from serving.server.extra_protos import BatchingParameters, MonitoringConfig
 from serving.server.grpc_service import ModelService, PredictionService
-from serving.server.http_server import RestServer
+from serving.server.http_server import RestLimits, RestServer
 from serving.server.inference import InferenceContext
 from serving.server.logs import get_logger
 from serving.server.metrics import DEFAULT_PROMETHEUS_PATH, ServingMetrics
@@ -49,6 +51,55 @@ def read_text_proto(path: str, message):
     except text_format.ParseError as error:
         log.error("Error parsing text-format %s: %s", message.DESCRIPTOR.full_name, error)
         raise invalid_argument(f"Invalid protobuf file: '{path}'") from None
+
+
+def resolve_base_path(base_path: str) -> str:
+    """A relative ``--model_base_path`` is taken from the working directory (said in the log)."""
+    if "://" in base_path or os.path.isabs(base_path):
+        return base_path
+    resolved = os.path.abspath(base_path)
+    log.info(
+        "Relative --model_base_path %s resolved against the working directory %s: %s",
+        base_path,
+        os.getcwd(),
+        resolved,
+    )
+    return resolved
+
+
+def check_base_path(name: str, base_path: str) -> None:
+    """Start-up checks TF Serving lacks: a reachable filesystem, not a version folder.
+
+    Raises :class:`ServingError` with the fix spelled out.
+    """
+    try:
+        exists = tf.io.gfile.exists(base_path)
+        is_version = exists and any(
+            tf.io.gfile.exists(f"{base_path.rstrip('/')}/{file}")
+            for file in ("saved_model.pb", "saved_model.pbtxt")
+        )
+    except tf.errors.UnimplementedError as error:
+        scheme = base_path.split("://", 1)[0] if "://" in base_path else "file"
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            f"Model {name}: base path {base_path} needs the '{scheme}' filesystem, which "
+            f"this TensorFlow does not provide ({error.message}). Install the package that "
+            "registers it (e.g. tensorflow-io for s3:// or hdfs://) or copy the model to a "
+            "local path.",
+        ) from None
+    except tf.errors.OpError as error:
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            f"Model {name}: cannot reach base path {base_path}: {error.message}",
+        ) from None
+    if is_version:
+        parent = base_path.rstrip("/").rsplit("/", 1)[0] or "/"
+        raise invalid_argument(
+            f"Model {name}: base path {base_path} is a SavedModel version folder (it holds "
+            "saved_model.pb). The base path is the folder that holds the numbered version "
+            f"folders: use --model_base_path={parent} (or base_path: '{parent}' in the model "
+            "config file)."
+        )
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -108,7 +159,12 @@ class Server:
                 options.model_config_file, model_server_config_pb2.ModelServerConfig()
             )
         else:
-            config = single_model_config(options.model_name, options.model_base_path)
+            config = single_model_config(
+                options.model_name, resolve_base_path(options.model_base_path)
+            )
+        for model in config.model_config_list.config:
+            if model.base_path:
+                check_base_path(model.name, model.base_path)
         batching = None
         if options.enable_batching:
             if options.batching_parameters_file:
@@ -128,7 +184,9 @@ class Server:
         session_config = self._session_config(options)
 
         self.context = InferenceContext(
-            self.metrics, signature_method_name_check=options.enable_signature_method_name_check
+            self.metrics,
+            signature_method_name_check=options.enable_signature_method_name_check,
+            max_request_tensor_bytes=max(options.max_request_tensor_bytes, 0),
         )
         if batching is not None:
             self._batcher = BatchScheduler(batching, self.metrics)
@@ -142,6 +200,7 @@ class Server:
                 allow_version_labels_for_unavailable_models=(
                     options.allow_version_labels_for_unavailable_models
                 ),
+                num_load_threads=options.num_load_threads or 1,
             ),
             self._load_servable,
             self._unload_servable,
@@ -179,13 +238,19 @@ class Server:
         )
 
     def _start_grpc(self, options: ServerOptions) -> None:
+        threads = max(options.grpc_max_threads, 1)
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(options.grpc_max_threads, 1)),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             options=_grpc_options(options.grpc_channel_arguments),
+            # Past this many calls in progress or queued: RESOURCE_EXHAUSTED.
+            maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or 2 * threads,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(
-                self.core, self.context, options.enable_serialization_as_tensor_content
+                self.core,
+                self.context,
+                options.enable_serialization_as_tensor_content,
+                default_timeout_ms=options.grpc_default_timeout_in_ms or None,
             ),
             server,
         )
@@ -239,8 +304,12 @@ class Server:
                 rest_api,
                 self.metrics,
                 monitoring_path,
-                options.rest_api_num_threads,
-                options.rest_api_max_request_bytes,
+                RestLimits(
+                    num_threads=options.rest_api_num_threads,
+                    max_body_bytes=options.rest_api_max_request_bytes,
+                    max_bytes_in_flight=options.rest_api_max_bytes_in_flight,
+                    body_timeout_seconds=(options.rest_api_timeout_in_ms or 30000) / 1000,
+                ),
                 options.rest_api_enable_cors_support,
             )
         except OSError as error:
@@ -298,26 +367,40 @@ class Server:
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
-    def shutdown(self, grace_seconds: float | None = None) -> None:
-        """Stops accepting requests, lets those in flight finish, unloads the models."""
+    def shutdown(self, grace_seconds: float | None = None) -> bool:
+        """Stops accepting requests, lets those in flight finish, unloads the models.
+
+        All of it within ``grace_seconds`` (``--shutdown_grace_seconds``) in total.
+        Returns False when work was still running at the deadline (a request in the
+        TensorFlow runtime, a model load): the caller should then exit the process.
+        """
         if self._stopped.is_set():
-            return
+            return True
         grace = self._options.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        deadline = time.monotonic() + max(grace, 0.0)
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         grpc_done = self._grpc_server.stop(grace) if self._grpc_server is not None else None
+        clean = True
         if self._rest_server is not None:
-            self._rest_server.shutdown(grace)
+            clean &= self._rest_server.shutdown(_left(deadline))
         if grpc_done is not None:
-            grpc_done.wait(grace + 1)
-        self._stop_quietly()
+            clean &= grpc_done.wait(_left(deadline))
+        clean &= self._stop_quietly(deadline)
+        return clean
 
-    def _stop_quietly(self) -> None:
+    def _stop_quietly(self, deadline: float | None = None) -> bool:
         self._stopped.set()
+        clean = True
         if self.core is not None:
-            self.core.stop()
+            clean = self.core.stop(deadline)
         if self._batcher is not None:
             self._batcher.stop()
+        return clean
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def _bracket(host: str) -> str:

@@ -9,6 +9,7 @@ and puts only the message into ``{"error": ...}``.
 from __future__ import annotations
 
 import enum
+import re
 
 
 class Code(enum.IntEnum):
@@ -80,8 +81,25 @@ def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
 
 
+# TensorFlow appends where in the graph an op failed: "[[{{function_node f}}{{node n}}]]",
+# "\n\t [[StatefulPartitionedCall/...]]". Users need the op's message, not that.
+_GRAPH_TEXT = re.compile(
+    r"\s*\[\[(?:\{\{[^}]*\}\})+[^\]]*\]\](?:\s*\[\[[\w/.:-]*\]\])*|\n\t \[\[[^\]]*\]\]"
+)
+
+
+def strip_graph_text(message: str) -> str:
+    """Removes TensorFlow's graph locations from a runtime error message.
+
+    >>> strip_graph_text("assertion failed: [bad] [[{{function_node f_1}}{{node Assert}}]]")
+    'assertion failed: [bad]'
+    """
+    return _GRAPH_TEXT.sub("", message).rstrip()
+
+
 def from_tf_error(error: Exception) -> ServingError:
-    """Converts an exception raised by the TensorFlow runtime, keeping its code and text."""
+    """Converts an exception raised by the TensorFlow runtime, keeping its code and text
+    (without the graph locations TensorFlow appends)."""
     if isinstance(error, ServingError):
         return error
     code = getattr(error, "error_code", None)
@@ -89,6 +107,6 @@ def from_tf_error(error: Exception) -> ServingError:
     if code is None or message is None:
         return ServingError(Code.INTERNAL, f"{type(error).__name__}: {error}")
     try:
-        return ServingError(Code(int(code)), str(message))
+        return ServingError(Code(int(code)), strip_graph_text(str(message)))
     except ValueError:
-        return ServingError(Code.UNKNOWN, str(message))
+        return ServingError(Code.UNKNOWN, strip_graph_text(str(message)))

@@ -13,6 +13,7 @@ import os
 import time
 
 import tensorflow as tf
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.server import inference
@@ -71,8 +72,8 @@ def _run_record(context: InferenceContext, servable: Servable, record) -> None:
 
 def run_warmup(context: InferenceContext, servable: Servable, iterations: int = 1) -> None:
     """Replays the warm-up file of ``servable``; raises :class:`ServingError` on failure."""
-    path = os.path.join(servable.path, WARMUP_FILE)
-    if not os.path.exists(path):
+    path = f"{servable.path.rstrip('/')}/{WARMUP_FILE}"
+    if not tf.io.gfile.exists(path):
         log.info("No warmup data file found at %s", path)
         return
     log.info("Starting to read warmup data for model at %s", path)
@@ -81,7 +82,9 @@ def run_warmup(context: InferenceContext, servable: Servable, iterations: int = 
     status = "OK"
     try:
         try:
-            for raw in tf.compat.v1.io.tf_record_iterator(path):
+            with deprecation.silence():  # no "tf_record_iterator is deprecated" per load
+                records = tf.compat.v1.io.tf_record_iterator(path)
+            for raw in records:
                 record = prediction_log_pb2.PredictionLog()
                 try:
                     record.ParseFromString(raw)

@@ -1,0 +1,206 @@
+"""Zero-downtime rollout, measured (issue 10, section 3).
+
+Serves version 1 of a tiny ViT export with ``keras-vit serve``'s server, runs 8
+gRPC clients back to back (one JPEG per Predict), writes version 2 into the base
+path (exported beside it, then renamed in, as a deployment would), and once
+version 1 is unloaded deletes its folder. Reports the failed requests, when the
+first request was answered by version 2, when the server reported version 2
+AVAILABLE and version 1 END (polled through GetModelStatus every 5 ms), and the
+latency before, during and after the rollout. Writes
+``benchmarks/results/rollout.md``.
+
+    python benchmarks/rollout.py [--concurrency 8] [--seconds_after 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# The checkout first, not this folder (its serving.py would shadow the serving package).
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+AVAILABLE, END = 30, 50  # ModelVersionStatus.State
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def export(base: Path, version: int, seed: int) -> Path:
+    import keras
+
+    from keras_vit import ViTClassifier
+    from serving.export import export_saved_model
+
+    keras.utils.set_random_seed(seed)
+    model = ViTClassifier(
+        image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96,
+        num_classes=7, labels=["a", "b", "c", "d", "e", "f", "g"],
+    )  # fmt: skip
+    return export_saved_model(model, base, version=version)
+
+
+def jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds_before", type=float, default=3.0)
+    parser.add_argument("--seconds_after", type=float, default=3.0)
+    parser.add_argument("--poll_seconds", type=float, default=0.5)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "rollout.md"))
+    args = parser.parse_args(argv)
+
+    import grpc
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    from serving import tensor_codec
+
+    tmp = Path(tempfile.mkdtemp(prefix="rollout-"))
+    base = tmp / "vit"
+    export(base, 1, seed=1)
+    export(tmp / "staging", 2, seed=2)  # written beside the base path, moved in later
+    port = free_port()
+    log = tmp / "server.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", f"--port={port}", "--model_name=vit",
+         f"--model_base_path={base}", f"--file_system_poll_wait_seconds={args.poll_seconds}"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        while b"Running gRPC ModelServer" not in log.read_bytes():
+            if process.poll() is not None:
+                raise SystemExit(log.read_text()[-3000:])
+            time.sleep(0.2)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "vit"
+        request.inputs["image_bytes"].CopyFrom(tensor_codec.string_tensor([jpeg()]))
+        records: list[tuple[float, float, int, str]] = []  # (start, end, version, error)
+        events: dict[str, float] = {}
+        stop = threading.Event()
+
+        def client():
+            while not stop.is_set():
+                start = time.monotonic()
+                try:
+                    response = predict(request, timeout=30)
+                    records.append((start, time.monotonic(), response.model_spec.version.value, ""))
+                except grpc.RpcError as error:
+                    records.append((start, time.monotonic(), 0, error.code().name))
+
+        def monitor():
+            query = get_model_status_pb2.GetModelStatusRequest()
+            query.model_spec.name = "vit"
+            while not stop.is_set():
+                states = {s.version: s.state for s in status(query, timeout=5).model_version_status}
+                if states.get(2) == AVAILABLE:
+                    events.setdefault("v2 AVAILABLE", time.monotonic())
+                if states.get(1) == END:
+                    events.setdefault("v1 END (unloaded)", time.monotonic())
+                time.sleep(0.005)
+
+        threads = [threading.Thread(target=client) for _ in range(args.concurrency)]
+        threads.append(threading.Thread(target=monitor))
+        for thread in threads:
+            thread.start()
+        time.sleep(args.seconds_before)
+        written = time.monotonic()
+        os.rename(tmp / "staging" / "2", base / "2")
+        deadline = written + 120
+        while "v1 END (unloaded)" not in events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        shutil.rmtree(base / "1", ignore_errors=True)
+        events["v1 folder deleted"] = time.monotonic()
+        time.sleep(args.seconds_after)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        channel.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    failures = [r for r in records if r[2] == 0]
+    first_v2 = min((end for _, end, version, _ in records if version == 2), default=float("nan"))
+    last_v1 = max((end for _, end, version, _ in records if version == 1), default=float("nan"))
+    unloaded = events.get("v1 END (unloaded)", float("nan"))
+
+    def latency(select) -> str:
+        values = [(end - start) * 1000 for start, end, _, _ in records if select(start)]
+        if not values:
+            return "n/a"
+        return f"p50 {np.percentile(values, 50):.1f} ms, p99 {np.percentile(values, 99):.1f} ms"
+
+    lines = [
+        "# Rollout under load: version 2 in, version 1 out (issue 10)",
+        "",
+        f"`python benchmarks/rollout.py {' '.join(sys.argv[1:])}`: tiny ViT export, gRPC "
+        f"Predict of one 64x48 JPEG, {args.concurrency} clients back to back, "
+        f"`--file_system_poll_wait_seconds={args.poll_seconds}`, {os.cpu_count()} CPUs. "
+        "Times in seconds after version 2 was renamed into the base path.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| requests | {len(records)} |",
+        f"| failed requests | {len(failures)} |",
+        f"| first answer by version 2 | {first_v2 - written:+.3f} s |",
+    ]
+    lines += [
+        f"| {name} | {when - written:+.3f} s |"
+        for name, when in sorted(events.items(), key=lambda e: e[1])
+    ]  # noqa: E501
+    lines += [
+        f"| last answer by version 1 | {last_v1 - written:+.3f} s |",
+        f"| answers by version 1 / 2 | {sum(r[2] == 1 for r in records)} / "
+        f"{sum(r[2] == 2 for r in records)} |",
+        f"| latency before the rollout | {latency(lambda t: t < written)} |",
+        f"| latency from write to unload | {latency(lambda t: written <= t <= unloaded)} |",
+        f"| latency after the unload | {latency(lambda t: t > unloaded)} |",
+        "",
+    ]
+    if failures:
+        lines.append(f"Failures: {sorted({r[3] for r in failures})}")
+    text = "\n".join(lines)
+    Path(args.output).write_text(text)
+    print(text)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Giving freed heap memory back to the system after a request that held a lot of it.
+
+glibc keeps freed blocks of its (per-thread) heaps for reuse; after a large request
+the process would otherwise stay at its peak. ``malloc_trim(0)`` returns the free
+pages. Elsewhere (musl, macOS) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+from serving.server.logs import get_logger
+
+# Requests that held at least this many bytes trigger a trim.
+GIVE_BACK_THRESHOLD = 8 * 1024 * 1024
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def give_back() -> bool:
+    """Returns free heap pages to the system; False where the C library cannot."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    try:
+        trim(0)
+    except OSError:  # pragma: no cover - defensive
+        get_logger().debug("malloc_trim failed", exc_info=True)
+        return False
+    return True
