@@ -390,3 +390,23 @@ def test_size_estimates_bound_the_real_protobuf_size():
                 assert classify.ByteSize() <= estimate
         finally:
             transport.close()
+
+
+def test_a_reply_too_large_to_decode_is_refused_not_allocated():
+    """A reply whose shape its values cannot honestly fill is sized before it is decoded."""
+    from serving import protos
+    from serving.client import MalformedResponseError
+    from serving.client.grpc_transport import GrpcTransport
+
+    reply = protos.PredictResponse()
+    huge = reply.outputs["score"]
+    huge.dtype = protos.DataType.Value("DT_FLOAT")
+    huge.tensor_shape.dim.add(size=2**40)  # 4 TiB of floats, from 4 bytes of values
+    huge.float_val.append(1.0)
+    transport = GrpcTransport("127.0.0.1:1", "vit", None, None, None)
+    transport._predict = lambda request, timeout: reply
+    try:
+        with pytest.raises(MalformedResponseError, match="output 'score'"):
+            transport.predict([b"x"], "serving_default", 5)
+    finally:
+        transport.close()
