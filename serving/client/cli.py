@@ -140,10 +140,13 @@ def cli_predict(
         outcomes = client.predict(list(files), return_errors=True)
     finally:
         client.close()
-    failed: dict[int, tuple[ServingError, list[str]]] = {}
+    # One line per image refused alone; one per distinct failure of whole requests.
+    failed: dict[object, tuple[ServingError, list[str]]] = {}
     for image, outcome in zip(files, outcomes, strict=True):
         if isinstance(outcome, ServingError):
-            failed.setdefault(id(outcome), (outcome, []))[1].append(image)
+            about_image = isinstance(outcome, InvalidArgumentError | PayloadTooLargeError)
+            key = id(outcome) if about_image else (outcome.code, outcome.message)
+            failed.setdefault(key, (outcome, []))[1].append(image)
             continue
         pairs = outcome.top_k[:top_k] if top_k else outcome.top_k
         if output_json:

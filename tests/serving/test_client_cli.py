@@ -129,3 +129,14 @@ def test_tf_graph_text_is_removed_and_worded_for_raw_bytes():
     assert blamed_image(message, 1) is None  # position out of range: nobody is blamed
     rest = "Failed to process element: 3 key: image_bytes of 'instances' list. Error: bad b64"
     assert blamed_image(rest, 4) == (3, "bad b64")
+
+
+def test_many_failed_requests_make_one_line(files, capsys):
+    names = [f"copy{i}.jpg" for i in range(7)]
+    for name in names:
+        (files / name).write_bytes((files / "good.jpg").read_bytes())
+    assert cli_predict("http://127.0.0.1:1", names, batch_size=2, timeout=5) == 1
+    (line,) = capsys.readouterr().err.splitlines()  # four requests failed alike
+    assert line.startswith(
+        "error: copy0.jpg, copy1.jpg, copy2.jpg, copy3.jpg, copy4.jpg and 2 more"
+    )
