@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import re
 
-# TF appends where in the graph an op failed: "\n\t [[{{function_node f}}{{node n}}]]".
-_GRAPH_NOTE = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]", re.DOTALL)
+# TF appends where in the graph an op failed: "\n\t [[{{function_node f}}{{node n}}]]",
+# and in eager mode which function ran: " [Op:__inference_f_10]".
+_GRAPH_NOTE = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\s*\[Op:[^\]]*\]", re.DOTALL)
 # tf.debugging.Assert / tf.Assert: "assertion failed: [data] [more data]".
 _ASSERTION = re.compile(r"^assertion failed: \[(?P<data>.*)\]$", re.DOTALL)
 # Eager TF adds the Python stack of the failing op before the message.
 _TRACEBACK = re.compile(
-    r"Graph execution error:\s*Detected at node .*?\(most recent call last\):\n(?:  .*\n)*",
-    re.DOTALL,
+    r"Graph execution error:\s*Detected at node .*?\(most recent call last\):\n(?:(?:  .*)?\n)*"
 )
 _INPUT_ELEMENT = re.compile(
     r"^(?P<input>[A-Za-z_][\w/.-]*)\[(?P<index>\d+)\]: (?P<reason>.+)$", re.DOTALL

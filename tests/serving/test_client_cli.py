@@ -140,3 +140,29 @@ def test_many_failed_requests_make_one_line(files, capsys):
     assert line.startswith(
         "error: copy0.jpg, copy1.jpg, copy2.jpg, copy3.jpg, copy4.jpg and 2 more"
     )
+
+
+def test_eager_tensorflow_errors_lose_their_stack_too():
+    # What TF 2.21 raises for a failed tf.debugging.Assert inside a tf.function.
+    eager = (
+        "Graph execution error:\n\nDetected at node Assert/Assert defined at (most recent call "
+        'last):\n  File "<string>", line 8, in <module>\n\n  File "<string>", line 5, in f\n\n'
+        "assertion failed: [image_bytes[0]: empty string: no image bytes]\n\t "
+        "[[{{node Assert/Assert}}]] [Op:__inference_f_10]"
+    )
+    assert clean_message(eager) == "image_bytes[0]: empty string: no image bytes"
+    assert clean_message("Servable not found for request: Latest(x)") == (
+        "Servable not found for request: Latest(x)"
+    )
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import serving.client.files
+    import serving.client.image_errors
+    import serving.protos
+
+    for module in (serving.client.files, serving.client.image_errors, serving.protos):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__
