@@ -168,38 +168,62 @@ def _jpeg(size=(64, 48)) -> bytes:
     return buffer.getvalue()
 
 
+def _normal_traffic(port: int, body: bytes, stop, results) -> None:
+    """Normal REST predicts, back to back, until ``stop`` is set (in its own process)."""
+    while not stop.is_set():
+        start = time.monotonic()
+        try:
+            status, _ = rest_post(port, body, timeout=60)
+        except OSError:
+            status = 0
+        results.put((time.monotonic() - start, status == 200))
+        if status != 200:
+            time.sleep(0.05)
+
+
 class NormalTraffic:
-    """Normal REST predicts, back to back, while an attack runs."""
+    """Normal REST predicts while an attack runs, from another process (so the
+    attacker's own work in this process does not slow them down)."""
 
     def __init__(self, port: int) -> None:
         import base64
+        import multiprocessing
 
-        self.port = port
-        self.body = json.dumps({"instances": [{"b64": base64.b64encode(_jpeg()).decode()}]})
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results = context.Queue()
+        body = json.dumps({"instances": [{"b64": base64.b64encode(_jpeg()).decode()}]}).encode()
+        self._process = context.Process(
+            target=_normal_traffic, args=(port, body, self._stop, self._results), daemon=True
+        )
         self.latencies: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                status, _ = rest_post(self.port, self.body.encode(), timeout=60)
-            except OSError:
-                status = 0
-            self.latencies.append(time.monotonic() - start)
-            if status != 200:
-                self.failures += 1
-                time.sleep(0.05)
 
     def __enter__(self):
-        self._thread.start()
+        self._process.start()
+        time.sleep(1.0)  # the child's start-up
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(120)
+        deadline = time.monotonic() + 90
+        while self._process.is_alive() and time.monotonic() < deadline:
+            self._drain()
+            time.sleep(0.05)
+        self._drain()
+        if self._process.is_alive():
+            self._process.kill()
+
+    def _drain(self) -> None:
+        import queue
+
+        while True:
+            try:
+                seconds, ok = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self.latencies.append(seconds)
+            self.failures += not ok
 
     def p99(self) -> float:
         return float(np.percentile(self.latencies, 99)) if self.latencies else float("nan")
@@ -308,9 +332,9 @@ def attacks(server: ServerProcess, args) -> dict[str, Callable[[], tuple[str, st
             rest_port, b'{"instances": [' + b"[]," * (10 * MB) + b"[]]}"
         ),
         "rest-body-over-limit-100MB": lambda: rest_post(rest_port, b" " * (100 * MB)),
-        "grpc-gif-comments-3MB": lambda: grpc_predict(grpc_port, gif_request),
+        "grpc-gif-comments-3MB": lambda: grpc_predict(grpc_port, gif_request, timeout=60),
         "grpc-gif-comments-3MB-x2": lambda: _concurrently(
-            2, lambda: grpc_predict(grpc_port, gif_request)
+            2, lambda: grpc_predict(grpc_port, gif_request, timeout=60)
         ),
         "rest-png-36MP": lambda: _concurrently(
             args.png_requests, lambda: rest_post(rest_port, png_body)
@@ -396,7 +420,8 @@ def write_report(rows: list[Row], args, path: Path, idle_rss: int) -> str:
         "# Abuse suite: hostile requests against `keras-vit serve` (issue 10)",
         "",
         f"`python benchmarks/abuse.py {' '.join(sys.argv[1:])}`; tiny exported ViT; "
-        f"{os.cpu_count()} CPUs ({cpu}; flags: {flags}); server idle RSS "
+        f"{os.cpu_count()} CPUs ({cpu}; flags: {flags}), load average "
+        f"{os.getloadavg()[0]:.1f} at the end (shared machine); server idle RSS "
         f"{idle_rss / MB:.0f} MB. Peak = kernel VmHWM of the server process, reset before "
         "each attack; 'after' = RSS 1 s after the answer; 'normal p99' = latency of small "
         "REST predicts sent back to back during the attack. Goals: answer <= 5 s, peak <= "

@@ -303,6 +303,11 @@ def _start_process(models: Path, tmp_path: Path, grace: float):
         time.sleep(0.2)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    # A request the TensorFlow runtime refuses: no TensorFlow log line for it.
+    connection = http.client.HTTPConnection("127.0.0.1", rest, timeout=60)
+    connection.request("POST", "/v1/models/strings:predict", b'{"instances": [{"b64": "eA=="}]}')
+    assert connection.getresponse().status == 400
+    connection.close()
     future = stub.Predict.future(_slow_request(10**12))  # runs for hours without a deadline
     time.sleep(1.0)
     return process, channel, future, log
@@ -320,6 +325,8 @@ def test_shutdown_finishes_within_the_grace_period(models, tmp_path):
         process.kill()
     assert code == 0, log.read_text()
     assert took < 2 + 3, log.read_text()
+    assert "local_rendezvous" not in log.read_text()
+    assert "[[{{" not in log.read_text()
     assert "Exiting with work still running after the grace period" in log.read_text()
 
 
