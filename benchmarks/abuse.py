@@ -254,7 +254,8 @@ def _predict_request(signature: str, alias: str, proto):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "vit"
     request.model_spec.signature_name = signature
-    request.inputs[alias].CopyFrom(proto)
+    # Any TensorProto class (TensorFlow's or serving.protos'): copied as wire bytes.
+    request.inputs[alias].MergeFromString(proto.SerializeToString())
     return request
 
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "vit"
-        request.inputs["image_bytes"].CopyFrom(tensor_codec.string_tensor([jpeg()]))
+        tensor_codec.string_tensor([jpeg()], out=request.inputs["image_bytes"])
         records: list[tuple[float, float, int, str]] = []  # (start, end, version, error)
         events: dict[str, float] = {}
         stop = threading.Event()

@@ -121,7 +121,7 @@ class GrpcTransport:
         """One dict of outputs per image, sliced from the batch tensors."""
         request = protos.PredictRequest()
         self._spec(request, signature_name)
-        request.inputs[input_key].CopyFrom(string_tensor(list(images)))
+        string_tensor(list(images), out=request.inputs[input_key])
         try:
             response = self._predict(request, timeout=timeout)
         except grpc.RpcError as error:
