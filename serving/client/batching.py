@@ -209,9 +209,9 @@ class BatchEngine:
 
         When the server refuses a request of several images as INVALID_ARGUMENT, the image
         its message blames (``image_bytes[2]: ...``) gets that error and the others are
-        sent again; when it blames none, the request is split in halves until it does. So
-        a request of ``n`` images with one bad image costs at most about ``log2(n) + 1``
-        more requests.
+        sent again (one more request); when it blames none, the request is split in halves
+        until each bad image is alone: for one bad image among ``n``, ``2 * log2(n)`` more
+        requests. No request is ever sent twice as it was.
         """
         try:
             out = list(send([payloads[i] for i in chunk]))
