@@ -50,6 +50,8 @@ bench: install
 	$(PY) benchmarks/export.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/abuse.py
+	$(PY) benchmarks/rollout.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache

@@ -168,8 +168,10 @@ def _jpeg(size=(64, 48)) -> bytes:
     return buffer.getvalue()
 
 
-def _normal_traffic(port: int, body: bytes, stop, results) -> None:
+def _normal_traffic(port: int, body: bytes, stop, ready, results) -> None:
     """Normal REST predicts, back to back, until ``stop`` is set (in its own process)."""
+    rest_post(port, body, timeout=60)  # connections and imports warm
+    ready.set()
     while not stop.is_set():
         start = time.monotonic()
         try:
@@ -191,17 +193,20 @@ class NormalTraffic:
 
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
+        self._ready = context.Event()
         self._results = context.Queue()
         body = json.dumps({"instances": [{"b64": base64.b64encode(_jpeg()).decode()}]}).encode()
         self._process = context.Process(
-            target=_normal_traffic, args=(port, body, self._stop, self._results), daemon=True
+            target=_normal_traffic,
+            args=(port, body, self._stop, self._ready, self._results),
+            daemon=True,
         )
         self.latencies: list[float] = []
         self.failures = 0
 
     def __enter__(self):
         self._process.start()
-        time.sleep(1.0)  # the child's start-up
+        self._ready.wait(60)  # the child's start-up and first request, not measured
         return self
 
     def __exit__(self, *exc):

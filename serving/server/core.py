@@ -241,10 +241,12 @@ class ServerCore:
             for name in names:
                 while not self._stopping.is_set():
                     model = self._models.get(name)
-                    if model is None or model.loaded:
+                    if model is None:
                         break
-                    if model.polled and not model.busy and model.failed:
-                        failures.append(name)
+                    # Loads run in parallel: wait until every aspired version settled.
+                    if model.polled and not model.busy and (model.loaded or model.failed):
+                        if not model.loaded:
+                            failures.append(name)
                         break
                     self._changed.wait(0.5)
         if self._stopping.is_set():

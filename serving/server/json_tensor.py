@@ -644,8 +644,11 @@ def _json_values(name: str, array: np.ndarray) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """JSON text as TF Serving writes it: NaN and infinities as bare tokens, UTF-8 kept."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=True, indent=4)
+    """JSON text as TF Serving writes it: NaN and infinities as bare tokens, UTF-8 kept.
+
+    On one line: Python's C encoder only runs without ``indent`` (3x faster).
+    """
+    return json.dumps(value, ensure_ascii=False, allow_nan=True)
 
 
 def predict_response(outputs: Mapping[str, np.ndarray], request_format: RequestFormat) -> str:

@@ -84,6 +84,11 @@ def test_bad_protos_are_errors():
     proto.tensor_shape.dim[0].size = -2
     with pytest.raises(TensorError, match="negative"):
         tensor_codec.to_numpy(proto)
+    proto.tensor_shape.dim[0].size = 0  # zero elements, but the other sizes overflow
+    proto.tensor_shape.dim.add(size=2**40)
+    proto.tensor_shape.dim.add(size=2**40)
+    with pytest.raises(TensorError, match="too many elements"):
+        tensor_codec.to_numpy(proto)
     proto.tensor_shape.unknown_rank = True
     with pytest.raises(TensorError):
         tensor_codec.to_numpy(proto)
