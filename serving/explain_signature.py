@@ -9,9 +9,10 @@ Outputs (one row per image):
 - ``attention_map`` (DT_FLOAT ``[-1, rows, cols]``): attention rollout (Abnar &
   Zuidema, 2020) of the class token over the patch grid, as
   :func:`keras_vit.explain.rollout.rollout` computes it in-process;
-- ``overlay`` (DT_STRING): a PNG of the decoded, resized input with the map
-  (min-max scaled, bilinear) on the ``inferno`` colormap at alpha 0.5; over
-  REST it arrives as ``{"b64": ...}``.
+- ``overlay_bytes`` (DT_STRING): a PNG of the decoded, resized input with the
+  map (min-max scaled, bilinear) on the ``inferno`` colormap at alpha 0.5; the
+  ``_bytes`` suffix makes TF Serving's REST API send it as ``{"b64": ...}``
+  (PNG bytes are not UTF-8).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def explain_function(
             "label": tf.gather(labels, tf.argmax(probabilities, axis=-1)),
             "score": tf.reduce_max(probabilities, axis=-1),
             "attention_map": maps,
-            "overlay": overlays(pixels, maps),
+            "overlay_bytes": overlays(pixels, maps),
         }
 
     return tf.function(

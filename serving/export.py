@@ -13,7 +13,7 @@ signatures follow ``docs/serving-contract.md``:
   (serialized ``tf.train.Example`` with the image under ``image/encoded``) ->
   ``classes``, ``scores`` (``[-1, k]``);
 - ``explain`` (only with ``with_explain=True``): ``image_bytes`` -> ``label``,
-  ``score``, ``attention_map`` (``[-1, rows, cols]``), ``overlay`` (PNG bytes);
+  ``score``, ``attention_map`` (``[-1, rows, cols]``), ``overlay_bytes`` (PNG);
   see :mod:`serving.explain_signature`.
 
 The version appears atomically: everything is written to a hidden temporary

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         rows, cols = (s // model.patch_size for s in model.image_size)
         print(
             "  explain          image_bytes -> label, score, attention_map "
-            f"(float [-1, {rows}, {cols}]), overlay (PNG bytes)"
+            f"(float [-1, {rows}, {cols}]), overlay_bytes (PNG)"
         )
     if args.xla:
         print("XLA: start TF Serving with --xla_cpu_compilation_enabled=true")
