@@ -159,3 +159,78 @@ def test_bad_uploads_get_clear_errors(model):
         assert urllib.request.urlopen(ui.url, timeout=10).read().count(b"http") == 0
     finally:
         ui.stop()
+
+
+def test_evaluation_report_renders_offline(browser, model, tmp_path):
+    """report.html in chromium with every network request refused: all figures still show."""
+    from PIL import Image
+
+    from keras_vit.evaluate.predictors import LocalPredictor
+    from keras_vit.evaluate.runner import evaluate
+    from keras_vit.training.data import image_folder
+
+    rng = np.random.default_rng(1)
+    for label in LABELS[:3]:
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.png")
+    data = image_folder(tmp_path / "data")
+    evaluate(LocalPredictor(model), data, tmp_path / "report", batch_size=4, progress=False)
+
+    requested = []
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    try:
+
+        def refuse_network(route):
+            requested.append(route.request.url)
+            if route.request.url.startswith("file:"):
+                route.continue_()
+            else:
+                route.abort()
+
+        page.route("**/*", refuse_network)
+        page.goto((tmp_path / "report" / "report.html").as_uri())
+        loaded = page.evaluate(
+            "Array.from(document.images).map((i) => i.complete && i.naturalWidth > 0)"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        heading = page.text_content("h1")
+    finally:
+        page.close()
+    assert heading == "Evaluation report"
+    assert loaded == [True] * 4
+    assert all(url.startswith("file:") for url in requested)
+
+
+def test_ui_command_serves_on_loopback(model, tmp_path):
+    """``keras-vit ui --model FILE --port 0`` prints its URL, answers /api/info, stops on SIGINT."""
+    import json
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    command = [sys.executable, "-m", "keras_vit", "ui", "--model", str(path), "--port", "0"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 180)
+        assert ready, "keras-vit ui printed nothing within 180 s"
+        line = process.stdout.readline()
+        assert line.startswith("keras-vit ui: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/info", timeout=30) as response:
+            info = json.loads(response.read())
+        assert info["explain"] is True and "in-process" in info["model"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0
