@@ -95,7 +95,8 @@ def run(args) -> int:
         if not (model_dir / "model.keras").exists():
             train_digits(workdir)
     model = load_pretrained(str(model_dir))
-    base = Path(tempfile.mkdtemp(prefix="eval-bench-")) / "vit"
+    scratch = tempfile.TemporaryDirectory(prefix="eval-bench-")
+    base = Path(scratch.name) / "vit"
     export_saved_model(model, base, version=1)
     data = image_folder(folder.test_dir)
     server = Server(base)
@@ -112,7 +113,7 @@ def run(args) -> int:
             "server, gRPC": ServerPredictor(clients["grpc"]),
             "server, REST": ServerPredictor(clients["rest"]),
         }
-        out = Path(tempfile.mkdtemp(prefix="eval-bench-out-"))
+        out = Path(scratch.name) / "reports"
         # One untimed pass each: traces, warm-up, connections.
         for predictor in predictors.values():
             evaluate(predictor, data, out / "warm", batch_size=32, progress=False)
@@ -149,6 +150,7 @@ def run(args) -> int:
         for client in clients.values():
             client.close()
         server.stop()
+        scratch.cleanup()
 
     rows = []
     for name, times in samples.items():

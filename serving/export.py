@@ -163,7 +163,7 @@ def export_saved_model(
         warmup.write_warmup_file(extra / WARMUP_FILE, warmup_images)
         settings = {
             "keras_vit_version": _package_version(),
-            "signatures": list(module.signature_names),
+            "signatures": list(SIGNATURES) + (["explain"] if with_explain else []),
             "image_size": list(model.image_size),
             "num_classes": int(model.num_classes),
             "hidden_dim": int(model.hidden_dim),
