@@ -128,23 +128,28 @@ def test_report_is_one_offline_page(local_report):
         assert f"<td>{label}</td>" in page
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "rest"])
-def test_served_model_gives_the_same_report(
-    protocol, model_file, folder, local_report, tmp_path_factory
-):
+@pytest.fixture(scope="module")
+def server(model_file, tmp_path_factory):
+    """The same model exported and served once for the gRPC and REST runs."""
     import keras
 
-    from keras_vit.cli import main
     from serving.export import export_saved_model
 
-    base = tmp_path_factory.mktemp(f"eval_export_{protocol}") / "vit"
+    base = tmp_path_factory.mktemp("eval_export") / "vit"
     export_saved_model(keras.saving.load_model(model_file), base, top_k=5)
-    out = tmp_path_factory.mktemp(f"report_{protocol}")
-    with serving(base) as server:
-        port = server.grpc_port if protocol == "grpc" else server.rest_port
-        args = ["evaluate", "--server", f"127.0.0.1:{port}", "--protocol", protocol]
-        args += ["--data", str(folder), "--output", str(out), "--batch-size", "5"]
-        assert main(args + ["--no-progress"]) == 0
+    with serving(base) as running:
+        yield running
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_served_model_gives_the_same_report(protocol, server, folder, local_report, tmp_path):
+    from keras_vit.cli import main
+
+    out = tmp_path / f"report_{protocol}"
+    port = server.grpc_port if protocol == "grpc" else server.rest_port
+    args = ["evaluate", "--server", f"127.0.0.1:{port}", "--protocol", protocol]
+    args += ["--data", str(folder), "--output", str(out), "--batch-size", "5"]
+    assert main(args + ["--no-progress"]) == 0
     served, local = _predictions(out), _predictions(local_report)
     assert [r["predicted"] for r in served] == [r["predicted"] for r in local]
     np.testing.assert_allclose([r["score"] for r in served], [r["score"] for r in local], atol=1e-5)
