@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CHROMIUM ?= /usr/bin/chromium
 
 include Makefile.deploy
 
@@ -18,10 +19,15 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt
 
 ## make test: create .venv (and checkov's own .venv-checkov) if absent, install, lint,
 ## run the whole test suite.
-test: install $(CHECKOV_VENV)/bin/checkov
+test: install $(CHECKOV_VENV)/bin/checkov $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The UI test drives Debian's chromium with Playwright (Playwright's own browser
+# downloads are not reachable from CI). Installed with apt-get when missing (CI runs as root).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 ## make demo: the main job on the embedded default (MODEL=<hub id or path> for real weights).
 demo: install

@@ -21,6 +21,11 @@ setup(
     extras_require={
         "dev": _requirements("requirements-dev.txt"),
         "vertex": ["google-cloud-aiplatform>=2.7"],
+        # keras-vit evaluate / explain: metrics, plots, progress bar.
+        "evaluate": ["scikit-learn>=1.4", "matplotlib>=3.8", "tqdm>=4.66"],
+        # keras-vit ui: the page itself is standard library; overlays use matplotlib's colormaps.
+        "ui": ["matplotlib>=3.8"],
     },
+    package_data={"keras_vit.ui": ["page.html"]},
     entry_points={"console_scripts": ["keras-vit=keras_vit.cli:main"]},
 )

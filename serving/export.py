@@ -11,7 +11,10 @@ signatures follow ``docs/serving-contract.md``:
 - ``embedding``: ``image_bytes`` -> ``embedding`` (``[-1, hidden_dim]``);
 - ``classify`` (method ``tensorflow/serving/classify``): ``inputs``
   (serialized ``tf.train.Example`` with the image under ``image/encoded``) ->
-  ``classes``, ``scores`` (``[-1, k]``).
+  ``classes``, ``scores`` (``[-1, k]``);
+- ``explain`` (only with ``with_explain=True``): ``image_bytes`` -> ``label``,
+  ``score``, ``attention_map`` (``[-1, rows, cols]``), ``overlay_bytes`` (PNG);
+  see :mod:`serving.explain_signature`.
 
 The version appears atomically: everything is written to a hidden temporary
 directory beside it and renamed into place, so a server polling the base path
@@ -71,6 +74,7 @@ def export_saved_model(
     xla: bool = False,
     overwrite: bool = False,
     warmup_images: Sequence[bytes] | None = None,
+    with_explain: bool = False,
 ) -> Path:
     """Writes ``model`` as SavedModel version ``base_path/<version>/`` and returns that path.
 
@@ -91,6 +95,7 @@ def export_saved_model(
         overwrite: replace an existing version (atomically, where the OS allows).
         warmup_images: encoded images for the warm-up requests; by default a
             few photos from ``skimage.data``.
+        with_explain: also write the ``explain`` signature (attention rollout).
 
     Raises:
         ExportError: the version exists and ``overwrite`` is false, or the base
@@ -149,6 +154,7 @@ def export_saved_model(
                 max_pixels=max_pixels,
                 xla=xla,
                 labels_file=str(labels_source),
+                with_explain=with_explain,
             )
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
         set_method_names(staging, {CLASSIFY: CLASSIFY_METHOD})
@@ -157,7 +163,7 @@ def export_saved_model(
         warmup.write_warmup_file(extra / WARMUP_FILE, warmup_images)
         settings = {
             "keras_vit_version": _package_version(),
-            "signatures": list(SIGNATURES),
+            "signatures": list(SIGNATURES) + (["explain"] if with_explain else []),
             "image_size": list(model.image_size),
             "num_classes": int(model.num_classes),
             "hidden_dim": int(model.hidden_dim),
@@ -231,6 +237,7 @@ class ServingModule(tf.Module):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         xla: bool = False,
         labels_file: str | None = None,
+        with_explain: bool = False,
     ):
         super().__init__(name="keras_vit_serving")
         _check_model(model)
@@ -329,6 +336,15 @@ class ServingModule(tf.Module):
                 autograph=False,
             ),
         }
+
+        if with_explain:
+            from serving.explain_signature import EXPLAIN, explain_function
+
+            self._signatures[EXPLAIN] = explain_function(model, labels, decode_bytes, image_size)
+
+    @property
+    def signature_names(self) -> list[str]:
+        return list(self._signatures)
 
     def signatures(self) -> dict:
         """The signature functions by name, for ``tf.saved_model.save(..., signatures=...)``."""

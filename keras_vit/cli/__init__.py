@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("predict", "info", "export", "serve", "train", "deploy")
+COMMANDS = ("predict", "info", "export", "serve", "train", "deploy", "evaluate", "explain", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:

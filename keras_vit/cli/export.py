@@ -68,6 +68,11 @@ def register(subparsers) -> None:
         "--xla_cpu_compilation_enabled=true on CPU)",
     )
     parser.add_argument(
+        "--with-explain",
+        action="store_true",
+        help="add the 'explain' signature: label, score, attention rollout map and overlay PNG",
+    )
+    parser.add_argument(
         "--warmup-image",
         action="append",
         default=None,
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             xla=args.xla,
             overwrite=args.overwrite,
             warmup_images=warmup_images,
+            with_explain=args.with_explain,
         )
     except (ExportError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -129,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
     print("  serving_pixels   images (uint8 [-1, -1, -1, 3]) -> as serving_default")
     print(f"  embedding        image_bytes -> embedding (float [-1, {model.hidden_dim}])")
     print(f"  classify         inputs (tf.Example, image/encoded) -> classes, scores (k={top_k})")
+    if args.with_explain:
+        rows, cols = (s // model.patch_size for s in model.image_size)
+        print(
+            "  explain          image_bytes -> label, score, attention_map "
+            f"(float [-1, {rows}, {cols}]), overlay_bytes (PNG)"
+        )
     if args.xla:
         print("XLA: start TF Serving with --xla_cpu_compilation_enabled=true")
     return 0

@@ -1,0 +1,72 @@
+"""Who classifies the images: the model in this process, or a TF-Serving-compatible server.
+
+Both take a batch of *encoded* images and return, per image, the top-k
+``(label, score)`` pairs, best first, so that the report is the same either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+TopK = list[tuple[str, float]]
+
+
+class LocalPredictor:
+    """The model in this process; decodes and resizes as evaluation during training does."""
+
+    kind = "in-process"
+
+    def __init__(self, model, top_k: int = 5):
+        self.model = model
+        self.labels = list(model.labels)
+        self.top_k = min(top_k, len(self.labels))
+        self.description = f"in-process model {getattr(model, 'name', 'model')}"
+
+    def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
+        """``(top-k per image, seconds spent in the model)``."""
+        import tensorflow as tf
+
+        from keras_vit.training.data import decode_image
+        from keras_vit.training.pipeline import resize_like_model
+
+        size = tuple(self.model.image_size)
+        pixels = np.stack(
+            [resize_like_model(decode_image(tf.constant(data)), size).numpy() for data in encoded]
+        )
+        started = time.perf_counter()
+        logits = np.asarray(self.model.predict_on_batch(pixels), dtype=np.float64)
+        elapsed = time.perf_counter() - started
+        probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probabilities /= probabilities.sum(axis=-1, keepdims=True)
+        order = np.argsort(-probabilities, axis=-1, kind="stable")[:, : self.top_k]
+        rows = [
+            [(self.labels[i], float(p[i])) for i in indices]
+            for p, indices in zip(probabilities, order, strict=True)
+        ]
+        return rows, elapsed
+
+    def close(self) -> None:
+        pass
+
+
+class ServerPredictor:
+    """A served model, through :class:`serving.client.ServingClient` (gRPC or REST)."""
+
+    kind = "server"
+
+    def __init__(self, client):
+        self.client = client
+        self.description = f"{client.protocol} server {client.target} model {client.model_name}"
+
+    def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
+        """``(top-k per image, seconds the request took)``."""
+        started = time.perf_counter()
+        predictions = self.client.predict(list(encoded))
+        elapsed = time.perf_counter() - started
+        return [list(p.top_k) for p in predictions], elapsed
+
+    def close(self) -> None:
+        self.client.close()

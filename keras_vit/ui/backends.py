@@ -1,0 +1,92 @@
+"""What answers the page: a served model (through the client library) or one in this process."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+EXPLAIN_SIGNATURE = "explain"
+
+
+@dataclass
+class Answer:
+    """One image's answer: the top-k and, when the model can explain, the overlay PNG."""
+
+    top_k: list[tuple[str, float]]
+    overlay_png: bytes | None = None
+
+
+class ServerBackend:
+    """A TF-Serving-compatible endpoint, through :class:`serving.client.ServingClient`.
+
+    The overlay comes from the model's ``explain`` signature
+    (``keras-vit export --with-explain``) when the served model has one.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.has_explain = EXPLAIN_SIGNATURE in client.signatures()
+        self.description = f"{client.model_name} at {client.target} ({client.protocol})"
+
+    def answer(self, image: bytes) -> Answer:
+        (prediction,) = self.client.predict([image])
+        overlay = None
+        if self.has_explain:
+            (explained,) = self.client.predict([image], signature_name=EXPLAIN_SIGNATURE)
+            overlay = _png_bytes(explained.outputs.get("overlay_bytes"))
+        return Answer(list(prediction.top_k), overlay)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class LocalBackend:
+    """A ``ViTClassifier`` in this process; always explains (attention rollout)."""
+
+    has_explain = True
+
+    def __init__(self, model, top_k: int = 5, max_pixels: int = 40_000_000):
+        from keras_vit.explain.explainer import Explainer
+
+        self.explainer = Explainer(model)
+        self.top_k = min(top_k, len(model.labels))
+        self.max_pixels = max_pixels
+        self.description = f"{model.name} in-process"
+
+    def answer(self, image: bytes) -> Answer:
+        from PIL import Image
+
+        from keras_vit.explain.overlay import overlay_image
+
+        with Image.open(io.BytesIO(image)) as decoded:
+            width, height = decoded.size
+            if width * height > self.max_pixels:
+                raise ValueError(f"{width}x{height} is more than {self.max_pixels} pixels")
+            decoded.seek(0)
+            pixels = np.asarray(decoded.convert("RGB"), dtype=np.uint8)
+        explanation = self.explainer.explain(pixels, top_k=self.top_k)
+        buffer = io.BytesIO()
+        Image.fromarray(overlay_image(explanation.image, explanation.attention_map)).save(
+            buffer, "PNG"
+        )
+        return Answer(explanation.top_k, buffer.getvalue())
+
+    def close(self) -> None:
+        pass
+
+
+def _png_bytes(value) -> bytes | None:
+    """The overlay output as bytes: raw over gRPC, ``{"b64": ...}`` over REST."""
+    import base64
+
+    if value is None:
+        return None
+    if isinstance(value, list | tuple | np.ndarray):
+        value = np.asarray(value, dtype=object).reshape(-1)[0]
+    if isinstance(value, dict) and "b64" in value:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value)
+    return None

@@ -1,0 +1,48 @@
+"""Serving a tiny export with the local TF-Serving-compatible server (shared test helper)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(base_path: Path, model_name: str = "vit") -> Iterator:
+    """Runs the local server on free loopback ports; yields it (``.grpc_port``, ``.rest_port``)."""
+    from serving.server.options import ServerOptions
+    from serving.server.server import Server
+
+    server = Server()
+    server.build_and_start(
+        ServerOptions(
+            model_name=model_name,
+            model_base_path=str(base_path),
+            port=free_port(),
+            rest_api_port=free_port(),
+            max_num_load_retries=0,
+            shutdown_grace_seconds=5.0,
+        )
+    )
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+def png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
