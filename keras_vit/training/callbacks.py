@@ -51,11 +51,19 @@ def trim_history(path: str, epochs: int) -> None:
         return
     with open(path, newline="") as f:
         lines = f.read().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 1)[0])) < epochs]
+    kept = lines[:1] + [line for line in lines[1:] if _epoch_of(line) < epochs]
     partial = path + ".tmp"
     with open(partial, "w", newline="") as f:
         f.writelines(kept)
     os.replace(partial, path)
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch of a CSV row; a row torn by a kill (no line end, no number) counts as never."""
+    try:
+        return float(line.split(",", 1)[0]) if line.endswith("\n") else math.inf
+    except ValueError:
+        return math.inf
 
 
 def backed_up_epochs(backup_dir: str) -> int | None:

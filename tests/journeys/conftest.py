@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -45,16 +46,22 @@ def keras_vit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "keras_vit", *args]
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Journey:
-    """Runs the steps of one journey and records how long each took."""
+    """Runs the steps of one journey and records how long each took (wall) and its CPU time."""
 
     def __init__(self, name: str):
         self.name = name
-        self.times: list[tuple[str, float]] = []
+        self.times: list[tuple[str, float, float | None]] = []
         self.started = time.monotonic()
+        self.cpu_started = children_cpu()
 
     def run(self, step: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), children_cpu()
         result = subprocess.run(
             keras_vit_command(*args),
             cwd=ROOT,
@@ -63,20 +70,25 @@ class Journey:
             text=True,
             timeout=timeout,
         )
-        self.times.append((step, time.monotonic() - started))
+        self.times.append((step, time.monotonic() - started, children_cpu() - cpu))
         assert result.returncode == 0, (
             f"keras-vit {' '.join(args)} failed ({result.returncode}):\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
         )
         return result
 
-    def note(self, step: str, seconds: float) -> None:
-        self.times.append((step, seconds))
+    def note(self, step: str, seconds: float, cpu: float | None = None) -> None:
+        self.times.append((step, seconds, cpu))
 
     def report(self) -> str:
         total = time.monotonic() - self.started
-        steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.times)
-        line = f"journey {self.name}: {total:.1f} s wall ({steps})"
+        # Subprocesses that finished (the server included, once stopped), user + system.
+        cpu = children_cpu() - self.cpu_started
+        steps = ", ".join(
+            f"{step} {seconds:.1f} s" + (f" / {cpu:.1f} s CPU" if cpu is not None else "")
+            for step, seconds, cpu in self.times
+        )
+        line = f"journey {self.name}: {total:.1f} s wall, {cpu:.1f} s CPU ({steps})"
         print(line)
         return line
 

@@ -17,10 +17,10 @@ import pytest
 from tests.journeys.conftest import CLASS_PHOTOS, predictions, serving
 
 # In-process prediction decodes with PIL; the served signature decodes in the graph
-# (accurate IDCT, JPEGs at a reduced DCT scale when much larger than the model's input).
-# PNGs decode to the same pixels; JPEGs differ by a few grey levels, which moves the
-# 3 softmax scores of this tiny model by well under 2e-2.
-SCORE_TOLERANCE = 2e-2  # tightened to 1e-5 once the shared decoder lands
+# (its own IDCT, JPEGs at a reduced DCT scale when much larger than the model's input).
+# PNGs decode to the same pixels; JPEG pixels differ by a grey level or two, which moved
+# the scores by at most 2e-5 here (measured); 1e-3 leaves room for other libjpeg builds.
+SCORE_TOLERANCE = 1e-3  # tightened to 1e-5 once the shared decoder lands
 
 SOURCES = {
     "tf_h5": "in21k_tf",  # TFViTModel.save_pretrained: tf_model.h5, no head

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from tests.journeys.conftest import ROOT, environment, keras_vit_command
+from tests.journeys.conftest import ROOT, children_cpu, environment, keras_vit_command
 
 EPOCHS = 4
 
@@ -40,7 +40,7 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
         "--verbose",
         "2",
     )
-    started = time.monotonic()
+    started, cpu = time.monotonic(), children_cpu()
     first = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -60,7 +60,7 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
         if first.poll() is None:
             first.kill()
             first.wait()
-    journey.note("train (stopped by SIGTERM)", time.monotonic() - started)
+    journey.note("train (stopped by SIGTERM)", time.monotonic() - started, children_cpu() - cpu)
     done = _epochs_backed_up(run_dir / "backup")
     assert 1 <= done < EPOCHS and not (run_dir / "model.keras").exists()
 
