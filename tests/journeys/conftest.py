@@ -60,12 +60,14 @@ class Journey:
         self.started = time.monotonic()
         self.cpu_started = children_cpu()
 
-    def run(self, step: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def run(
+        self, step: str, *args: str, timeout: float = 180, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         started, cpu = time.monotonic(), children_cpu()
         result = subprocess.run(
             keras_vit_command(*args),
             cwd=ROOT,
-            env=environment(),
+            env={**environment(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

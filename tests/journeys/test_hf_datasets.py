@@ -58,6 +58,7 @@ def test_hf_datasets_source_trains_offline(layout, checkpoints, photo_folder, tm
         "--validation-split",
         "0.25",
         "--no-tensorboard",
+        env={"HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},  # the user's cache stays clean
     )
     assert "3 classes" in trained.stdout
     assert (run_dir / "labels.txt").read_text().splitlines() == sorted(CLASS_PHOTOS)
