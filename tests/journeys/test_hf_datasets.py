@@ -2,9 +2,10 @@
 
 The beans guide loads its data with ``datasets``. Here the library itself
 writes the data locally: ``DatasetDict.save_to_disk`` with an ``Image`` and a
-``ClassLabel`` feature, and a plain imagefolder that ``load_dataset`` reads.
-``keras-vit train --data hf:PATH`` fine-tunes the headless in21k checkpoint on
-it with ``HF_DATASETS_OFFLINE=1`` and takes the labels from the ``ClassLabel``.
+``ClassLabel`` feature. ``keras-vit train --data hf:PATH`` fine-tunes the
+headless in21k checkpoint on it with ``HF_DATASETS_OFFLINE=1`` and takes the
+labels from the ``ClassLabel``. (A plain imagefolder read by ``load_dataset``,
+``--data hf:FOLDER``, is the resume journey's data.)
 """
 
 from __future__ import annotations
@@ -35,12 +36,9 @@ def _save_to_disk(photo_folder, path):
     return path
 
 
-@pytest.mark.parametrize("layout", ["save_to_disk", "imagefolder"])
-def test_hf_datasets_source_trains_offline(layout, checkpoints, photo_folder, tmp_path, journey):
+def test_save_to_disk_dataset_trains_offline(checkpoints, photo_folder, tmp_path, journey):
     pytest.importorskip("datasets", reason="the hf: source needs the datasets package")
-    data = photo_folder
-    if layout == "save_to_disk":
-        data = _save_to_disk(photo_folder, tmp_path / "saved")
+    data = _save_to_disk(photo_folder, tmp_path / "saved")
     run_dir = tmp_path / "run"
     trained = journey.run(
         "train",

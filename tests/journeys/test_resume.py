@@ -1,4 +1,9 @@
-"""Journey 4: a ``keras-vit train`` killed mid-epoch resumes when the same command runs again."""
+"""Journey 4: a ``keras-vit train`` killed mid-epoch resumes when the same command runs again.
+
+The data is the photo folder read as a Hugging Face imagefolder (``--data
+hf:FOLDER``, ``datasets.load_dataset`` offline), so that this journey also
+covers the second way users hand ``datasets`` data to ``train``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,15 @@ import signal
 import subprocess
 import time
 
-from tests.journeys.conftest import ROOT, children_cpu, environment, keras_vit_command
+import pytest
+
+from tests.journeys.conftest import (
+    CLASS_PHOTOS,
+    ROOT,
+    children_cpu,
+    environment,
+    keras_vit_command,
+)
 
 EPOCHS = 4
 
@@ -27,7 +40,7 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
         "--model",
         str(checkpoints / "in21k_pt"),
         "--data",
-        str(photo_folder),
+        f"hf:{photo_folder}",
         "--output",
         str(run_dir),
         "--epochs",
@@ -40,11 +53,13 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
         "--verbose",
         "2",
     )
+    pytest.importorskip("datasets", reason="the hf: source needs the datasets package")
+    env = {**environment(), "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
     started, cpu = time.monotonic(), children_cpu()
     first = subprocess.Popen(
         command,
         cwd=ROOT,
-        env=environment(),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -64,12 +79,14 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
     done = _epochs_backed_up(run_dir / "backup")
     assert 1 <= done < EPOCHS and not (run_dir / "model.keras").exists()
 
-    again = journey.run("train (same command)", *command[1:], timeout=240)
+    again = journey.run("train (same command)", *command[1:], timeout=240, env=env)
     log = again.stdout + again.stderr
     assert "Resuming from the backup" in log
     epochs = [int(n) for n in re.findall(rf"^Epoch (\d+)/{EPOCHS}$", log, flags=re.MULTILINE)]
     assert epochs == list(range(done + 1, EPOCHS + 1)), log
     assert (run_dir / "model.keras").is_file() and not (run_dir / "backup").exists()
+    # The imagefolder's ClassLabel names are the folder names.
+    assert (run_dir / "labels.txt").read_text().splitlines() == sorted(CLASS_PHOTOS)
     rows = (run_dir / "history.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(EPOCHS))  # no duplicates
     metrics = json.loads((run_dir / "metrics.json").read_text())
