@@ -44,16 +44,9 @@ class _Options:
     overrides: dict = field(default_factory=dict)
 
     @property
-    def replace_head(self) -> bool:
+    def sizes_head(self) -> bool:
+        """Whether the caller says what the head should be (a checkpoint without one needs it)."""
         return self.num_classes is not None or self.labels is not None
-
-    @property
-    def changes_model(self) -> bool:
-        return (
-            self.replace_head
-            or bool(self.overrides)
-            or any(v is not None for v in (self.image_size, self.dtype))
-        )
 
 
 def load_pretrained(
@@ -77,8 +70,11 @@ def load_pretrained(
             Google ``.npz``, a ``.keras`` file or a directory with ``model.keras``.
         num_classes: a new number of classes; the head is re-initialised (the
             checkpoint's head tensors are then expected but skipped).
-        labels: new class names (implies ``num_classes=len(labels)``); the head
-            is re-initialised.
+        labels: class names (implies ``num_classes=len(labels)``). The head is
+            re-initialised unless they are exactly the checkpoint's labels, in
+            order; a checkpoint without a head (``ViTModel``, an -in21k
+            backbone) gets a new one. A new head starts at zero (see
+            :func:`adapt_model`).
         image_size: another resolution (int or ``(height, width)``); the position
             embeddings are resized bicubically with the class token kept aside.
         strict: by default nothing is assigned unless every tensor matches, and
@@ -246,10 +242,9 @@ def _load_hf(directory: Path, weights: Path | None, options: _Options, descripti
         return table(model.num_layers, prefix, pre_logits=bool(model.representation_size))
 
     try:
-        has_head = all(k in reader.shapes() for k in head_keys)
-        if not has_head and not options.replace_head:
+        if not all(k in reader.shapes() for k in head_keys):
             args.pop("labels", None)
-            args["num_classes"] = None  # no head to size it by: ask for num_classes
+            args["num_classes"] = None  # no head: the caller's labels or num_classes size it
         return _build_and_load(args, reader, rows_for, options, droppable=set(pooler_keys(prefix)))
     finally:
         reader.close()
@@ -307,12 +302,76 @@ def _load_keras(path: Path, options: _Options):
         raise CheckpointError(
             f"{str(path)!r} holds a {type(loaded).__name__}, not a keras_vit ViTClassifier"
         )
-    if not options.changes_model:
+    if options == _Options():
         return loaded
-    args = loaded.get_config()
+    return _adapt(loaded, options, f"{path} (Keras model)")
+
+
+def adapt_model(
+    model,
+    labels: Sequence[str] | None = None,
+    image_size: int | Sequence[int] | None = None,
+    dtype=None,
+    *,
+    num_classes: int | None = None,
+    rebuild: bool = False,
+    **overrides,
+):
+    """A ViTClassifier like ``model`` with new labels, resolution or dtype policy, weights kept.
+
+    This is the path every checkpoint takes in :func:`load_pretrained`, applied
+    to a model in memory (``trainer.train`` uses it for model objects):
+
+    - ``labels`` other than the model's (or ``num_classes``): a new ``head``,
+      initialised to **zero**, as the ViT paper fine-tunes (Dosovitskiy et al.,
+      2021, Sec. 3.1) and google-research/vision_transformer does
+      (``head_zeroinit``); the same labels keep the head.
+    - ``image_size``: the ``position_embedding`` grid is resized bicubically,
+      class token kept aside.
+    - ``dtype`` (e.g. ``"mixed_bfloat16"``): the model's policy; variables stay
+      float32 under a mixed policy.
+
+    When nothing changes and ``rebuild`` is False, ``model`` itself is returned;
+    ``rebuild=True`` always builds a new model (e.g. to create its variables
+    under a ``tf.distribute`` strategy scope).
+    """
+    from keras_vit.model import ViTClassifier
+
+    if not isinstance(model, ViTClassifier):
+        raise TypeError(
+            f"Expected a keras_vit ViTClassifier, got {type(model).__name__}; "
+            "load checkpoints with keras_vit.load_pretrained"
+        )
+    options = _Options(num_classes, labels, image_size, True, dtype, None, overrides)
+    _check_options(options)
+    if not rebuild and not _changes(model, options):
+        return model
+    return _adapt(model, options, f"{model.name} (Keras model)")
+
+
+def _changes(model, options: _Options) -> bool:
+    import keras
+
+    from keras_vit.model import _pair
+
+    config = model.get_config()
+    return (
+        options.num_classes is not None
+        or (options.labels is not None and [str(x) for x in options.labels] != model.labels)
+        or (options.image_size is not None and _pair(options.image_size) != model.image_size)
+        or (
+            options.dtype is not None
+            and keras.dtype_policies.get(options.dtype).name != model.dtype_policy.name
+        )
+        or any(config.get(k) != v for k, v in options.overrides.items())
+    )
+
+
+def _adapt(model, options: _Options, description: str):
+    args = model.get_config()
     args.pop("trainable", None)
-    args["dtype"] = loaded.dtype_policy
-    reader = keras_file.keras_model_reader(loaded, f"{path} (Keras model)")
+    args.pop("name", None)
+    reader = keras_file.keras_model_reader(model, description)
     return _build_and_load(
         args,
         reader,
@@ -326,10 +385,26 @@ def _load_keras(path: Path, options: _Options):
 
 
 def _build_and_load(args: dict, reader, rows_for, options: _Options, droppable: set[str]):
+    """Builds the model the options ask for and loads ``reader`` into it: the one adapt path.
+
+    ``args`` are the checkpoint's own ViTClassifier arguments (``num_classes``
+    None when it has no head). A head is new, and starts at zero, when the
+    checkpoint has none, when ``num_classes`` is given, or when ``labels``
+    differ from the checkpoint's; the position embeddings are resized when
+    ``image_size`` changes the patch grid; ``dtype`` sets the model's policy.
+    """
+    import keras
+
     from keras_vit.model import ViTClassifier, _pair
 
     args = dict(args)
     native_grid = tuple(s // args["patch_size"] for s in _pair(args["image_size"]))
+    has_head = args.get("num_classes") is not None
+    source_labels = None
+    if has_head:
+        source_labels = [str(x) for x in args.get("labels") or []] or [
+            f"LABEL_{i}" for i in range(args["num_classes"])
+        ]
     if options.labels is not None:
         args["labels"] = [str(label) for label in options.labels]
         args["num_classes"] = len(args["labels"])
@@ -340,13 +415,20 @@ def _build_and_load(args: dict, reader, rows_for, options: _Options, droppable: 
         raise CheckpointError(
             f"{reader.description} has no classification head (a backbone checkpoint such as "
             "ViTModel or an -in21k feature extractor): pass num_classes= or labels= to add a "
-            "freshly initialised head."
+            "new head (keras-vit train adds one sized by the data's labels)."
         )
+    new_head = (
+        not has_head
+        or options.num_classes is not None
+        or (options.labels is not None and args["labels"] != source_labels)
+    )
     if options.image_size is not None:
         args["image_size"] = options.image_size
     args.update(options.overrides)
     if options.dtype is not None:
         args["dtype"] = options.dtype
+    if isinstance(args.get("dtype"), dict):
+        args["dtype"] = keras.dtype_policies.deserialize(args["dtype"])
     model = ViTClassifier(**args)
 
     grid = tuple(s // model.patch_size for s in model.image_size)
@@ -358,7 +440,7 @@ def _build_and_load(args: dict, reader, rows_for, options: _Options, droppable: 
     def hint(plan):
         head_rows = [r for r in plan.missing if r.keras_path in HEAD_PATHS]
         head_rows += [r for r, _, _ in plan.mismatched if r.keras_path in HEAD_PATHS]
-        if head_rows and not options.replace_head:
+        if head_rows and not options.sizes_head:
             return (
                 "To use other classes, pass num_classes= or labels= (the head is then "
                 "re-initialised and the checkpoint's head skipped)."
@@ -369,13 +451,18 @@ def _build_and_load(args: dict, reader, rows_for, options: _Options, droppable: 
         model,
         reader,
         rows_for(model),
-        skip=HEAD_PATHS if options.replace_head else (),
+        skip=HEAD_PATHS if new_head else (),
         ignore=drop.__contains__,
         context=context,
         strict=options.strict,
         hint=hint,
     )
+    if new_head:
+        # Zero-initialised classifier: the ViT paper's fine-tuning head (Sec. 3.1) and
+        # google-research/vision_transformer's head_zeroinit; see docs/training.md.
+        for variable in model.get_layer("head").weights:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     return model
 
 
-__all__ = ["load_pretrained"]
+__all__ = ["adapt_model", "load_pretrained"]

@@ -85,7 +85,6 @@ class ViTClassifier(keras.Model):
             image_mean=image_mean,
             image_std=image_std,
             rescale_factor=rescale_factor,
-            dtype=dtype,
             name="preprocessing",
         )(images)
         x = PatchEmbedding(hidden_dim, patch_size, dtype=dtype, name="patch_embedding")(x)
@@ -120,7 +119,11 @@ class ViTClassifier(keras.Model):
         head_dtype = policy.variable_dtype if mixed else dtype
         logits = keras.layers.Dense(num_classes, dtype=head_dtype, name="head")(x)
         kwargs.setdefault("name", "vit_classifier")
-        super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        super().__init__(inputs=images, outputs=logits, **kwargs)
+        # The policy lives on the model, as keras-hub's Backbone keeps it: a functional
+        # model drops the `dtype` argument and would otherwise report float32 (and Keras
+        # would not add loss scaling for mixed_float16 in compile()).
+        self.dtype_policy = policy
 
         # === Config ===
         self.image_size = image_size
@@ -189,8 +192,7 @@ class ViTClassifier(keras.Model):
             "image_mean": self.image_mean,
             "image_std": self.image_std,
             "rescale_factor": self.rescale_factor,
-            # The layers carry the policy (a functional model keeps its own at float32).
-            "dtype": keras.dtype_policies.serialize(self.get_layer("patch_embedding").dtype_policy),
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod

@@ -25,6 +25,10 @@ class ViTImagePreprocessor(keras.layers.Layer):
     ``(x * rescale_factor - mean) / std`` per channel. The affine part is folded
     into one ``scale`` and ``offset`` per channel.
 
+    It always computes in float32, whatever the model's dtype policy: a
+    bfloat16 resize would round pixel values to 8 significant bits before the
+    first layer sees them. The next layer casts to its own compute dtype.
+
     Example:
     >>> import numpy as np
     >>> layer = ViTImagePreprocessor(image_size=(32, 32))
@@ -43,6 +47,9 @@ class ViTImagePreprocessor(keras.layers.Layer):
         antialias: bool = True,
         **kwargs,
     ):
+        # Always float32 (see the class docstring); a policy passed in, e.g. by an older
+        # saved model, is replaced rather than rejected.
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.image_size = tuple(int(s) for s in image_size)
         self.image_mean = tuple(float(m) for m in image_mean)

@@ -13,7 +13,9 @@ Data specifications, as ``keras-vit train --data`` takes them:
 - ``tfds:NAME`` or ``tfds:NAME:SPLIT``: a TensorFlow Datasets builder
   (``pip install tensorflow-datasets``; downloads need the network).
 - ``hf:ID`` or ``hf:ID:SPLIT``: a Hugging Face dataset with an image column and
-  a ``ClassLabel`` column (``pip install datasets``; downloads need the network).
+  a ``ClassLabel`` column (``pip install datasets``): a hub id (downloads need
+  the network), a folder written by ``Dataset.save_to_disk`` /
+  ``DatasetDict.save_to_disk``, or a local imagefolder.
 """
 
 from __future__ import annotations
@@ -469,11 +471,12 @@ def _load_hf(name: str, validation_split: float, test, seed: int) -> DataSplits:
         raise DataError("hf: data needs Hugging Face datasets: pip install datasets") from error
     name, _, split = name.partition(":")
     try:
-        loaded = datasets.load_dataset(name)
-    except Exception as error:  # noqa: BLE001 - network, unknown id, auth, ...
+        loaded = _open_hf(datasets, name)
+    except Exception as error:  # noqa: BLE001 - network, unknown id, auth, bad files, ...
         raise DataError(
             f"Could not load Hugging Face dataset {name!r} ({type(error).__name__}: {error}). "
-            "Downloading needs network access (or HF_DATASETS_OFFLINE=1 with a local cache)."
+            "A hub id needs network access (or HF_DATASETS_OFFLINE=1 with a local cache); "
+            "a local folder must hold what Dataset.save_to_disk writes, or an imagefolder."
         ) from error
     split = split or "train"
     if split not in loaded:
@@ -499,3 +502,16 @@ def _load_hf(name: str, validation_split: float, test, seed: int) -> DataSplits:
         raise DataError(f"Dataset {name!r} has no split {test_split!r}; splits: {list(loaded)}")
     test_data = _make(test_split) if test_split and test_split != split else None
     return DataSplits(train, validation, test_data, train.class_names)
+
+
+def _open_hf(datasets, name: str):
+    """A ``DatasetDict`` from a hub id, a ``save_to_disk`` folder or a local imagefolder."""
+    path = Path(name).expanduser()
+    saved = path / "dataset_dict.json", path / "state.json"
+    if path.is_dir() and any(marker.is_file() for marker in saved):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.Dataset):  # one split saved on its own
+            loaded = datasets.DatasetDict({"train": loaded})
+        return loaded
+    # A hub id, or a local folder that load_dataset reads itself (imagefolder, parquet, ...).
+    return datasets.load_dataset(str(path) if path.is_dir() else name)

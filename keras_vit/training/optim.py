@@ -9,11 +9,8 @@ embeddings. Both are here.
 
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
-from keras import ops
 
 # Variables that keep their values out of weight decay (matched on `variable.name`):
 # biases and LayerNorm gamma/beta (all one-dimensional in spirit; the attention biases
@@ -26,58 +23,35 @@ NO_DECAY_NAMES = ("bias", "gamma", "beta", "class_token", "position_embedding")
 NO_DECAY_PATTERN = r"(^|/)(" + "|".join(NO_DECAY_NAMES) + r")(/replica_\d+)?(:\d+)?$"
 
 
-@keras.saving.register_keras_serializable(package="keras_vit")
-class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to ``peak_learning_rate`` then cosine decay to ``end_learning_rate``.
+def build_schedule(
+    peak_learning_rate: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    end_learning_rate: float = 0.0,
+) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warm-up from 0 to ``peak_learning_rate``, then cosine decay to ``end_learning_rate``.
 
-    ``lr(step) = peak * step / warmup_steps`` for ``step < warmup_steps``, then
-    ``end + (peak - end) * (1 + cos(pi * t)) / 2`` with
-    ``t = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to 1.
+    Keras' ``CosineDecay`` with ``warmup_target``: ``lr(step) = peak * step /
+    warmup_steps`` for ``step < warmup_steps``, then ``end + (peak - end) *
+    (1 + cos(pi * t)) / 2`` with ``t = (step - warmup_steps) / (total_steps -
+    warmup_steps)`` clipped to 1.
 
     Example:
-    >>> schedule = WarmupCosineDecay(1e-3, total_steps=100, warmup_steps=10)
+    >>> schedule = build_schedule(1e-3, total_steps=100, warmup_steps=10)
     >>> [round(float(schedule(s)), 6) for s in (0, 5, 10, 55, 100, 200)]
     [0.0, 0.0005, 0.001, 0.0005, 0.0, 0.0]
     """
-
-    def __init__(
-        self,
-        peak_learning_rate: float,
-        total_steps: int,
-        warmup_steps: int = 0,
-        end_learning_rate: float = 0.0,
-        name: str = "warmup_cosine_decay",
-    ):
-        super().__init__()
-        if total_steps <= 0:
-            raise ValueError(f"total_steps must be positive, got {total_steps}")
-        if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"warmup_steps must be in [0, total_steps], got {warmup_steps}")
-        self.peak_learning_rate = float(peak_learning_rate)
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.end_learning_rate = float(end_learning_rate)
-        self.name = name
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        peak = ops.cast(self.peak_learning_rate, "float32")
-        end = ops.cast(self.end_learning_rate, "float32")
-        warmup = float(max(self.warmup_steps, 1))
-        warm = peak * step / warmup
-        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
-        cosine = end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
-        return ops.where(step < self.warmup_steps, warm, cosine)
-
-    def get_config(self):
-        return {
-            "peak_learning_rate": self.peak_learning_rate,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "end_learning_rate": self.end_learning_rate,
-            "name": self.name,
-        }
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be in [0, total_steps], got {warmup_steps}")
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        alpha=end_learning_rate / peak_learning_rate,
+        warmup_target=peak_learning_rate,
+        warmup_steps=warmup_steps,
+    )
 
 
 class AllReduceClipMixin:

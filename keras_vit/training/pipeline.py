@@ -9,10 +9,11 @@ Evaluation decodes and resizes with exactly the op of the in-graph layer
 (``keras.ops.image.resize``, bilinear, antialiased, float32), so an image
 scores the same through this pipeline as when the model gets it raw, as in
 serving. Training replaces the resize by a random resized crop (Szegedy et al.,
-2015) and a horizontal flip; RandAugment and mixup are optional.
+2015) and a horizontal flip; RandAugment and MixUp (Keras' layers) are optional.
 
-Every random choice in training is a stateless op seeded from ``seed`` and the
-example's position in the epoch: the same seed gives the same batches.
+The crop and flip are stateless ops seeded from ``seed`` and the example's
+position in the epoch, and Keras' RandAugment and MixUp layers are seeded from
+``seed``: the same seed gives the same batches.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class AugmentConfig:
     ``crop_ratio`` of its aspect ratio; ``random_resized_crop=False`` resizes
     the whole image instead. ``randaugment_ops`` random RandAugment
     operations of strength ``randaugment_factor`` (0..1) are applied per image
-    when > 0; ``mixup_alpha`` > 0 mixes pairs of images and labels with a
-    Beta(alpha, alpha) weight.
+    when > 0; ``mixup_alpha`` > 0 mixes each image and its label with another
+    of the batch with a Beta(alpha, alpha) weight (``keras.layers.MixUp``).
     """
 
     random_resized_crop: bool = True
@@ -176,23 +177,15 @@ def _randaugment(augment: AugmentConfig, seed: int):
 
 
 def _mixup(dataset: tf.data.Dataset, alpha: float, seed: int) -> tf.data.Dataset:
-    """Mixes each batch with itself reversed: ``lam * x + (1 - lam) * x[::-1]``, labels too."""
-    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    """Keras' ``MixUp``: each image and label mixed with another of its batch, Beta(a, a)."""
+    layer = keras.layers.MixUp(alpha=alpha, seed=seed + 1, dtype="float32")
 
-    def mix(batch, pair_seed):
-        images, labels = batch
-        seed_a, seed_b = tf.unstack(
-            tf.random.experimental.stateless_split(tf.cast(pair_seed, tf.int64), num=2)
-        )
-        # Beta(a, a) from two Gammas; stateless_random_gamma has no stateless Beta sibling.
-        gamma_a = tf.random.stateless_gamma([], seed=seed_a, alpha=alpha)
-        gamma_b = tf.random.stateless_gamma([], seed=seed_b, alpha=alpha)
-        lam = gamma_a / (gamma_a + gamma_b)
-        images = lam * images + (1.0 - lam) * tf.reverse(images, axis=[0])
-        labels = lam * labels + (1.0 - lam) * tf.reverse(labels, axis=[0])
-        return images, labels
+    def mix(images, labels):
+        mixed = layer({"images": images, "labels": labels}, training=True)
+        return mixed["images"], mixed["labels"]
 
-    return tf.data.Dataset.zip((dataset, seeds)).map(mix, num_parallel_calls=AUTOTUNE)
+    # Sequential: the layer's seed state then advances in the same order every run.
+    return dataset.map(mix)
 
 
 def _cache(dataset: tf.data.Dataset, cache: bool | str) -> tf.data.Dataset:

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 import keras
 import tensorflow as tf
 
+from keras_vit.loading import adapt_model, load_pretrained
 from keras_vit.model import ViTClassifier
 from keras_vit.presets import get_preset
 from keras_vit.training import callbacks as callbacks_lib
 from keras_vit.training import output
-from keras_vit.training.adapt import adapt_model, float32_copy
 from keras_vit.training.curve import write_training_curve
 from keras_vit.training.data import DataError, DataSplits, ImageDataset, load_data
 from keras_vit.training.distribute import resolve_precision, resolve_strategy, worker_role
 from keras_vit.training.freeze import freeze_backbone
-from keras_vit.training.optim import WarmupCosineDecay, build_loss, build_optimizer
+from keras_vit.training.optim import build_loss, build_optimizer, build_schedule
 from keras_vit.training.pipeline import AugmentConfig, eval_pipeline, train_pipeline
 
 logger = logging.getLogger(__name__)
@@ -186,8 +186,12 @@ def train(
     backup_dir = config.backup_dir or os.path.join(output_dir, "backup")
     if config.backup_dir and not is_chief:
         backup_dir = os.path.join(backup_dir, f".worker-{task}")
-    resuming = os.path.exists(os.path.join(backup_dir, "training_metadata.json"))
-    if not resuming:
+    epochs_done = callbacks_lib.backed_up_epochs(backup_dir)
+    resuming = epochs_done is not None
+    if resuming:
+        # Rows of epochs the backup does not hold are trained again: drop them.
+        callbacks_lib.trim_history(os.path.join(output_dir, output.HISTORY_FILE), epochs_done)
+    else:
         # A fresh run: no best checkpoint or history of an earlier run may leak into this one.
         shutil.rmtree(os.path.join(output_dir, "checkpoints"), ignore_errors=True)
         for name in (output.HISTORY_FILE, output.METRICS_FILE):
@@ -218,7 +222,7 @@ def train(
         warmup = config.warmup_steps
         if warmup is None:
             warmup = int(round(0.05 * total_steps))
-        schedule = WarmupCosineDecay(
+        schedule = build_schedule(
             config.learning_rate,
             total_steps=total_steps,
             warmup_steps=min(warmup, total_steps),
@@ -232,8 +236,7 @@ def train(
             global_clipnorm=config.global_clipnorm,
         )
         if precision == "mixed_float16":
-            # Keras only adds loss scaling by itself when the *model's* policy is
-            # mixed_float16; a functional model's own policy stays float32.
+            # Wrapped here rather than by compile(): the slots are built below.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # Built on every variable before any freezing, so that unfreezing later (and
         # restoring a backup) finds optimizer slots for the backbone too.
@@ -262,10 +265,14 @@ def train(
         if splits.validation is not None
         else None
     )
+    history_path = os.path.join(output_dir, output.HISTORY_FILE)
     all_callbacks = list(callbacks) + callbacks_lib.build_callbacks(
         output_dir,
         backup_dir,
         monitor=config.monitor,
+        best_so_far=callbacks_lib.best_epoch(
+            callbacks_lib.read_history(history_path), config.monitor
+        )[1],
         early_stopping_patience=config.early_stopping_patience,
         tensorboard=_tensorboard_choice(config.tensorboard),
         unfreeze_at_epoch=config.unfreeze_at_epoch if config.freeze_backbone else None,
@@ -292,16 +299,17 @@ def train(
     train_seconds = time.monotonic() - started
 
     best_path = os.path.join(output_dir, "checkpoints", callbacks_lib.BEST_WEIGHTS)
-    best = next(c for c in all_callbacks if isinstance(c, callbacks_lib.BestCheckpoint))
     if os.path.exists(best_path):
         vit.load_weights(best_path)
-    final = float32_copy(vit)
+    final = adapt_model(vit, dtype="float32", rebuild=True)  # uncompiled, float32
+    history = callbacks_lib.read_history(history_path)
+    best_epoch, best_value = callbacks_lib.best_epoch(history, config.monitor)
     results = {
         "monitor": config.monitor,
-        "best_epoch": best.best_epoch,
-        "best_value": best.best,
+        "best_epoch": best_epoch,
+        "best_value": best_value,
         "train_seconds": round(train_seconds, 1),
-        "epochs_run": len(callbacks_lib.read_history(os.path.join(output_dir, "history.csv"))),
+        "epochs_run": len(history),
     }
     # Saved before compiling: the model file carries no training state.
     output.write_model_dir(final, output_dir)
@@ -316,7 +324,6 @@ def train(
                 "accuracy": float(scores["categorical_accuracy"]),
                 "examples": dataset.size,
             }
-    history = callbacks_lib.read_history(os.path.join(output_dir, output.HISTORY_FILE))
     write_training_curve(history, os.path.join(output_dir, output.CURVE_FILE))
     output.write_json(results, os.path.join(output_dir, output.METRICS_FILE))
     return TrainResult(final, output_dir, history, results, labels)
@@ -325,14 +332,14 @@ def train(
 def _build_model(
     model, preset, model_config, labels: Sequence[str], image_size, precision, distributed: bool
 ) -> ViTClassifier:
+    """The model to train, with a head for ``labels``: kept if its labels match, else new."""
     if isinstance(model, keras.Model):
         return adapt_model(model, labels, image_size, dtype=precision, rebuild=distributed)
     if isinstance(model, (str, os.PathLike)):
-        from keras_vit.loading import load_pretrained
-
-        # Loaded as saved, then adapted: a checkpoint whose labels already match keeps its head.
-        loaded = load_pretrained(os.fspath(model), dtype=precision)
-        return adapt_model(loaded, labels, image_size, dtype=precision)
+        # Any checkpoint, with a head or without (ViTModel, -in21k): the data's labels size it.
+        return load_pretrained(
+            os.fspath(model), labels=labels, image_size=image_size, dtype=precision
+        )
     if model is not None:
         raise TypeError(
             f"model must be a ViTClassifier, a checkpoint source or None, got {model!r}"

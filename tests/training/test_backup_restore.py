@@ -106,14 +106,14 @@ def test_killed_run_resumes_from_its_last_backed_up_epoch(tmp_path):
 
     # One history row per epoch, whatever was trained twice.
     from keras_vit.training.callbacks import read_history
-    from keras_vit.training.optim import WarmupCosineDecay
+    from keras_vit.training.optim import build_schedule
 
     history = read_history(str(output / "history.csv"))
     assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
     # The optimizer's step counter came back too: the learning rate continues the schedule.
     steps_per_epoch = 36 // BATCH  # 48 images, 12 held out for validation
     total = steps_per_epoch * EPOCHS
-    schedule = WarmupCosineDecay(3e-3, total, round(0.05 * total))
+    schedule = build_schedule(3e-3, total, round(0.05 * total))
     resumed = history[done]  # the first epoch of the second run
     expected = float(schedule(steps_per_epoch * (done + 1)))
     assert resumed["learning_rate"] == pytest.approx(expected, rel=1e-4)

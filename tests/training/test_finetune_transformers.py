@@ -74,8 +74,7 @@ def test_fine_tuning_a_transformers_checkpoint_lowers_the_loss_and_exports(
 
 def test_resolution_change_matches_transformers_interpolated_position_embeddings(hf_checkpoint):
     """Our model at 48 px (position grid 4x4 -> 6x6) embeds like transformers' own interpolation."""
-    from keras_vit.loading import load_pretrained
-    from keras_vit.training.adapt import adapt_model
+    from keras_vit.loading import adapt_model, load_pretrained
 
     directory, hf_model = hf_checkpoint
     ours = adapt_model(load_pretrained(str(directory)), image_size=48)

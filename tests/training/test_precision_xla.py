@@ -13,12 +13,12 @@ def test_mixed_precision_step_keeps_float32_variables(policy):
     import keras
 
     from keras_vit import ViTClassifier
-    from keras_vit.training.adapt import adapt_model, policy_name
+    from keras_vit.loading import adapt_model
     from keras_vit.training.optim import build_loss, build_optimizer
 
     base = ViTClassifier(**SMALL_VIT, num_classes=3)
     model = adapt_model(base, dtype=policy)
-    assert policy_name(model) == policy
+    assert model.dtype_policy.name == policy
     compute = "bfloat16" if policy == "mixed_bfloat16" else "float16"
     assert model.get_layer("encoder_block_0").compute_dtype == compute
     # The weights came over unchanged.
