@@ -51,9 +51,10 @@ def keras_affected(version: str | None = None) -> bool:
 
 def in_multi_worker_mode(strategy) -> bool:
     """A MultiWorkerMirroredStrategy whose cluster has more than one worker."""
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.extended._in_multi_worker_mode()
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
 
 
 def patch_keras_for_multi_worker(force: bool = False) -> bool:
@@ -81,9 +82,11 @@ def patch_keras_for_multi_worker(force: bool = False) -> bool:
             break
         # Shapes and dtypes of one replica's batch are all the symbolic build reads.
         data_batch = tf.nest.map_structure(
-            lambda value: strategy.experimental_local_results(value)[0]
-            if isinstance(value, tf.distribute.DistributedValues)
-            else value,
+            lambda value: (
+                strategy.experimental_local_results(value)[0]
+                if isinstance(value, tf.distribute.DistributedValues)
+                else value
+            ),
             data_batch,
         )
         with strategy.scope():
@@ -106,3 +109,49 @@ def patch_keras_for_multi_worker(force: bool = False) -> bool:
     tf_trainer.reduce_per_replica = reduce_per_replica
     setattr(tf_trainer, _PATCHED_FLAG, True)
     return True
+
+
+PEER_LOST = (
+    "a worker of the multi-worker cluster went away ({reason}). Start the same command "
+    "again on every worker: training resumes from the last backed-up epoch"
+)
+
+
+class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` for a cluster: every worker restores, only the chief writes.
+
+    All workers must resume from the same epoch and weights, so they all read
+    the chief's backup directory (storage every worker sees: a shared volume,
+    or ``gs://`` on Vertex AI); the others never write or delete it, which
+    keeps two processes from writing one file.
+    """
+
+    def __init__(self, backup_dir: str, is_chief: bool, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.is_chief = is_chief
+
+    def _save_model(self):
+        if self.is_chief:
+            super()._save_model()
+
+    def on_train_end(self, logs=None):
+        if self.is_chief:
+            super().on_train_end(logs)
+
+
+def cluster_callbacks(callbacks: list, strategy, is_chief: bool) -> list:
+    """``callbacks``, each ``BackupAndRestore`` made chief-aware under a multi-worker strategy."""
+    if not in_multi_worker_mode(strategy):
+        return list(callbacks)
+    swapped = []
+    for callback in callbacks:
+        if type(callback) is keras.callbacks.BackupAndRestore:
+            callback = ChiefBackupAndRestore(
+                callback.backup_dir,
+                is_chief,
+                save_freq=callback.save_freq,
+                double_checkpoint=callback.double_checkpoint,
+                delete_checkpoint=callback.delete_checkpoint,
+            )
+        swapped.append(callback)
+    return swapped
