@@ -148,3 +148,11 @@ def test_work_volume_is_shared_and_the_root_filesystem_read_only(training) -> No
 def test_checkov_training_build(training_text: str, tmp_path: Path) -> None:
     (tmp_path / "training.yaml").write_text(training_text)
     assert_clean(run_checkov("--framework", "kubernetes", "-d", str(tmp_path)), "kubernetes")
+
+
+def test_checkov_training_dockerfile() -> None:
+    dockerfile = TRAINING.parents[1] / "training" / "Dockerfile"
+    assert_clean(run_checkov("--framework", "dockerfile", "-f", str(dockerfile)), "dockerfile")
+    text = dockerfile.read_text()
+    assert "USER 10001:10001" in text  # the runAsUser of kubernetes/training/job.yaml
+    assert 'ENTRYPOINT ["keras-vit"]' in text  # Vertex's container_spec command
