@@ -171,7 +171,7 @@ def _backed_up_epoch(backup: Path) -> int:
 
 def test_a_killed_worker_restarted_resumes_from_the_chiefs_backup(colour_data, tmp_path):
     output = tmp_path / "run"
-    epochs = 4
+    epochs = 3
     ports = free_ports(2)
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [
