@@ -202,6 +202,7 @@ def main() -> None:
                 "global batch",
                 "step ms",
                 "samples/s",
+                "samples per CPU-s",
                 "all-reduce ms/step",
                 "all-reduce share of a step",
             ],
