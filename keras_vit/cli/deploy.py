@@ -33,14 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(or --container-image-uri), reuse or create the endpoint, deploy, predict through "
         "serving.client.VertexClient, and with --cleanup undeploy and delete everything.",
     )
-    add_vertex_arguments(vertex)
-    parser.set_defaults(func=run)
+    add_vertex_arguments(vertex, required=False)  # checked in run(): `vertex train` has its own
+    actions = vertex.add_subparsers(dest="vertex_action", metavar="ACTION")
+    from keras_vit.cli import deploy_train
+
+    deploy_train.register(actions)
+    parser.set_defaults(func=run, vertex_parser=vertex)
 
 
-def add_vertex_arguments(parser: argparse.ArgumentParser) -> None:
+def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     where = parser.add_argument_group("where")
-    where.add_argument("--project", required=True, help="Google Cloud project id")
-    where.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
+    where.add_argument("--project", required=required, help="Google Cloud project id")
+    where.add_argument("--region", required=required, help="Vertex AI region, e.g. us-central1")
     where.add_argument(
         "--bucket",
         help="gs://BUCKET[/PREFIX] for the model artifacts (required with the prebuilt "
@@ -58,7 +62,7 @@ def add_vertex_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve with this TF Serving image (ours, from `make image`, pushed to Artifact "
         "Registry; model baked in) instead of Vertex's prebuilt tf2 container",
     )
-    endpoint = what.add_mutually_exclusive_group(required=True)
+    endpoint = what.add_mutually_exclusive_group(required=required)
     endpoint.add_argument("--endpoint-name", help="display name: reuse that endpoint or create it")
     endpoint.add_argument("--endpoint-id", help="an existing endpoint's id")
     how = parser.add_argument_group("how")
@@ -145,6 +149,13 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from serving.vertex import build_plan, execute, plan_to_json
 
+    missing = [flag for flag in ("project", "region") if not getattr(args, flag)]
+    if missing or not (args.endpoint_name or args.endpoint_id):
+        wanted = [f"--{flag}" for flag in missing]
+        wanted += (
+            [] if args.endpoint_name or args.endpoint_id else ["--endpoint-name/--endpoint-id"]
+        )
+        args.vertex_parser.error("the following arguments are required: " + ", ".join(wanted))
     try:
         config = config_from_args(args)
         plan = build_plan(config)

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from keras_vit.training.multi_worker import patch_keras_for_multi_worker
+
 STRATEGIES = ("default", "auto", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -35,6 +37,8 @@ def resolve_strategy(
 ) -> tf.distribute.Strategy:
     """A strategy object from a name (see the module docstring) or the object itself."""
     if isinstance(strategy, tf.distribute.Strategy):
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            patch_keras_for_multi_worker()
         return strategy
     name = (strategy or "default").lower().replace("-", "_")
     if name == "auto":
@@ -54,6 +58,7 @@ def resolve_strategy(
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from error
+        patch_keras_for_multi_worker()  # keras-team/keras#20585: see multi_worker.py
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
         except RuntimeError as error:

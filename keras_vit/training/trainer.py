@@ -24,7 +24,7 @@ from keras_vit.loading import adapt_model, load_pretrained
 from keras_vit.model import ViTClassifier
 from keras_vit.presets import get_preset
 from keras_vit.training import callbacks as callbacks_lib
-from keras_vit.training import output
+from keras_vit.training import multi_worker, output
 from keras_vit.training.curve import write_training_curve
 from keras_vit.training.data import DataError, DataSplits, ImageDataset, load_data
 from keras_vit.training.distribute import resolve_precision, resolve_strategy, worker_role
@@ -163,6 +163,8 @@ def train(
     precision = resolve_precision(config.mixed_precision)
     keras.utils.set_random_seed(config.seed)
     output_dir = os.fspath(output_dir)
+    # Every worker of a cluster restores from the chief's backup (multi_worker.py).
+    shared_backup_dir = config.backup_dir or os.path.join(output_dir, "backup")
     is_chief, task = worker_role(strategy)
     if not is_chief:
         # Other workers train the same model in step; only the chief writes the directory.
@@ -183,9 +185,7 @@ def train(
     if config.monitor and config.monitor.startswith("val_") and splits.validation is None:
         config = dataclasses.replace(config, monitor=config.monitor[4:])
 
-    backup_dir = config.backup_dir or os.path.join(output_dir, "backup")
-    if config.backup_dir and not is_chief:
-        backup_dir = os.path.join(backup_dir, f".worker-{task}")
+    backup_dir = shared_backup_dir
     epochs_done = callbacks_lib.backed_up_epochs(backup_dir)
     resuming = epochs_done is not None
     if resuming:
@@ -277,6 +277,7 @@ def train(
         tensorboard=_tensorboard_choice(config.tensorboard),
         unfreeze_at_epoch=config.unfreeze_at_epoch if config.freeze_backbone else None,
     )
+    all_callbacks = multi_worker.cluster_callbacks(all_callbacks, strategy, is_chief)
     if resuming:
         print(f"Resuming from the backup in {backup_dir}")
     started = time.monotonic()
@@ -289,6 +290,9 @@ def train(
             shuffle=False,  # the pipeline shuffles, seeded
             verbose=config.verbose,
         )
+    except tf.errors.UnavailableError as error:  # a peer of a multi-worker cluster died
+        reason = error.message.splitlines()[0]
+        raise RuntimeError(multi_worker.PEER_LOST.format(reason=reason)) from error
     except tf.errors.InvalidArgumentError as error:
         if "image" in str(error).lower() or "decode" in str(error).lower():
             raise DataError(

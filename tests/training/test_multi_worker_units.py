@@ -1,0 +1,35 @@
+"""keras_vit.training.multi_worker without a cluster: the version guard and the callbacks."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_vit.training import multi_worker
+
+
+def test_version_guard_covers_keras_3_up_to_the_checked_version():
+    assert multi_worker.keras_affected("3.15.1")
+    assert multi_worker.keras_affected("3.0.0")
+    assert not multi_worker.keras_affected("3.16.0")
+    assert not multi_worker.keras_affected("2.15.0")
+
+
+def test_callbacks_are_untouched_outside_a_multi_worker_cluster(tmp_path):
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    callbacks = [keras.callbacks.TerminateOnNaN(), backup]
+    kept = multi_worker.cluster_callbacks(callbacks, tf.distribute.get_strategy(), True)
+    assert kept == callbacks and kept[1] is backup
+
+
+def test_only_the_chief_writes_or_deletes_the_backup(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    worker = multi_worker.ChiefBackupAndRestore(str(backup), is_chief=False)
+    worker._save_model()  # would save the model's weights on the chief
+    worker.on_train_end()
+    assert sorted(p.name for p in backup.iterdir()) == ["training_metadata.json"]
+    chief = multi_worker.ChiefBackupAndRestore(str(backup), is_chief=True)
+    chief.on_train_end()
+    assert not backup.exists()
