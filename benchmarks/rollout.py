@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds_before", type=float, default=3.0)
     parser.add_argument("--seconds_after", type=float, default=3.0)
-    parser.add_argument("--poll_seconds", type=float, default=0.5)
+    parser.add_argument("--poll_seconds", type=int, default=1)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "rollout.md"))
     args = parser.parse_args(argv)
 

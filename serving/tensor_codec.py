@@ -143,9 +143,9 @@ def shape_of(proto) -> list[int]:
         raise TensorError(f"rank {len(shape)} is more than {MAX_RANK}")
     if any(size < 0 for size in shape):
         raise TensorError(f"shape {format_shape(shape)} has a negative size")
-    # Even with a zero dimension, the others must multiply within int64 (TensorShape's
-    # overflow check; numpy refuses such shapes too).
-    if num_elements(size for size in shape if size) >= 2**62:
+    # Even with a zero dimension, the others must multiply within int64 bytes (numpy
+    # refuses larger shapes; 16 bytes is the widest item).
+    if num_elements(size for size in shape if size) >= 2**63 // 16:
         raise TensorError(f"shape {format_shape(shape)} has too many elements")
     return shape
 

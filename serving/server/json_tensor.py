@@ -547,8 +547,10 @@ def _add_to_feature(value: Any, name: str, kinds: list, values: list) -> None:
         kind, item = "bytes_list", value.encode("utf-8", "surrogateescape")
     elif isinstance(value, float):
         kind, item = "float_list", value
-    else:
+    elif -(2**63) <= value <= 2**64 - 1:
         kind, item = "int64_list", value
+    else:  # past 64 bits rapidjson holds an integer literal as a double
+        kind, item = "float_list", float(value) if abs(value) < 2**1024 else math.inf
     if kinds and kinds[0] != kind:
         raise invalid_argument(
             f"Unexpected element type in feature: {name} expecting type: {_KIND_NAMES[kinds[0]]}"

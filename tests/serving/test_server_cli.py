@@ -190,6 +190,10 @@ def test_thread_pool_flags_reach_the_session_config():
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (3, 2)
     both = Server._session_config(parse(["--tensorflow_session_parallelism=4"]))
     assert (both.intra_op_parallelism_threads, both.inter_op_parallelism_threads) == (4, 4)
+    # None set: more inter-op threads than cores, so a blocking op cannot hold them all.
+    default = Server._session_config(parse([]))
+    assert default.intra_op_parallelism_threads == 0
+    assert default.inter_op_parallelism_threads >= 8
     with pytest.raises(ServingError) as raised:
         Server._session_config(
             parse(

@@ -173,3 +173,15 @@ def test_unsupported_output_dtype():
 
 def test_error_body():
     assert json.loads(json_tensor.error_body('Bad key: "key"')) == {"error": 'Bad key: "key"'}
+
+
+def test_integers_past_64_bits_are_float_features_as_in_rapidjson():
+    # Found by tests/serving/test_fuzz.py: protobuf refused the int64 and the server
+    # answered 500. rapidjson reads such a literal as a double.
+    _, request_input = json_tensor.parse_classify_regress_request(
+        b'{"examples": [{"x": -9223372036854775809}]}'
+    )
+    [example] = request_input.example_list.examples
+    assert example.features.feature["x"].float_list.value[0] == float(-(2**63))
+    with pytest.raises(ServingError, match="has uint64_t element"):
+        json_tensor.parse_classify_regress_request(b'{"examples": [{"x": 18446744073709551615}]}')
