@@ -68,3 +68,93 @@ def test_the_jpeg_is_decoded_like_the_export_not_like_tf_decode_image(folder, ti
     size = tuple(tiny_model.image_size)
     old = tf.io.decode_image(folder[0].read_bytes(), channels=3, expand_animations=False)
     assert np.abs(resize(old, size).numpy() - read_image(folder[0], size)).max() > 1.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _predict(capsys, *args: str) -> dict:
+    """``keras-vit predict ARGS --json``, one result per image by file name."""
+    import json
+
+    from keras_vit.cli import main
+
+    capsys.readouterr()
+    assert main(["predict", *args, "--json"]) == 0
+    return {r["image"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    """``keras-vit serve`` on the export, in a subprocess; yields ``(grpc_port, rest_port)``."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    grpc_port, rest_port = _free_port(), _free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_vit", "serve", "--model_name=vit"]
+        + [f"--model_base_path={exported.parent}", f"--port={grpc_port}"]
+        + [f"--rest_api_port={rest_port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"keras-vit serve exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                url = f"http://127.0.0.1:{rest_port}/v1/models/vit"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    states = [s["state"] for s in json.load(response)["model_version_status"]]
+                if "AVAILABLE" in states:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the model did not become available in 240 s"
+            time.sleep(0.5)
+        yield grpc_port, rest_port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_predict_in_process_and_through_the_server_agree(
+    folder, tiny_model, served, tmp_path, capsys
+):
+    tiny_model.save(tmp_path / "model.keras")  # a run directory holds model.keras
+    files = [str(path) for path in folder]
+    local = _predict(capsys, "--model", str(tmp_path), *files)
+    grpc_port, rest_port = served
+    remote = {
+        protocol: _predict(capsys, "--server", f"127.0.0.1:{port}", "--protocol", protocol, *files)
+        for protocol, port in (("grpc", grpc_port), ("rest", rest_port))
+    }
+    worst = 0.0
+    for protocol, results in remote.items():
+        assert results.keys() == local.keys() == set(files), protocol
+        for name in files:
+            mine, theirs = local[name], results[name]
+            assert [label for label, _ in mine["top_k"]] == [label for label, _ in theirs["top_k"]]
+            scores = np.array([s for _, s in mine["top_k"]])
+            served_scores = np.array([s for _, s in theirs["top_k"]])
+            worst = max(worst, float(np.abs(scores - served_scores).max()))
+    print(f"largest in-process vs served score difference: {worst:.2e}")
+    assert worst <= 1e-5
