@@ -49,6 +49,10 @@ PARALLEL_DECODES = 8
 GIF_RUN_WINDOW = 4096
 GIF_MAX_HOPS = 4096
 
+# libjpeg reads a progressive JPEG's every scan over the whole image: a few bytes
+# per scan can cost milliseconds each. Encoders write about 10 (mozjpeg up to ~30).
+MAX_JPEG_SCANS = 100
+
 # --- Reasons --------------------------------------------------------------------
 # (text before the detail, detail kind, text after); code 0 is "no error".
 _REASONS: list[tuple[str, str, str]] = [("", "", "")]
@@ -65,6 +69,9 @@ TOO_MANY_PIXELS = _reason("the image declares ", "size", " (decompression bomb g
 REQUEST_PIXELS = _reason("the images of this request add up to ", "total")
 TRUNCATED = _reason("truncated ", "format", ": the data ends before the image does")
 CORRUPT = _reason("corrupt or unsupported ", "format", ": the TensorFlow decoder rejects it")
+JPEG_SCANS = _reason(
+    "unsupported JPEG: ", "int", f" scans, more than the {MAX_JPEG_SCANS} accepted"
+)
 GIF_NO_IMAGE = _reason("corrupt GIF: no image before the end of the file")
 GIF_BAD_BLOCK = _reason("corrupt GIF: invalid block at byte ", "int", " before the first image")
 GIF_BLOCKS = _reason(
@@ -98,9 +105,9 @@ def decode_images(
         encoded, image_size, max_pixels=max_pixels, max_request_pixels=max_request_pixels
     )
     failed = tf.not_equal(reasons, "")
-    first = tf.argmax(tf.cast(failed, tf.int32), output_type=tf.int32)
 
     def message():
+        first = tf.argmax(tf.cast(failed, tf.int32), output_type=tf.int32)
         before, _, after = _element_template(input_name).partition("{}")
         index = tf.strings.as_string(first)
         return tf.strings.join([before, index, after, ": ", reasons[first]])
@@ -138,18 +145,7 @@ def decode_batch(
         count = tf.size(encoded)
 
         def header(index, data, fmt, code):
-            h, w, header_code, detail, aux = tf.switch_case(
-                tf.where(tf.equal(code, 0), fmt, UNKNOWN),
-                [lambda f=f: _HEADERS[f](data) for f in range(5)]
-                + [lambda: _result(0, 0, code, 0, 0)],
-            )
-            # A huge declared size wins over "truncated": a bomb is as small as that.
-            sized = tf.logical_or(tf.equal(header_code, 0), tf.equal(header_code, TRUNCATED))
-            code = tf.where(tf.logical_and(sized, h * w > max_pixels), TOO_MANY_PIXELS, header_code)
-            ratio = tf.cast(
-                tf.where(tf.equal(fmt, JPEG), jpeg_scale_ratio(h, w, target), 1), h.dtype
-            )
-            cost = tf.where(tf.equal(code, 0), -(-h // ratio) * -(-w // ratio), 0)
+            h, w, code, detail, aux, cost = _checked_header(data, fmt, code, target, max_pixels)
             return index, data, fmt, code, detail, h, w, aux, cost
 
         def request_budget(total, element):
@@ -214,16 +210,9 @@ def decode_image(
     """
     target = tuple(int(s) for s in image_size)
     data, fmt, _, code = _unwrap(tf.convert_to_tensor(data, tf.string))
-    h, w, header_code, _, aux = tf.switch_case(
-        tf.where(tf.equal(code, 0), fmt, UNKNOWN),
-        [lambda f=f: _HEADERS[f](data) for f in range(5)] + [lambda: _result(0, 0, code, 0, 0)],
-    )
-    code = tf.where(
-        tf.logical_and(tf.equal(header_code, 0), h * w > max_pixels), TOO_MANY_PIXELS, header_code
-    )
-    before, _, _ = (tf.constant(list(column)) for column in zip(*_REASONS, strict=True))
-    check = tf.debugging.Assert(tf.equal(code, 0), ["bad image: ", tf.gather(before, code)])
-    with tf.control_dependencies([check]):
+    h, w, code, _, aux, _ = _checked_header(data, fmt, code, target, max_pixels)
+    reason = tf.gather([before for before, _, _ in _REASONS], code)
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(code, 0), [reason])]):
         return _decode(data, fmt, h, w, aux, target)
 
 
@@ -262,20 +251,6 @@ def jpeg_scale_ratio(height, width, target: Sequence[int], margin: float | None 
         )
         ratio = tf.where(fits, r, ratio)
     return ratio
-
-
-def error_reason(message: str) -> str:
-    """The reason in a TF error raised by :func:`decode_images` (``"image_bytes[2]: ..."``).
-
-    Drops TF's ``assertion failed: [...]`` wrapping and graph node lines; any
-    other message comes back with only its first line.
-    """
-    start = message.find("assertion failed: [")
-    if start < 0:
-        return message.strip().splitlines()[0] if message.strip() else message
-    text = message[start + len("assertion failed: [") :]
-    end = text.find("]\n")
-    return text[:end] if end >= 0 else text.rstrip().removesuffix("]")
 
 
 # --- Format sniffing and base64 (element-wise, any shape) -------------------------------
@@ -405,6 +380,24 @@ def _element_template(input_name: str) -> str:
 # --- Headers: (height, width, code, detail, aux) -----------------------------------------
 
 
+def _checked_header(data, fmt, code, target, max_pixels):
+    """``(height, width, code, detail, aux, cost)``: the header read, the size limit applied.
+
+    ``cost`` is the pixels the decode makes (a JPEG's at its reduced DCT scale).
+    """
+    h, w, code, detail, aux = tf.switch_case(
+        tf.where(tf.equal(code, 0), fmt, UNKNOWN),
+        [lambda f=f: _HEADERS[f](data) for f in range(5)] + [lambda: _result(0, 0, code, 0, 0)],
+    )
+    # A huge declared size wins over "truncated": a bomb is as small as that.
+    sized = tf.logical_or(tf.equal(code, 0), tf.equal(code, TRUNCATED))
+    code = tf.where(tf.logical_and(sized, h * w > max_pixels), TOO_MANY_PIXELS, code)
+    ratio = tf.where(tf.equal(fmt, JPEG), jpeg_scale_ratio(h, w, target), 1)
+    ratio = tf.cast(ratio, tf.int64)
+    cost = tf.where(tf.equal(code, 0), -(-h // ratio) * -(-w // ratio), 0)
+    return h, w, code, detail, aux, cost
+
+
 def _result(height, width, code, detail, aux):
     height, width, detail, aux = (tf.cast(x, tf.int64) for x in (height, width, detail, aux))
     return height, width, tf.cast(code, tf.int32), detail, aux
@@ -421,7 +414,9 @@ def _be(b, i, n):
 def _jpeg_header(data):
     # libjpeg reads the header; a corrupt one raises, and the element drops out (CORRUPT).
     shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)
-    return _result(shape[0], shape[1], 0, 0, 0)
+    # FF DA starts a scan: entropy-coded data never holds it (FF is stuffed as FF 00).
+    scans = tf.size(tf.strings.split(data, b"\xff\xda"), out_type=tf.int64) - 1
+    return _result(shape[0], shape[1], tf.where(scans > MAX_JPEG_SCANS, JPEG_SCANS, 0), scans, 0)
 
 
 def _png_header(data):

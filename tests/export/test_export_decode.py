@@ -159,13 +159,14 @@ def patched(data: bytes, offset: int, fmt: str, *values) -> bytes:
 def huge_headers(photo) -> dict[str, bytes]:
     """Small valid files whose headers declare far more pixels than the limit."""
     files = formats(photo)
-    jpeg = files["jpeg"]
+    jpeg, progressive, big = files["jpeg"], files["progressive jpeg"], (60000, 60000)
     sof = jpeg.index(b"\xff\xc0")
     webp = encode(photo, "WEBP", lossless=True)
     vp8x = b"RIFF" + struct.pack("<I", 4 + 18) + b"WEBPVP8X" + struct.pack("<I", 10)
     vp8x += b"\x00\x00\x00\x00" + (16383).to_bytes(3, "little") * 2
     return {
         "jpeg": patched(jpeg, sof + 5, ">HH", 60000, 60000),
+        "progressive jpeg": patched(progressive, progressive.index(b"\xff\xc2") + 5, ">HH", *big),
         "png": patched(files["png"], 16, ">II", 100000, 100000),
         "gif": patched(files["gif"], 6, "<HH", 65535, 65535),
         "bmp": patched(files["bmp"], 18, "<ii", 40000, 40000),
@@ -174,7 +175,9 @@ def huge_headers(photo) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("name", ["jpeg", "png", "gif", "bmp", "webp lossless", "webp extended"])
+@pytest.mark.parametrize(
+    "name", ["jpeg", "progressive jpeg", "png", "gif", "bmp", "webp lossless", "webp extended"]
+)
 def test_headers_declaring_too_many_pixels_are_rejected_before_decoding(decode, photo, name):
     data = huge_headers(photo)[name]
     assert len(data) < 50_000
@@ -356,11 +359,11 @@ def test_the_request_pixel_budget_counts_every_image(photo):
         "image_bytes[2]: the images of this request add up to 1200000 pixels with this one, "
         "more than the limit of 1000000 per request" in caught.value.message
     )
-    # A JPEG counts the pixels of the DCT scale it is decoded at: 1000x1000 at 1/8 here.
+    # A JPEG counts the pixels of the DCT scale it is decoded at: 1000x1000 at 1/4 here.
     jpeg = encode(np.zeros((1000, 1000, 3), np.uint8), "JPEG")
     big = tf.function(
         lambda x: decode_images(
-            x, (HEIGHT, WIDTH), max_pixels=1_000_000, max_request_pixels=100_000
+            x, (HEIGHT, WIDTH), max_pixels=1_000_000, max_request_pixels=300_000
         ),
         input_signature=[tf.TensorSpec([None], tf.string)],
         autograph=False,
@@ -403,3 +406,15 @@ def test_frames_after_the_first_are_never_decoded(decode, photo):
     second = data.index(b"\x2c", data.index(b"\x2c") + 20 + len(data) // 3)
     data[second + 5 : second + 9] = struct.pack("<HH", 65535, 65535)  # a bomb as frame 2
     np.testing.assert_array_equal(decode([bytes(data)])[0], decode([buffer.getvalue()])[0])
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding(decode, photo):
+    # Each scan of a progressive JPEG makes libjpeg pass over the whole image.
+    jpeg = formats(photo)["progressive jpeg"]
+    last_scan = jpeg[jpeg.rindex(b"\xff\xda") : -2]
+    assert decode([jpeg[:-2] + last_scan * 80 + jpeg[-2:]]).shape == (1, HEIGHT, WIDTH, 3)
+    many = jpeg[:-2] + last_scan * 120 + jpeg[-2:]
+    scans = many.count(b"\xff\xda")
+    assert f"image_bytes[0]: unsupported JPEG: {scans} scans, more than the 100 accepted" in (
+        decode_error(decode, [many])
+    )
