@@ -44,13 +44,14 @@ DCT_SCALE_MARGIN = 2.0
 PARALLEL_DECODES = 8
 
 # The GIF walk to the end of the first frame hops over runs of equal-sized
-# sub-blocks, up to this many per hop, and gives up after this many hops:
-# a file made of millions of tiny sub-blocks costs at most a few milliseconds.
+# sub-blocks, up to this many per hop, and gives up after this many hops (each
+# hop costs tens of microseconds): regular 255-byte blocks are crossed 1 MB per
+# hop, a flood of one-byte sub-blocks 8 KB per hop.
 GIF_RUN_WINDOW = 4096
-GIF_MAX_HOPS = 4096
+GIF_MAX_HOPS = 1024
 
 # libjpeg reads a progressive JPEG's every scan over the whole image: a few bytes
-# per scan can cost milliseconds each. Encoders write about 10 (mozjpeg up to ~30).
+# per scan can cost milliseconds each. Encoders write about 10.
 MAX_JPEG_SCANS = 100
 
 # --- Reasons --------------------------------------------------------------------
@@ -158,7 +159,7 @@ def decode_batch(
         def decode(index, data, fmt, code, detail, h, w, aux):
             pixels = tf.cond(
                 tf.equal(code, 0),
-                lambda: resize(_decode(data, fmt, h, w, aux, target), target),
+                lambda: resize(_decode(data, fmt, h, w, detail, aux, target), target),
                 lambda: tf.zeros([height, width, 3]),
             )
             return index, code, detail, h, w, pixels
@@ -210,10 +211,10 @@ def decode_image(
     """
     target = tuple(int(s) for s in image_size)
     data, fmt, _, code = _unwrap(tf.convert_to_tensor(data, tf.string))
-    h, w, code, _, aux, _ = _checked_header(data, fmt, code, target, max_pixels)
+    h, w, code, detail, aux, _ = _checked_header(data, fmt, code, target, max_pixels)
     reason = tf.gather([before for before, _, _ in _REASONS], code)
     with tf.control_dependencies([tf.debugging.Assert(tf.equal(code, 0), [reason])]):
-        return _decode(data, fmt, h, w, aux, target)
+        return _decode(data, fmt, h, w, detail, aux, target)
 
 
 def resize(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
@@ -504,11 +505,13 @@ def _gif_header(data):
     at_block, in_extension, in_image, done = 0, 1, 2, 3
     window = tf.range(GIF_RUN_WINDOW)
 
-    def hop(pos, phase, frame_w, frame_h):
+    def hop(pos, phase, frame_w, frame_h, image_at, control_at):
         c = byte(pos)
         block = tf.equal(phase, at_block)
         descriptor = tf.logical_and(block, tf.equal(c, 0x2C))
         extension = tf.logical_and(block, tf.equal(c, 0x21))
+        # A graphic control extension (transparency) is kept with the frame.
+        control = tf.logical_and(extension, tf.equal(byte(pos + 1) * 256 + byte(pos + 2), 0xF904))
         # In sub-blocks: the run of blocks as long as this one, within the window.
         ahead = pos + (c + 1) * window
         same = tf.logical_and(tf.equal(byte(ahead), c), ahead < n)
@@ -525,28 +528,33 @@ def _gif_header(data):
             new_phase,
             tf.where(descriptor, le16(pos + 5), frame_w),
             tf.where(descriptor, le16(pos + 7), frame_h),
+            tf.where(descriptor, pos, image_at),
+            tf.where(control, pos, control_at),
         )
 
     def at_a_block(pos):
         return tf.reduce_any(tf.equal(byte(pos), [0x21, 0x2C]))
 
-    def going(pos, phase, frame_w, frame_h):
+    def going(pos, phase, *_):
         stuck = tf.logical_and(tf.equal(phase, at_block), tf.logical_not(at_a_block(pos)))
         return tf.logical_and(tf.not_equal(phase, done), tf.logical_and(pos < n, ~stuck))
 
     start = 13 + colour_table(byte(10))
-    pos, phase, frame_w, frame_h = tf.while_loop(
-        going, hop, (start, at_block, 0, 0), maximum_iterations=GIF_MAX_HOPS
+    pos, phase, frame_w, frame_h, image_at, control_at = tf.while_loop(
+        going, hop, (start, at_block, 0, 0, 0, -1), maximum_iterations=GIF_MAX_HOPS
     )
     code = tf.where(at_a_block(pos), GIF_BLOCKS, GIF_BAD_BLOCK)
     code = tf.where(tf.equal(byte(pos), 0x3B), GIF_NO_IMAGE, code)
     code = tf.where(tf.equal(phase, at_block), code, GIF_BLOCKS)
     code = tf.where(pos >= n, TRUNCATED, code)
-    code = tf.where(tf.equal(phase, done), 0, code)
+    done = tf.equal(phase, done)
+    code = tf.where(done, 0, code)
     # A frame may be larger than the screen: guard the larger of the two.
     height = tf.maximum(le16(8), frame_h)
     width = tf.maximum(le16(6), frame_w)
-    return _result(height, width, code, pos, pos)
+    # For the decoder: where the control extension (+1, 0: none) and the frame start.
+    layout = tf.cast(control_at + 1, tf.int64) * 2**31 + tf.cast(image_at, tf.int64)
+    return _result(height, width, code, tf.where(done, layout, tf.cast(pos, tf.int64)), pos)
 
 
 _HEADERS = (_jpeg_header, _png_header, _gif_header, _bmp_header, _webp_header)
@@ -555,14 +563,14 @@ _HEADERS = (_jpeg_header, _png_header, _gif_header, _bmp_header, _webp_header)
 # --- Decoders ---------------------------------------------------------------------------
 
 
-def _decode(data, fmt, height, width, aux, target):
+def _decode(data, fmt, height, width, detail, aux, target):
     """uint8 ``[h, w, 3]`` with TF's decoders; the header was read by the matching parser."""
     image = tf.switch_case(
         fmt,
         [
             lambda: _decode_jpeg(data, height, width, target),
             lambda: tf.io.decode_png(data, channels=3),
-            lambda: _decode_gif(data, aux),
+            lambda: _decode_gif(data, detail, aux),
             lambda: _decode_bmp(data, aux),
             # channels=0 gives the stored 3 or 4 channels; a still image is one frame.
             lambda: tf.io.decode_webp(data, channels=0)[0, :, :, :3],
@@ -586,12 +594,21 @@ def _decode_jpeg(data, height, width, target):
     )
 
 
-def _decode_gif(data, first_frame_end):
-    # Cut after the first frame and close the file with a trailer: TF's GIF
-    # decoder reads every frame, which for an animation costs time and memory
-    # the model never uses (and a many-frame file is a decompression bomb).
-    frame = tf.strings.substr(data, 0, tf.cast(first_frame_end, tf.int32))
-    return tf.io.decode_gif(tf.strings.join([frame, b"\x3b"]))[0]
+def _decode_gif(data, layout, frame_end):
+    # Only the header, the first frame and its control extension go to TF's decoder:
+    # it reads every frame and every extension block (time and memory the model never
+    # uses; a flood of comment sub-blocks costs giflib seconds).
+    flags = _head(data, 11)[10]
+    header_end = 13 + tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)
+    control_at = tf.cast(layout // 2**31 - 1, tf.int32)
+    image_at, frame_end = tf.cast(layout % 2**31, tf.int32), tf.cast(frame_end, tf.int32)
+    parts = [
+        tf.strings.substr(data, 0, header_end),
+        tf.strings.substr(data, tf.maximum(control_at, 0), tf.where(control_at >= 0, 8, 0)),
+        tf.strings.substr(data, image_at, frame_end - image_at),
+        b"\x3b",
+    ]
+    return tf.io.decode_gif(tf.strings.join(parts))[0]
 
 
 def _decode_bmp(data, aux):

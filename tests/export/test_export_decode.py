@@ -392,7 +392,7 @@ def test_a_flood_of_gif_sub_blocks_is_answered_fast(decode, photo):
     # Sub-blocks of changing sizes cannot be crossed in runs: refused after a bounded walk.
     mixed = gif_with_sub_blocks(photo, [1, 2] * 300_000)
     started = time.perf_counter()
-    assert "unsupported GIF: more than 4096 runs of blocks" in decode_error(decode, [mixed])
+    assert "unsupported GIF: more than 1024 runs of blocks" in decode_error(decode, [mixed])
     assert time.perf_counter() - started < 5.0
 
 
@@ -418,3 +418,19 @@ def test_a_jpeg_with_too_many_scans_is_refused_before_decoding(decode, photo):
     assert f"image_bytes[0]: unsupported JPEG: {scans} scans, more than the 100 accepted" in (
         decode_error(decode, [many])
     )
+
+
+def test_the_first_frame_cut_keeps_what_tf_decodes_from_the_whole_file(decode, photo):
+    # Extensions are dropped before TF's decoder, except the frame's graphic control
+    # (transparency): TF's own decode of the untouched file is the reference.
+    import tensorflow as tf
+    from PIL import Image
+
+    image = Image.fromarray(photo).convert("P", palette=Image.ADAPTIVE)
+    transparent = encode(image, "GIF", transparency=int(np.asarray(image)[0, 0]), comment=b"hi")
+    assert b"\x21\xf9\x04" in transparent
+    animated = io.BytesIO()
+    image.save(animated, "GIF", save_all=True, append_images=[image.rotate(90)], loop=0)
+    for data in (transparent, animated.getvalue(), gif_with_sub_blocks(photo, [7] * 5000)):
+        expected = tf.io.decode_gif(data)[0].numpy()
+        np.testing.assert_array_equal(decode([data])[0], expected)
