@@ -99,7 +99,8 @@ def time_once(fn, data: bytes) -> tuple[float, str]:
         fn(tf.constant([data]))
         answer = "decoded"
     except tf.errors.InvalidArgumentError as error:
-        answer = "INVALID_ARGUMENT: " + error.message.split("[", 1)[-1].split("]")[0][:90]
+        reason = error.message.split("assertion failed: [", 1)[-1].split("]\n")[0]
+        answer = "INVALID_ARGUMENT: " + reason[:100]
     return time.perf_counter() - started, answer
 
 
