@@ -103,7 +103,11 @@ def decode_images(
     Arguments as for :func:`decode_batch`.
     """
     pixels, reasons = decode_batch(
-        encoded, image_size, max_pixels=max_pixels, max_request_pixels=max_request_pixels
+        encoded,
+        image_size,
+        max_pixels=max_pixels,
+        max_request_pixels=max_request_pixels,
+        fail_fast=True,
     )
     failed = tf.not_equal(reasons, "")
 
@@ -128,6 +132,7 @@ def decode_batch(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_request_pixels: int | None = None,
+    fail_fast: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """``(pixels, reasons)`` for a DT_STRING vector, without failing on bad elements.
 
@@ -136,7 +141,8 @@ def decode_batch(
     declaring more than ``max_pixels`` pixels is refused before decoding, and
     so is an image that takes the pixels decoded by the request over
     ``max_request_pixels`` (default: ``max_pixels``; a JPEG counts the pixels
-    of its reduced DCT scale). Runs on the CPU.
+    of its reduced DCT scale). With ``fail_fast``, nothing is decoded once a
+    header fails (the caller fails the whole batch anyway). Runs on the CPU.
     """
     height, width = target = tuple(int(s) for s in image_size)
     budget = int(max_pixels if max_request_pixels is None else max_request_pixels)
@@ -149,16 +155,21 @@ def decode_batch(
             h, w, code, detail, aux, cost = _checked_header(data, fmt, code, target, max_pixels)
             return index, data, fmt, code, detail, h, w, aux, cost
 
-        def request_budget(total, element):
-            index, data, fmt, code, detail, h, w, aux, cost = element
-            total += cost
+        def request_budget(index, data, fmt, code, detail, h, w, aux, cost):
+            # Every header of the batch at once: the budget is a running sum.
+            total = tf.cumsum(cost)
             over = tf.logical_and(tf.equal(code, 0), total > budget)
             code = tf.where(over, REQUEST_PIXELS, code)
-            return total, (index, data, fmt, code, tf.where(over, total, detail), h, w, aux)
+            failed = tf.logical_or(tf.reduce_any(tf.not_equal(code, 0)), tf.size(index) < count)
+            skip = tf.fill(tf.shape(index), tf.logical_and(fail_fast, failed))
+            detail = tf.where(over, total, detail)
+            return tf.data.Dataset.from_tensor_slices(
+                (index, data, fmt, code, detail, h, w, aux, skip)
+            )
 
-        def decode(index, data, fmt, code, detail, h, w, aux):
+        def decode(index, data, fmt, code, detail, h, w, aux, skip):
             pixels = tf.cond(
-                tf.equal(code, 0),
+                tf.logical_and(tf.equal(code, 0), tf.logical_not(skip)),
                 lambda: resize(_decode(data, fmt, h, w, detail, aux, target), target),
                 lambda: tf.zeros([height, width, 3]),
             )
@@ -167,14 +178,22 @@ def decode_batch(
         options = tf.data.Options()
         options.autotune.enabled = False
         options.experimental_optimization.apply_default_optimizations = False
-        kept = (
+        batch = tf.cast(tf.maximum(count, 1), tf.int64)
+        headers = (
             tf.data.Dataset.from_tensor_slices((tf.range(count), data, fmt, code))
             .map(header, num_parallel_calls=PARALLEL_DECODES, deterministic=True)
             .ignore_errors()  # TF's JPEG header reader rejected it: CORRUPT below
-            .scan(tf.constant(0, tf.int64), request_budget)
+            .batch(batch)
+        )
+        no_headers = [tf.zeros([0], t) for t in (tf.int32, tf.string, tf.int32, tf.int32)]
+        no_headers += [tf.zeros([0], tf.int64)] * 5
+        kept = (
+            headers.concatenate(tf.data.Dataset.from_tensors(tuple(no_headers)))
+            .take(1)
+            .flat_map(request_budget)
             .map(decode, num_parallel_calls=PARALLEL_DECODES, deterministic=True)
             .ignore_errors()  # a decoder rejected it: CORRUPT below
-            .batch(tf.cast(tf.maximum(count, 1), tf.int64))
+            .batch(batch)
         )
         nothing = (tf.zeros([0], tf.int32), *[tf.zeros([0], t) for t in (tf.int32, tf.int64)])
         nothing += (tf.zeros([0], tf.int64), tf.zeros([0], tf.int64), tf.zeros([0, *target, 3]))

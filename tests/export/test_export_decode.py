@@ -434,3 +434,18 @@ def test_the_first_frame_cut_keeps_what_tf_decodes_from_the_whole_file(decode, p
     for data in (transparent, animated.getvalue(), gif_with_sub_blocks(photo, [7] * 5000)):
         expected = tf.io.decode_gif(data)[0].numpy()
         np.testing.assert_array_equal(decode([data])[0], expected)
+
+
+def test_decode_batch_gives_per_image_outcomes_and_can_fail_fast(photo):
+    import tensorflow as tf
+
+    from serving.decode import decode_batch
+
+    good = formats(photo)["png"]
+    batch = tf.constant([good, b"", good])
+    pixels, reasons = decode_batch(batch, (HEIGHT, WIDTH))
+    assert [r.decode() for r in reasons.numpy()] == ["", "empty string: no image bytes", ""]
+    np.testing.assert_array_equal(pixels[2], pil_rgb(good))
+    # The signatures fail the whole request: then nothing is decoded after a bad header.
+    pixels, reasons = decode_batch(batch, (HEIGHT, WIDTH), fail_fast=True)
+    assert reasons.numpy()[1] and not pixels.numpy().any()
