@@ -1,38 +1,57 @@
-"""Reading image files into NHWC uint8 arrays for in-process prediction."""
+"""Reading image files for in-process prediction, with the exported signatures' decoder.
+
+``keras-vit predict --model`` decodes with ``serving.decode`` exactly as the
+exported SavedModel does (same IDCT, same reduced JPEG scale, same resize), so
+a file scores the same in-process as through a server.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 
 class ImageReadError(ValueError):
-    """An input file is missing, unreadable, or not an image PIL can decode."""
+    """An input file is missing, unreadable, or not an image the decoder accepts."""
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = 40_000_000) -> np.ndarray:
-    """Decodes one image file to an ``(H, W, 3)`` uint8 RGB array.
+def read_image(
+    path: str | os.PathLike, image_size: Sequence[int], max_pixels: int | None = None
+) -> np.ndarray:
+    """Reads and decodes one image file to float32 ``(height, width, 3)`` at ``image_size``.
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
-    for animated images the first frame is used. Images declaring more than
-    ``max_pixels`` pixels are refused before decoding.
+    The pixels are those the exported model computes from the same bytes;
+    ``max_pixels`` is the decoder's limit (default ``serving.decode.DEFAULT_MAX_PIXELS``).
+    Raises :class:`ImageReadError` naming the file and the reason.
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageReadError(
-                    f"{path}: {width}x{height} = {width * height} pixels is more than "
-                    f"the limit of {max_pixels}"
-                )
-            image.seek(0)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError as error:
         raise ImageReadError(f"{path}: no such file") from error
-    except UnidentifiedImageError as error:
-        raise ImageReadError(f"{path}: not an image file PIL can decode") from error
-    except OSError as error:  # truncated or corrupt data
-        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
+    except IsADirectoryError as error:
+        raise ImageReadError(f"{path}: is a directory") from error
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
+    pixels, reasons = _decoder(tuple(int(s) for s in image_size), max_pixels)([data])
+    reason = reasons.numpy()[0].decode("utf-8", "replace")
+    if reason:
+        raise ImageReadError(f"{path}: {reason}")
+    return pixels.numpy()[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _decoder(image_size: tuple[int, int], max_pixels: int | None):
+    import tensorflow as tf
+
+    from serving.decode import DEFAULT_MAX_PIXELS, decode_batch
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    return tf.function(
+        lambda encoded: decode_batch(encoded, image_size, max_pixels=limit),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+        autograph=False,
+    )

@@ -1,25 +1,24 @@
-"""In-graph decoding of encoded images for the serving signatures.
+"""The one image decoder: training, in-process prediction and the exported signatures use it.
 
-Everything here builds TensorFlow ops that end up inside the exported
-SavedModel, so TF Serving runs them in C++ with no Python around. For each
-element of a DT_STRING batch the graph:
+Everything here builds TensorFlow ops, so the same code runs inside
+``tf.data`` pipelines, in eager prediction and inside the exported SavedModel,
+where TF Serving runs it in C++ with no Python around. The pixels are the same
+everywhere because the same functions make them:
 
-1. sniffs the format from the magic bytes (JPEG, PNG, GIF, BMP, WebP); if none
-   matches and the element is base64 text (standard or URL-safe alphabet,
-   padded or not, line breaks and a ``data:...;base64,`` prefix tolerated), it
-   decodes the text and sniffs again;
-2. parses the header to find the image size, checks the structure (segment
-   lengths, end-of-image markers, chunk sizes) and rejects more than
-   ``max_pixels`` declared pixels *before* any pixel is decoded;
-3. decodes to RGB (grayscale, RGBA and palette images included; GIF: first
-   frame only; JPEG: at a reduced DCT scale when the image is much larger than
-   the model input, never below the model resolution);
-4. resizes with an antialiased bilinear filter to the model resolution.
+- :func:`decode_image`: bytes -> uint8 RGB with TF's own decoders (JPEG with the
+  accurate integer IDCT, at a reduced DCT scale when the image is much larger
+  than the model input; GIF: first frame; palette BMPs expanded);
+- :func:`resize`: the antialiased bilinear resize to the model resolution;
+- :func:`decode_batch` / :func:`decode_images`: the checked batch version the
+  signatures use. It sniffs the format from the magic bytes (base64 text of an
+  image is decoded first), reads the declared size from the header, refuses
+  more than ``max_pixels`` per image and ``max_request_pixels`` per request
+  *before* decoding, then decodes and resizes.
 
-A bad element fails the whole request with ``INVALID_ARGUMENT`` and a message
-``"<input>[<index>]: <reason>"``. The checks exist so that the decoders are
-only ever given input they handle: TF's decoders report errors without the
-element index, and one of them (WebP animations) crashes the process.
+An element that TF's decoders reject does not fail the batch blindly: the
+decode runs in a ``tf.data`` map with ``ignore_errors``, so the element that
+dropped out is known and the message names it: ``"image_bytes[2]: truncated
+JPEG: the data ends before the image does"``.
 """
 
 from __future__ import annotations
@@ -28,10 +27,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-# Format codes returned by the sniffer; the order is the branch order of every
-# ``tf.switch_case`` below.
+# Format codes; the order is the branch order of every ``tf.switch_case`` below.
 JPEG, PNG, GIF, BMP, WEBP, UNKNOWN = range(6)
-FORMAT_NAMES = ("JPEG", "PNG", "GIF", "BMP", "WebP")
+FORMAT_NAMES = ("JPEG", "PNG", "GIF", "BMP", "WebP", "image")
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -42,25 +40,23 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # a resize from the full image.
 DCT_SCALE_MARGIN = 2.0
 
-# Decoding several images of a batch at once keeps the cores busy; the bound
-# caps the memory of a batch of large images (each alive until resized).
+# Images of one request decoded at once; the request's pixel budget bounds their memory.
 PARALLEL_DECODES = 8
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_JPEG_EOI = b"\xff\xd9"
-# SOFn markers libjpeg-turbo 2.1 (TF's decoder) can decode: baseline,
-# extended and progressive, Huffman or arithmetic coded...
-_JPEG_SOF_SUPPORTED = (0xC0, 0xC1, 0xC2, 0xC9, 0xCA)
-# ...and lossless and hierarchical ones, which it cannot.
-_JPEG_SOF_UNSUPPORTED = (0xC3, 0xC5, 0xC6, 0xC7, 0xCB, 0xCD, 0xCE, 0xCF)
-_BMP_DIB_SIZES = (40, 52, 56, 108, 124)
-_MAX_JPEG_SEGMENTS = 65536
+# The GIF walk to the end of the first frame hops over runs of equal-sized
+# sub-blocks, up to this many per hop, and gives up after this many hops (each
+# hop costs tens of microseconds): regular 255-byte blocks are crossed 1 MB per
+# hop, a flood of one-byte sub-blocks 8 KB per hop.
+GIF_RUN_WINDOW = 4096
+GIF_MAX_HOPS = 1024
 
-# --- Error reasons ------------------------------------------------------------
-# Parsers return an int32 code (0: fine) and one int64 detail; the message text
-# is only built when an element fails, which keeps string ops off the fast path.
-_REASONS: list[tuple[str, str, str]] = [("", "", "")]  # (before, detail kind, after)
+# libjpeg reads a progressive JPEG's every scan over the whole image: a few bytes
+# per scan can cost milliseconds each. Encoders write about 10.
+MAX_JPEG_SCANS = 100
+
+# --- Reasons --------------------------------------------------------------------
+# (text before the detail, detail kind, text after); code 0 is "no error".
+_REASONS: list[tuple[str, str, str]] = [("", "", "")]
 
 
 def _reason(before: str, detail: str = "", after: str = "") -> int:
@@ -68,65 +64,27 @@ def _reason(before: str, detail: str = "", after: str = "") -> int:
     return len(_REASONS) - 1
 
 
-_FORMATS = "a JPEG, PNG, GIF, BMP or WebP image"
 EMPTY = _reason("empty string: no image bytes")
-NOT_AN_IMAGE = _reason(f"not {_FORMATS}, nor base64 text of one")
-BASE64_LENGTH = _reason(
-    "invalid base64 text: its length without padding is 1 more than a multiple of 4"
-)
-BASE64_NOT_AN_IMAGE = _reason(
-    "base64 text that decodes to ", "int", f" bytes that are not {_FORMATS}"
-)
+NOT_AN_IMAGE = _reason("not a JPEG, PNG, GIF, BMP or WebP image, nor base64 text of one: ", "peek")
 TOO_MANY_PIXELS = _reason("the image declares ", "size", " (decompression bomb guard)")
-JPEG_SEGMENTS = _reason("corrupt JPEG: too many header segments")
-JPEG_HEADER_TRUNCATED = _reason("truncated JPEG: the header ends inside a segment")
-JPEG_BAD_MARKER = _reason("corrupt JPEG: invalid marker segment at byte ", "int")
-JPEG_EARLY_EOI = _reason("corrupt JPEG: end-of-image marker before any image data")
-JPEG_NO_FRAME = _reason("corrupt JPEG: image data before the frame header (SOF)")
-JPEG_SHORT_FRAME = _reason("corrupt JPEG: frame header too short")
-JPEG_PROCESS = _reason(
-    "unsupported JPEG coding process (SOF marker ",
-    "hex",
-    "): lossless and hierarchical JPEGs cannot be decoded",
+REQUEST_PIXELS = _reason("the images of this request add up to ", "total")
+TRUNCATED = _reason("truncated ", "format", ": the data ends before the image does")
+CORRUPT = _reason("corrupt or unsupported ", "format", ": the TensorFlow decoder rejects it")
+JPEG_SCANS = _reason(
+    "unsupported JPEG: ", "int", f" scans, more than the {MAX_JPEG_SCANS} accepted"
 )
-JPEG_PRECISION = _reason("", "int", "-bit JPEG samples are not supported (8-bit are)")
-JPEG_COMPONENTS = _reason("unsupported JPEG with ", "int", " colour components")
-JPEG_DNL = _reason("JPEG height defined by a DNL marker is not supported")
-JPEG_ZERO_WIDTH = _reason("corrupt JPEG: width 0")
-JPEG_NO_EOI = _reason("truncated JPEG: no end-of-image marker after the image data")
-PNG_SHORT = _reason("truncated PNG: shorter than its header")
-PNG_NO_IHDR = _reason("corrupt PNG: the first chunk is not IHDR")
-PNG_SIZE = _reason("corrupt PNG: zero width or height, or 2^31 or more")
-PNG_FORMAT = _reason("corrupt PNG: invalid bit depth or colour type")
-PNG_NO_IEND = _reason("truncated PNG: no IEND chunk at the end")
-GIF_SHORT = _reason("truncated GIF: shorter than its header")
-GIF_TRUNCATED = _reason("truncated GIF: the first frame is incomplete")
-GIF_BAD_BLOCK = _reason(
-    "corrupt GIF: invalid block at byte ", "int", " before the first frame ends"
+GIF_NO_IMAGE = _reason("corrupt GIF: no image before the end of the file")
+GIF_BAD_BLOCK = _reason("corrupt GIF: invalid block at byte ", "int", " before the first image")
+GIF_BLOCKS = _reason(
+    f"unsupported GIF: more than {GIF_MAX_HOPS} runs of blocks before its first frame ends"
 )
-GIF_NO_IMAGE = _reason("corrupt GIF: no image in the file")
-GIF_NO_COLOURS = _reason("corrupt GIF: no colour table for the first frame")
-GIF_ZERO_SIZE = _reason("corrupt GIF: zero width or height")
-BMP_SHORT = _reason("truncated BMP: shorter than its header")
-BMP_HEADER = _reason(
-    "unsupported BMP header of ", "int", " bytes (Windows BMP version 3 to 5 headers are supported)"
+BMP_UNSUPPORTED = _reason(
+    "unsupported BMP: only uncompressed 8-, 24- and 32-bit Windows BMPs are read"
 )
-BMP_BITS = _reason("", "int", "-bit BMP is not supported (8, 24 and 32 bits are)")
-BMP_COMPRESSED = _reason("compressed BMP is not supported (compression method ", "int", ")")
-BMP_SIZE = _reason("corrupt BMP: invalid width or height")
-BMP_OFFSET = _reason("corrupt BMP: pixel data inside the header")
-BMP_TRUNCATED = _reason("truncated BMP: less pixel data than width x height needs")
-WEBP_SHORT = _reason("truncated WebP: shorter than its header")
-WEBP_CHUNK = _reason("corrupt WebP: unknown first chunk")
 WEBP_ANIMATED = _reason("animated WebP is not supported: send one frame (PNG, JPEG or still WebP)")
-WEBP_FRAME = _reason("corrupt WebP: invalid frame header")
-WEBP_TRUNCATED = _reason("truncated WebP: shorter than its RIFF size")
-WEBP_ZERO_SIZE = _reason("corrupt WebP: zero width or height")
-# Reasons given after the image size was read successfully.
-_TRUNCATED = (JPEG_NO_EOI, PNG_NO_IEND, GIF_TRUNCATED, BMP_TRUNCATED, WEBP_TRUNCATED)
 
 
-# --- Public functions -----------------------------------------------------------
+# --- Public functions ---------------------------------------------------------------
 
 
 def decode_images(
@@ -134,89 +92,164 @@ def decode_images(
     image_size: Sequence[int],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_request_pixels: int | None = None,
     input_name: str = "image_bytes",
 ) -> tf.Tensor:
     """Decodes a batch of encoded images into float32 ``[N, height, width, 3]`` in ``[0, 255]``.
 
-    ``encoded`` is a DT_STRING vector; ``image_size`` the ``(height, width)``
-    of the output; ``input_name`` names the input in error messages
-    (``"image_bytes[3]: truncated JPEG ..."``; a name holding ``{}`` is a
-    template for the element, e.g. ``"inputs[{}] (image/encoded)"``). Runs on the CPU.
+    A bad element fails the call with ``INVALID_ARGUMENT`` and the message
+    ``"<input_name>[<index>]: <reason>"`` (``input_name`` holding ``{}`` is a
+    template for the element, e.g. ``"inputs[{}] (feature image/encoded)"``).
+    Arguments as for :func:`decode_batch`.
     """
-    height, width = (int(s) for s in image_size)
-    with tf.device("/cpu:0"):
-        encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [-1])
-        indices = tf.range(tf.size(encoded, out_type=tf.int32))
-        return tf.map_fn(
-            lambda item: decode_image(
-                item[0], item[1], (height, width), max_pixels=max_pixels, input_name=input_name
-            ),
-            (encoded, indices),
-            fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
-            parallel_iterations=PARALLEL_DECODES,
-            name="decode_images",
-        )
+    pixels, reasons = decode_batch(
+        encoded,
+        image_size,
+        max_pixels=max_pixels,
+        max_request_pixels=max_request_pixels,
+        fail_fast=True,
+    )
+    failed = tf.not_equal(reasons, "")
+
+    def message():
+        first = tf.argmax(tf.cast(failed, tf.int32), output_type=tf.int32)
+        before, _, after = _element_template(input_name).partition("{}")
+        index = tf.strings.as_string(first)
+        return tf.strings.join([before, index, after, ": ", reasons[first]])
+
+    def fail():
+        with tf.control_dependencies([tf.debugging.Assert(False, [message()], name="bad_image")]):
+            return tf.constant(False)
+
+    check = tf.cond(tf.reduce_any(failed), fail, lambda: tf.constant(True))
+    with tf.control_dependencies([check]):
+        return tf.identity(pixels)
 
 
-def decode_image(
-    data: tf.Tensor,
-    index: tf.Tensor | int,
+def decode_batch(
+    encoded: tf.Tensor,
     image_size: Sequence[int],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    input_name: str = "image_bytes",
-) -> tf.Tensor:
-    """Decodes one encoded image (scalar string) into float32 ``[height, width, 3]``.
+    max_request_pixels: int | None = None,
+    fail_fast: bool = False,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(pixels, reasons)`` for a DT_STRING vector, without failing on bad elements.
 
-    ``index`` is the element's position in its batch, for error messages.
+    ``pixels`` is float32 ``[N, height, width, 3]`` (zeros for a bad element);
+    ``reasons`` a string ``[N]``, empty where the element decoded. An image
+    declaring more than ``max_pixels`` pixels is refused before decoding, and
+    so is an image that takes the pixels decoded by the request over
+    ``max_request_pixels`` (default: ``max_pixels``; a JPEG counts the pixels
+    of its reduced DCT scale). With ``fail_fast``, nothing is decoded once a
+    header fails (the caller fails the whole batch anyway). Runs on the CPU.
     """
-    target = (int(image_size[0]), int(image_size[1]))
-    data, fmt, base64_code, base64_detail = _unwrap_base64(tf.convert_to_tensor(data, tf.string))
-    length = tf.strings.length(data)
-    height, width, code, detail, aux = tf.switch_case(
-        fmt,
-        [
-            lambda: _jpeg_header(data, length),
-            lambda: _png_header(data, length),
-            lambda: _gif_header(data, length),
-            lambda: _bmp_header(data, length),
-            lambda: _webp_header(data, length),
-            lambda: _header(0, 0, base64_code, base64_detail),
-        ],
-    )
-    # A huge declared size wins over "truncated": the file is then as small as
-    # a decompression bomb is, and the size is the clearer reason.
-    size_known = tf.logical_or(tf.equal(code, 0), _any_equal(code, _TRUNCATED))
-    code = tf.where(tf.logical_and(size_known, height * width > max_pixels), TOO_MANY_PIXELS, code)
+    height, width = target = tuple(int(s) for s in image_size)
+    budget = int(max_pixels if max_request_pixels is None else max_request_pixels)
+    with tf.device("/cpu:0"):
+        encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [-1])
+        data, fmt, from_base64, code = _unwrap(encoded)
+        count = tf.size(encoded)
 
-    def fail():
-        message = _message(input_name, index, code, detail, height, width, max_pixels)
-        with tf.control_dependencies([tf.debugging.Assert(False, [message], name="bad_image")]):
-            return tf.constant(False)
+        def header(index, data, fmt, code):
+            h, w, code, detail, aux, cost = _checked_header(data, fmt, code, target, max_pixels)
+            return index, data, fmt, code, detail, h, w, aux, cost
 
-    valid = tf.cond(tf.equal(code, 0), lambda: tf.constant(True), fail)
-    with tf.control_dependencies([valid]):
-        image = tf.switch_case(
-            fmt,
-            [
-                lambda: _decode_jpeg(data, height, width, target),
-                lambda: tf.io.decode_png(data, channels=3),
-                lambda: _decode_gif(data, aux),
-                lambda: _decode_bmp(data, aux),
-                lambda: _decode_webp(data),
-                lambda: tf.zeros([1, 1, 3], tf.uint8),  # unreachable: the check failed
-            ],
+        def request_budget(index, data, fmt, code, detail, h, w, aux, cost):
+            # Every header of the batch at once: the budget is a running sum.
+            total = tf.cumsum(cost)
+            over = tf.logical_and(tf.equal(code, 0), total > budget)
+            code = tf.where(over, REQUEST_PIXELS, code)
+            failed = tf.logical_or(tf.reduce_any(tf.not_equal(code, 0)), tf.size(index) < count)
+            skip = tf.fill(tf.shape(index), tf.logical_and(fail_fast, failed))
+            detail = tf.where(over, total, detail)
+            return tf.data.Dataset.from_tensor_slices(
+                (index, data, fmt, code, detail, h, w, aux, skip)
+            )
+
+        def decode(index, data, fmt, code, detail, h, w, aux, skip):
+            pixels = tf.cond(
+                tf.logical_and(tf.equal(code, 0), tf.logical_not(skip)),
+                lambda: resize(_decode(data, fmt, h, w, detail, aux, target), target),
+                lambda: tf.zeros([height, width, 3]),
+            )
+            return index, code, detail, h, w, pixels
+
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.experimental_optimization.apply_default_optimizations = False
+        batch = tf.cast(tf.maximum(count, 1), tf.int64)
+        headers = (
+            tf.data.Dataset.from_tensor_slices((tf.range(count), data, fmt, code))
+            .map(header, num_parallel_calls=PARALLEL_DECODES, deterministic=True)
+            .ignore_errors()  # TF's JPEG header reader rejected it: CORRUPT below
+            .batch(batch)
         )
-    image.set_shape([None, None, 3])
-    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], target))
-    # An antialiased resize to the same size is the identity (and not free).
+        no_headers = [tf.zeros([0], t) for t in (tf.int32, tf.string, tf.int32, tf.int32)]
+        no_headers += [tf.zeros([0], tf.int64)] * 5
+        kept = (
+            headers.concatenate(tf.data.Dataset.from_tensors(tuple(no_headers)))
+            .take(1)
+            .flat_map(request_budget)
+            .map(decode, num_parallel_calls=PARALLEL_DECODES, deterministic=True)
+            .ignore_errors()  # a decoder rejected it: CORRUPT below
+            .batch(batch)
+        )
+        nothing = (tf.zeros([0], tf.int32), *[tf.zeros([0], t) for t in (tf.int32, tf.int64)])
+        nothing += (tf.zeros([0], tf.int64), tf.zeros([0], tf.int64), tf.zeros([0, *target, 3]))
+        # An empty batch when every element dropped out (or the request is empty).
+        kept = kept.concatenate(tf.data.Dataset.from_tensors(nothing)).take(1)
+        index, kept_code, detail, h, w, pixels = kept.with_options(options).get_single_element()
+
+        where = index[:, None]
+        present = tf.scatter_nd(where, tf.ones_like(index), [count]) > 0
+        code = tf.where(present, tf.scatter_nd(where, kept_code, [count]), CORRUPT)
+        code = tf.where(
+            tf.logical_and(tf.equal(code, CORRUPT), _truncated(data, fmt)), TRUNCATED, code
+        )
+        size = [tf.scatter_nd(where, x, [count]) for x in (detail, h, w)]
+        reasons = tf.cond(
+            tf.reduce_any(tf.not_equal(code, 0)),
+            lambda: _reason_texts(code, encoded, fmt, from_base64, *size, max_pixels, budget),
+            lambda: tf.fill([count], ""),
+        )
+        pixels = tf.scatter_nd(where, pixels, [count, height, width, 3])
+        pixels = tf.ensure_shape(pixels, [None, height, width, 3])
+        return pixels, reasons
+
+
+def decode_image(
+    data: tf.Tensor, image_size: Sequence[int], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tf.Tensor:
+    """Decodes one encoded image (a scalar string) to uint8 ``[h, w, 3]`` for ``image_size``.
+
+    The pixels :func:`decode_batch` resizes: JPEGs much larger than
+    ``image_size`` come out at a reduced DCT scale. Bad data fails with
+    ``INVALID_ARGUMENT`` (TF's decoder message, or one of the reasons above).
+    For ``tf.data`` pipelines, which cannot name a batch element.
+    """
+    target = tuple(int(s) for s in image_size)
+    data, fmt, _, code = _unwrap(tf.convert_to_tensor(data, tf.string))
+    h, w, code, detail, aux, _ = _checked_header(data, fmt, code, target, max_pixels)
+    reason = tf.gather([before for before, _, _ in _REASONS], code)
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(code, 0), [reason])]):
+        return _decode(data, fmt, h, w, detail, aux, target)
+
+
+def resize(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+    """Antialiased bilinear resize of ``[..., h, w, 3]`` pixels to ``image_size``, as float32.
+
+    At the same size it is the identity (an antialiased resize then is, and is not free).
+    """
+    target = tuple(int(s) for s in image_size)
+    image = tf.convert_to_tensor(image)
+    same = tf.reduce_all(tf.equal(tf.shape(image)[-3:-1], target))
     resized = tf.cond(
-        same_size,
+        same,
         lambda: tf.cast(image, tf.float32),
         lambda: tf.image.resize(image, target, method="bilinear", antialias=True),
     )
-    resized.set_shape([*target, 3])
-    return resized
+    return tf.ensure_shape(resized, [*image.shape[:-3], *target, 3])
 
 
 def jpeg_scale_ratio(height, width, target: Sequence[int], margin: float | None = None):
@@ -240,75 +273,123 @@ def jpeg_scale_ratio(height, width, target: Sequence[int], margin: float | None 
     return ratio
 
 
-def reason_texts() -> list[str]:
-    """Every error reason, for documentation (``<n>`` marks a number filled in)."""
-    return [before + ("<n>" if kind else "") + after for before, kind, after in _REASONS[1:]]
+# --- Format sniffing and base64 (element-wise, any shape) -------------------------------
 
 
-# --- Helpers ----------------------------------------------------------------------
+def _head(data, n: int):
+    """The first ``n`` bytes of each element as int32 ``[..., n]``, zero-padded past the end."""
+    head = tf.strings.substr(data, 0, n)
+    return tf.cast(tf.io.decode_raw(head, tf.uint8, fixed_length=n), tf.int32)
 
 
-def _i64(value):
-    return tf.constant(value, tf.int64)
+def _sniff(data):
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 16), b"\x00" * 16]), 0, 16)
+
+    def starts(offset, magic: bytes):
+        return tf.equal(tf.strings.substr(head, offset, len(magic)), magic)
+
+    found = [
+        starts(0, b"\xff\xd8\xff"),
+        starts(0, b"\x89PNG\r\n\x1a\n"),
+        tf.logical_or(starts(0, b"GIF87a"), starts(0, b"GIF89a")),
+        # "BM" alone is also base64 text; the zero high bytes of the DIB header size never are.
+        tf.logical_and(starts(0, b"BM"), starts(15, b"\x00")),
+        tf.logical_and(starts(0, b"RIFF"), starts(8, b"WEBP")),
+    ]
+    fmt = tf.fill(tf.shape(data), UNKNOWN)
+    for code in reversed(range(len(found))):
+        fmt = tf.where(found[code], code, fmt)
+    return fmt
 
 
-def _header(height, width, code, detail=0, aux=0):
-    """What a header parser returns: ``(height, width, code, detail, aux)``.
+def _unwrap(data):
+    """``(bytes, format, from_base64, code)``: base64 text of an image is decoded first.
 
-    ``aux`` carries one format-specific number to the decoder: the end of the
-    first GIF frame, or for BMP the pixel data end (bits 0-39) and bit depth
-    (bits 40 and up).
+    Standard or URL-safe alphabet, padded or not, line breaks and a
+    ``data:...;base64,`` prefix tolerated.
     """
-    return (
-        tf.cast(height, tf.int64),
-        tf.cast(width, tf.int64),
-        tf.cast(code, tf.int32),
-        tf.cast(detail, tf.int64),
-        tf.cast(aux, tf.int64),
+    fmt = _sniff(data)
+    candidate = tf.logical_and(tf.equal(fmt, UNKNOWN), tf.strings.length(data) > 0)
+    text = tf.where(candidate, data, "")
+    text = tf.strings.regex_replace(text, r"^data:[^,]{0,200};base64,", "", replace_global=False)
+    text = tf.strings.regex_replace(text, r"\s+", "")
+    text = tf.strings.regex_replace(text, r"=+$", "", replace_global=False)
+    valid = tf.logical_and(
+        tf.strings.regex_full_match(text, r"[A-Za-z0-9+/_-]+"),
+        tf.not_equal(tf.strings.length(text) % 4, 1),
     )
+    # tf.io.decode_base64 reads the URL-safe alphabet, padded or not.
+    text = tf.strings.regex_replace(tf.strings.regex_replace(text, r"\+", "-"), "/", "_")
+    decoded = tf.io.decode_base64(tf.where(valid, text, ""))
+    inner = _sniff(decoded)
+    from_base64 = tf.logical_and(valid, tf.not_equal(inner, UNKNOWN))
+    data = tf.where(from_base64, decoded, data)
+    fmt = tf.where(from_base64, inner, fmt)
+    code = tf.where(tf.equal(fmt, UNKNOWN), NOT_AN_IMAGE, 0)
+    code = tf.where(tf.equal(tf.strings.length(data), 0), EMPTY, code)
+    return data, fmt, from_base64, code
 
 
-def _first_error(checks):
-    """``(code, detail)`` of the first failed ``(failed, code[, detail])`` check, else 0."""
-    code = tf.constant(0, tf.int32)
-    detail = _i64(0)
-    for check in reversed(checks):
-        failed = check[0]
-        code = tf.where(failed, tf.constant(check[1], tf.int32), code)
-        if len(check) > 2:
-            detail = tf.where(failed, tf.cast(check[2], tf.int64), detail)
-    return code, detail
+def _truncated(data, fmt):
+    """Whether each element lacks its format's end (JPEG EOI, PNG IEND, GIF trailer, RIFF size)."""
+    length = tf.strings.length(data)
+
+    def ends_with(tail: bytes):
+        n = len(tail)
+        return tf.equal(
+            tf.strings.substr(data, tf.maximum(length - n, 0), tf.minimum(length, n)), tail
+        )
+
+    head = _head(data, 8)
+    riff_size = sum(tf.cast(head[..., 4 + k], tf.int64) * 256**k for k in range(4))
+    ended = tf.where(
+        tf.equal(fmt, JPEG),
+        ends_with(b"\xff\xd9"),
+        tf.where(tf.equal(fmt, PNG), ends_with(b"\x00\x00\x00\x00IEND\xaeB`\x82"), ends_with(b";")),
+    )
+    webp_short = tf.cast(length, tf.int64) < riff_size + 8
+    return tf.where(tf.equal(fmt, WEBP), webp_short, tf.logical_and(fmt <= GIF, ~ended))
 
 
-def _message(input_name, index, code, detail, height, width, max_pixels):
+def _reason_texts(code, encoded, fmt, from_base64, detail, height, width, max_pixels, budget):
     before, kinds, after = (tf.constant(list(column)) for column in zip(*_REASONS, strict=True))
     kind = tf.gather(kinds, code)
-    size = tf.strings.join(
-        [
-            tf.strings.as_string(width),
-            "x",
-            tf.strings.as_string(height),
-            " = ",
-            tf.strings.as_string(height * width),
-            f" pixels, more than the limit of {int(max_pixels)}",
-        ]
+    number = tf.strings.as_string
+    # What a non-image starts with, in printable ASCII: 12 bytes starting `hello, world`.
+    # (TF escapes quotes and backslashes in assertion messages: they become dots too.)
+    printable = tf.constant(
+        [chr(c) if 32 <= c < 127 and chr(c) not in "\"'`\\" else "." for c in range(256)]
     )
-    shown = tf.case(
+    peek = tf.strings.reduce_join(tf.gather(printable, _head(encoded, 16)), axis=-1)
+    length = tf.strings.length(encoded)
+    peek = tf.strings.substr(peek, tf.zeros_like(length), tf.minimum(length, 16))
+    more = tf.where(length > 16, "...", "")
+    shown = tf.stack(
         [
-            (tf.equal(kind, "int"), lambda: tf.strings.as_string(detail)),
-            (tf.equal(kind, "hex"), lambda: tf.strings.join(["0x", _hex(detail)])),
-            (tf.equal(kind, "size"), lambda: size),
+            tf.strings.join([number(length), " bytes starting `", peek, more, "`"]),
+            tf.strings.join(
+                [number(width), "x", number(height), " = ", number(height * width)]
+                + [f" pixels, more than the limit of {int(max_pixels)}"]
+            ),
+            tf.strings.join(
+                [
+                    number(detail),
+                    f" pixels with this one, more than the limit of {budget} per request",
+                ]
+            ),
+            tf.gather(tf.constant(FORMAT_NAMES), fmt),
+            number(detail),
         ],
-        default=lambda: tf.constant(""),
+        axis=-1,
     )
-    return tf.strings.join(
-        [
-            tf.strings.format(_element_template(input_name) + ": ", tf.cast(index, tf.int64)),
-            tf.gather(before, code),
-            shown,
-            tf.gather(after, code),
-        ]
+    column = tf.argmax(
+        tf.cast(tf.equal(kind[:, None], ["peek", "size", "total", "format", "int"]), tf.int32),
+        axis=-1,
     )
+    shown = tf.where(tf.equal(kind, ""), "", tf.gather(shown, column, batch_dims=1))
+    suffix = tf.where(from_base64, " (after decoding base64 text)", "")
+    text = tf.strings.join([tf.gather(before, code), shown, tf.gather(after, code), suffix])
+    return tf.where(tf.equal(code, 0), "", text)
 
 
 def _element_template(input_name: str) -> str:
@@ -316,434 +397,206 @@ def _element_template(input_name: str) -> str:
     return input_name if "{}" in input_name else input_name + "[{}]"
 
 
-def _hex(value):
-    """Two upper-case hex digits of a byte value."""
-    digits = tf.constant(list("0123456789ABCDEF"))
-    value = tf.clip_by_value(value, 0, 255)
-    return tf.strings.join([tf.gather(digits, value // 16), tf.gather(digits, value % 16)])
+# --- Headers: (height, width, code, detail, aux) -----------------------------------------
 
 
-def _substr(data, length, pos, n):
-    """``n`` bytes of ``data`` from ``pos``, zero-padded past the end (never out of range)."""
-    pos = tf.clip_by_value(tf.cast(pos, tf.int32), 0, length)
-    chunk = tf.strings.substr(data, pos, n)
-    return tf.strings.substr(tf.strings.join([chunk, b"\x00" * n]), 0, n)
+def _checked_header(data, fmt, code, target, max_pixels):
+    """``(height, width, code, detail, aux, cost)``: the header read, the size limit applied.
+
+    ``cost`` is the pixels the decode makes (a JPEG's at its reduced DCT scale).
+    """
+    h, w, code, detail, aux = tf.switch_case(
+        tf.where(tf.equal(code, 0), fmt, UNKNOWN),
+        [lambda f=f: _HEADERS[f](data) for f in range(5)] + [lambda: _result(0, 0, code, 0, 0)],
+    )
+    # A huge declared size wins over "truncated": a bomb is as small as that.
+    sized = tf.logical_or(tf.equal(code, 0), tf.equal(code, TRUNCATED))
+    code = tf.where(tf.logical_and(sized, h * w > max_pixels), TOO_MANY_PIXELS, code)
+    ratio = tf.where(tf.equal(fmt, JPEG), jpeg_scale_ratio(h, w, target), 1)
+    ratio = tf.cast(ratio, tf.int64)
+    cost = tf.where(tf.equal(code, 0), -(-h // ratio) * -(-w // ratio), 0)
+    return h, w, code, detail, aux, cost
 
 
-def _bytes_at(data, length, pos, n):
-    """``n`` bytes of ``data`` from ``pos`` as an int64 vector, zeros past the end."""
-    chunk = _substr(data, length, pos, n)
-    return tf.cast(tf.reshape(tf.io.decode_raw(chunk, tf.uint8), [n]), tf.int64)
-
-
-def _be(b, i, n):
-    value = _i64(0)
-    for k in range(n):
-        value = value * 256 + b[i + k]
-    return value
+def _result(height, width, code, detail, aux):
+    height, width, detail, aux = (tf.cast(x, tf.int64) for x in (height, width, detail, aux))
+    return height, width, tf.cast(code, tf.int32), detail, aux
 
 
 def _le(b, i, n):
-    value = _i64(0)
-    for k in reversed(range(n)):
-        value = value * 256 + b[i + k]
-    return value
+    return sum(tf.cast(b[i + k], tf.int64) * 256**k for k in range(n))
 
 
-def _any_equal(value, options):
-    return tf.reduce_any(tf.equal(value, tf.constant(list(options), value.dtype)))
+def _be(b, i, n):
+    return sum(tf.cast(b[i + k], tf.int64) * 256 ** (n - 1 - k) for k in range(n))
 
 
-def _contains(data, start, needle: bytes):
-    """Whether ``needle`` occurs in ``data[start:]``; looks at the end first, the usual place."""
-    length = tf.strings.length(data)
-    tail = tf.strings.substr(data, tf.maximum(length - len(needle), 0), len(needle))
-
-    def search():
-        rest = tf.strings.substr(
-            data, tf.clip_by_value(tf.cast(start, tf.int32), 0, length), length
-        )
-        return tf.size(tf.strings.split(rest, sep=needle)) > 1
-
-    return tf.cond(tf.equal(tail, needle), lambda: tf.constant(True), search)
+def _jpeg_header(data):
+    # libjpeg reads the header; a corrupt one raises, and the element drops out (CORRUPT).
+    shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)
+    # FF DA starts a scan: entropy-coded data never holds it (FF is stuffed as FF 00).
+    scans = tf.size(tf.strings.split(data, b"\xff\xda"), out_type=tf.int64) - 1
+    return _result(shape[0], shape[1], tf.where(scans > MAX_JPEG_SCANS, JPEG_SCANS, 0), scans, 0)
 
 
-# --- Format sniffing and base64 ---------------------------------------------------
+def _png_header(data):
+    b = _head(data, 24)  # signature, IHDR length and type, width, height
+    ihdr = tf.equal(tf.strings.substr(tf.strings.join([data, b"\x00" * 16]), 12, 4), b"IHDR")
+    # Without IHDR the size is unknown (0): the decoder rejects the file.
+    return _result(tf.where(ihdr, _be(b, 20, 4), 0), tf.where(ihdr, _be(b, 16, 4), 0), 0, 0, 0)
 
 
-def _sniff(data):
-    head = _substr(data, tf.strings.length(data), 0, 32)
-
-    def starts(offset, magic: bytes):
-        return tf.equal(tf.strings.substr(head, offset, len(magic)), magic)
-
-    found = [
-        starts(0, b"\xff\xd8\xff"),
-        starts(0, _PNG_SIGNATURE),
-        tf.logical_or(starts(0, b"GIF87a"), starts(0, b"GIF89a")),
-        # "BM" alone is also base64 text; the zero high bytes of the DIB header
-        # size (offset 15) never are.
-        tf.logical_and(starts(0, b"BM"), starts(15, b"\x00\x00\x00")),
-        tf.logical_and(starts(0, b"RIFF"), starts(8, b"WEBP")),
-    ]
-    fmt = tf.constant(UNKNOWN, tf.int32)
-    for code in reversed(range(len(found))):
-        fmt = tf.where(found[code], code, fmt)
-    return fmt
-
-
-def _unwrap_base64(data):
-    """``(image bytes, format, code, detail)``: base64 text is decoded when no format matches."""
-    fmt = _sniff(data)
-    empty = tf.equal(tf.strings.length(data), 0)
-
-    def raw():
-        return data, fmt, tf.where(empty, EMPTY, NOT_AN_IMAGE), _i64(0)
-
-    def from_base64():
-        text = tf.strings.regex_replace(
-            data, r"^data:[^,]{0,200};base64,", "", replace_global=False
-        )
-        text = tf.strings.regex_replace(text, r"\s+", "")
-        text = tf.strings.regex_replace(text, r"=+$", "", replace_global=False)
-        alphabet = tf.strings.regex_full_match(text, r"[A-Za-z0-9+/_-]+")
-        length_ok = tf.not_equal(tf.strings.length(text) % 4, 1)
-
-        def decode():
-            # tf.io.decode_base64 reads the URL-safe alphabet, padded or not.
-            url_safe = tf.strings.regex_replace(
-                tf.strings.regex_replace(text, r"\+", "-"), "/", "_"
-            )
-            decoded = tf.io.decode_base64(url_safe)
-            inner = _sniff(decoded)
-            code = tf.where(tf.equal(inner, UNKNOWN), BASE64_NOT_AN_IMAGE, 0)
-            return decoded, inner, code, tf.cast(tf.strings.length(decoded), tf.int64)
-
-        def invalid():
-            return data, fmt, tf.where(alphabet, BASE64_LENGTH, NOT_AN_IMAGE), _i64(0)
-
-        return tf.cond(tf.logical_and(alphabet, length_ok), decode, invalid)
-
-    return tf.cond(tf.logical_or(empty, tf.not_equal(fmt, UNKNOWN)), raw, from_base64)
-
-
-# --- Header parsers -----------------------------------------------------------------
-
-
-def _jpeg_header(data, length):
-    """Walks the marker segments from SOI to the first SOS and reads the frame header (SOF).
-
-    The loop body only hops from segment to segment (it runs once per segment
-    of every request); what stopped the walk is worked out once, after it.
-    """
-    length64 = tf.cast(length, tf.int64)
-    sof_markers = _JPEG_SOF_SUPPORTED + _JPEG_SOF_UNSUPPORTED
-
-    def hop(state):
-        pos, sof_pos = state[0], state[1]
-        b = _bytes_at(data, length, pos, 4)
-        marker = b[1]
-        fill = tf.equal(marker, 0xFF)  # fill bytes may precede a marker
-        standalone = tf.logical_or(
-            tf.equal(marker, 0x01), tf.logical_and(marker >= 0xD0, marker <= 0xD7)
-        )
-        seg_len = b[2] * 256 + b[3]
-        step = tf.where(fill, _i64(1), tf.where(standalone, _i64(2), seg_len + 2))
-        going = tf.reduce_all(
-            tf.stack(
-                [
-                    tf.equal(b[0], 0xFF),
-                    tf.logical_not(_any_equal(marker, (0xDA, 0xD9, 0xD8, 0x00))),
-                    pos + 4 <= length64,
-                    tf.logical_or(tf.logical_or(fill, standalone), seg_len >= 2),
-                    pos + step <= length64,
-                ]
-            )
-        )
-        first_sof = tf.logical_and(
-            tf.logical_and(going, sof_pos < 0), _any_equal(marker, sof_markers)
-        )
-        return [
-            tf.stack(
-                [
-                    tf.where(going, pos + step, pos),
-                    tf.where(first_sof, pos, sof_pos),
-                    tf.cast(going, tf.int64),
-                ]
-            )
-        ]
-
-    (state,) = tf.while_loop(
-        lambda state: tf.equal(state[2], 1),
-        hop,
-        [tf.constant([2, -1, 1], tf.int64)],
-        maximum_iterations=_MAX_JPEG_SEGMENTS,
-    )
-    pos, sof_pos = state[0], state[1]
-    stop = _bytes_at(data, length, pos, 4)
-    sof = _bytes_at(data, length, sof_pos, 10)
-    height, width = _be(sof, 5, 2), _be(sof, 7, 2)
-    precision, components, sof_marker = sof[4], sof[9], sof[1]
-    code, detail = _first_error(
-        [
-            (tf.equal(state[2], 1), JPEG_SEGMENTS),
-            (pos + 2 > length64, JPEG_HEADER_TRUNCATED),
-            (tf.not_equal(stop[0], 0xFF), JPEG_BAD_MARKER, pos),
-            (tf.equal(stop[1], 0xD9), JPEG_EARLY_EOI),
-            (_any_equal(stop[1], (0xD8, 0x00)), JPEG_BAD_MARKER, pos),
-            (tf.logical_and(tf.equal(stop[1], 0xDA), sof_pos < 0), JPEG_NO_FRAME),
-            (pos + 4 > length64, JPEG_HEADER_TRUNCATED),
-            (stop[2] * 256 + stop[3] < 2, JPEG_BAD_MARKER, pos),
-            (tf.not_equal(stop[1], 0xDA), JPEG_HEADER_TRUNCATED),
-            (_be(sof, 2, 2) < 8, JPEG_SHORT_FRAME),
-            (tf.logical_not(_any_equal(sof_marker, _JPEG_SOF_SUPPORTED)), JPEG_PROCESS, sof_marker),
-            (tf.not_equal(precision, 8), JPEG_PRECISION, precision),
-            (tf.logical_not(_any_equal(components, (1, 3, 4))), JPEG_COMPONENTS, components),
-            (tf.equal(height, 0), JPEG_DNL),
-            (tf.equal(width, 0), JPEG_ZERO_WIDTH),
-        ]
-    )
-    # Entropy-coded data never contains FF D9, so its presence after the first
-    # scan means the file was not cut short.
-    code = tf.cond(
-        tf.equal(code, 0),
-        lambda: tf.where(_contains(data, pos, _JPEG_EOI), 0, JPEG_NO_EOI),
-        lambda: code,
-    )
-    return _header(height, width, code, detail)
-
-
-def _png_header(data, length):
-    b = _bytes_at(data, length, 8, 21)  # IHDR length, type, width, height, depth, colour type
-    width, height = _be(b, 8, 4), _be(b, 12, 4)
-    code, detail = _first_error(
-        [
-            (length < 33, PNG_SHORT),
-            (
-                tf.logical_or(
-                    tf.not_equal(_be(b, 0, 4), 13),
-                    tf.not_equal(_substr(data, length, 12, 4), b"IHDR"),
-                ),
-                PNG_NO_IHDR,
-            ),
-            (
-                tf.reduce_any(
-                    tf.stack(
-                        [tf.equal(width, 0), tf.equal(height, 0), width >= 2**31, height >= 2**31]
-                    )
-                ),
-                PNG_SIZE,
-            ),
-            (
-                tf.logical_not(
-                    tf.logical_and(
-                        _any_equal(b[16], (1, 2, 4, 8, 16)), _any_equal(b[17], (0, 2, 3, 4, 6))
-                    )
-                ),
-                PNG_FORMAT,
-            ),
-        ]
-    )
-    code = tf.cond(
-        tf.equal(code, 0),
-        lambda: tf.where(_contains(data, 33, _PNG_IEND), 0, PNG_NO_IEND),
-        lambda: code,
-    )
-    return _header(height, width, code, detail)
-
-
-def _gif_header(data, length):
-    """Reads the screen descriptor and walks the blocks to the end of the first frame."""
-    b = _bytes_at(data, length, 0, 13)
-    screen_width, screen_height = _le(b, 6, 2), _le(b, 8, 2)
-    has_global_colours = b[10] >= 128
-    global_colours = tf.where(
-        has_global_colours, 3 * tf.bitwise.left_shift(_i64(2), b[10] % 8), _i64(0)
-    )
-    length64 = tf.cast(length, tf.int64)
-    # state: [pos, phase, going, frame width, frame height, local colours]
-    at_block, in_extension, in_image, finished = 0, 1, 2, 3
-
-    def hop(state):
-        pos, phase = state[0], state[1]
-        d = _bytes_at(data, length, pos, 10)
-        descriptor = tf.logical_and(tf.equal(phase, at_block), tf.equal(d[0], 0x2C))
-        extension = tf.logical_and(tf.equal(phase, at_block), tf.equal(d[0], 0x21))
-        in_blocks = tf.not_equal(phase, at_block)
-        block_end = tf.logical_and(in_blocks, tf.equal(d[0], 0))
-        local_colours = tf.where(d[9] >= 128, 3 * tf.bitwise.left_shift(_i64(2), d[9] % 8), _i64(0))
-        # Descriptor: 10 bytes, local colour table, LZW code size byte.
-        step = tf.where(
-            extension,
-            _i64(2),
-            tf.where(descriptor, 11 + local_colours, tf.where(in_blocks, 1 + d[0], _i64(0))),
-        )
-        new_phase = tf.where(
-            extension,
-            _i64(in_extension),
-            tf.where(
-                descriptor,
-                _i64(in_image),
-                tf.where(
-                    block_end,
-                    tf.where(tf.equal(phase, in_image), _i64(finished), _i64(at_block)),
-                    phase,
-                ),
-            ),
-        )
-        going = tf.logical_and(
-            tf.logical_and(step > 0, pos + step <= length64), tf.not_equal(new_phase, finished)
-        )
-        moved = tf.logical_or(going, tf.equal(new_phase, finished))
-        return [
-            tf.stack(
-                [
-                    tf.where(moved, pos + step, pos),
-                    tf.where(moved, new_phase, phase),
-                    tf.cast(going, tf.int64),
-                    tf.where(descriptor, _le(d, 5, 2), state[3]),
-                    tf.where(descriptor, _le(d, 7, 2), state[4]),
-                    tf.where(descriptor, local_colours, state[5]),
-                ]
-            )
-        ]
-
-    (state,) = tf.while_loop(
-        lambda state: tf.equal(state[2], 1),
-        hop,
-        [tf.stack([13 + global_colours, _i64(at_block), _i64(1), _i64(0), _i64(0), _i64(0)])],
-        maximum_iterations=tf.maximum(length, 1),  # every hop moves on by one byte or more
-    )
-    pos, phase = state[0], state[1]
-    stop = _bytes_at(data, length, pos, 1)[0]
-    code, detail = _first_error(
-        [
-            (length < 13, GIF_SHORT),
-            (tf.equal(phase, finished), 0),
-            (pos >= length64, GIF_TRUNCATED),
-            (tf.not_equal(phase, at_block), GIF_TRUNCATED),
-            (tf.equal(stop, 0x3B), GIF_NO_IMAGE),
-            (tf.logical_not(_any_equal(stop, (0x21, 0x2C))), GIF_BAD_BLOCK, pos),
-            (tf.constant(True), GIF_TRUNCATED),  # a block that runs past the end
-        ]
-    )
-    code, detail = tf.cond(
-        tf.equal(code, 0),
-        lambda: _first_error(
-            [
-                (
-                    tf.logical_and(tf.logical_not(has_global_colours), tf.equal(state[5], 0)),
-                    GIF_NO_COLOURS,
-                ),
-                (
-                    tf.logical_or(tf.equal(screen_width, 0), tf.equal(screen_height, 0)),
-                    GIF_ZERO_SIZE,
-                ),
-            ]
-        ),
-        lambda: (code, detail),
-    )
-    # A frame may be larger than the screen: guard the larger of the two.
-    height = tf.maximum(screen_height, state[4])
-    width = tf.maximum(screen_width, state[3])
-    return _header(height, width, code, detail, aux=pos)
-
-
-def _bmp_header(data, length):
-    b = _bytes_at(data, length, 0, 66)
+def _bmp_header(data):
+    b = _head(data, 66)
     pixel_offset, dib_size = _le(b, 10, 4), _le(b, 14, 4)
-    width, raw_height = _le(b, 18, 4), _le(b, 22, 4)
-    height = tf.where(raw_height >= 2**31, 2**32 - raw_height, raw_height)  # negative: top-down
+    width, height = _le(b, 18, 4), _le(b, 22, 4)
+    height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: top-down rows
     bits, compression = _le(b, 28, 2), _le(b, 30, 4)
     # 32-bit "bitfields" with the usual BGRA masks is the same layout as plain.
-    standard_masks = tf.reduce_all(
+    masks = tf.stack([_le(b, 54, 4), _le(b, 58, 4), _le(b, 62, 4)])
+    bitfields = tf.logical_and(
+        tf.logical_and(tf.equal(compression, 3), tf.equal(bits, 32)),
+        tf.reduce_all(tf.equal(masks, tf.constant([0xFF0000, 0xFF00, 0xFF], tf.int64))),
+    )
+    supported = tf.reduce_all(
         tf.stack(
             [
-                tf.equal(_le(b, 54, 4), 0x00FF0000),
-                tf.equal(_le(b, 58, 4), 0x0000FF00),
-                tf.equal(_le(b, 62, 4), 0x000000FF),
+                tf.logical_or(tf.equal(compression, 0), bitfields),
+                tf.reduce_any(tf.equal(bits, tf.constant([8, 24, 32], tf.int64))),
+                tf.reduce_any(tf.equal(dib_size, tf.constant([40, 52, 56, 108, 124], tf.int64))),
             ]
         )
     )
-    compression_ok = tf.logical_or(
-        tf.equal(compression, 0),
-        tf.logical_and(
-            tf.equal(compression, 3), tf.logical_and(tf.equal(bits, 32), standard_masks)
-        ),
+    pixels_end = pixel_offset + (bits // 8 * width + 3) // 4 * 4 * height
+    code = tf.where(supported, 0, BMP_UNSUPPORTED)
+    code = tf.where(
+        tf.logical_and(tf.equal(code, 0), pixels_end > tf.cast(tf.strings.length(data), tf.int64)),
+        TRUNCATED,
+        code,
     )
-    row_bytes = (bits // 8 * width + 3) // 4 * 4
-    pixels_end = pixel_offset + row_bytes * height
-    code, detail = _first_error(
-        [
-            (length < 54, BMP_SHORT),
-            (tf.logical_not(_any_equal(dib_size, _BMP_DIB_SIZES)), BMP_HEADER, dib_size),
-            (tf.logical_not(_any_equal(bits, (8, 24, 32))), BMP_BITS, bits),
-            (tf.logical_not(compression_ok), BMP_COMPRESSED, compression),
-            (
-                tf.reduce_any(tf.stack([tf.equal(width, 0), width >= 2**31, tf.equal(height, 0)])),
-                BMP_SIZE,
-            ),
-            (pixel_offset < 14 + dib_size, BMP_OFFSET),
-            (pixels_end > tf.cast(length, tf.int64), BMP_TRUNCATED),
-        ]
-    )
+    # aux: where the pixel data ends (bits 0-39) and the bit depth (bits 40 and up).
     aux = tf.bitwise.left_shift(bits, 40) + tf.clip_by_value(pixels_end, 0, 2**40 - 1)
-    return _header(height, width, code, detail, aux)
+    return _result(height, width, code, 0, aux)
 
 
-def _webp_header(data, length):
-    b = _bytes_at(data, length, 0, 30)
-    riff_size = _le(b, 4, 4)
-    chunk = _substr(data, length, 12, 4)
+def _webp_header(data):
+    b = _head(data, 30)
+    chunk = tf.strings.substr(tf.strings.join([data, b"\x00" * 16]), 12, 4)
     vp8x, vp8, vp8l = (tf.equal(chunk, name) for name in (b"VP8X", b"VP8 ", b"VP8L"))
-    lossless_bits = _le(b, 21, 4)
+    bits = _le(b, 21, 4)
     # Canvas size: VP8X stores size - 1 in 24 bits; lossy VP8 14 bits after the
     # start code; lossless VP8L size - 1 in 14-bit fields.
     width = tf.where(
         vp8x,
         _le(b, 24, 3) + 1,
-        tf.where(
-            vp8,
-            tf.bitwise.bitwise_and(_le(b, 26, 2), 0x3FFF),
-            tf.where(vp8l, tf.bitwise.bitwise_and(lossless_bits, 0x3FFF) + 1, _i64(0)),
-        ),
+        tf.where(vp8, _le(b, 26, 2) % 16384, tf.where(vp8l, bits % 16384 + 1, 0)),
     )
     height = tf.where(
         vp8x,
         _le(b, 27, 3) + 1,
-        tf.where(
-            vp8,
-            tf.bitwise.bitwise_and(_le(b, 28, 2), 0x3FFF),
-            tf.where(
-                vp8l,
-                tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless_bits, 14), 0x3FFF) + 1,
-                _i64(0),
-            ),
-        ),
+        tf.where(vp8, _le(b, 28, 2) % 16384, tf.where(vp8l, bits // 16384 % 16384 + 1, 0)),
     )
-    frame_ok = tf.where(
-        vp8,
-        tf.equal(_substr(data, length, 23, 3), b"\x9d\x01\x2a"),
-        tf.logical_or(tf.logical_not(vp8l), tf.equal(b[20], 0x2F)),
+    # TF 2.21's WebP decoder can crash the process on animations: they never reach it.
+    animated = tf.logical_and(vp8x, tf.not_equal(b[20] // 2 % 2, 0))
+    return _result(height, width, tf.where(animated, WEBP_ANIMATED, 0), 0, 0)
+
+
+def _gif_header(data):
+    """Walks the blocks to the end of the first frame: its size, and where to cut the file.
+
+    A hop crosses a whole run of equal-sized sub-blocks (encoders write 255-byte
+    ones) by looking ``GIF_RUN_WINDOW`` blocks ahead at once, so a flood of
+    sub-blocks costs a few hops; after ``GIF_MAX_HOPS`` hops the file is refused.
+    """
+    b = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    n = tf.size(b)
+    b = tf.concat([b, tf.zeros([1], tf.int32)], 0)
+
+    def byte(i):  # a zero past the end
+        return tf.gather(b, tf.minimum(i, n))
+
+    def colour_table(flags):
+        return tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)
+
+    def le16(i):
+        return byte(i) + 256 * byte(i + 1)
+
+    at_block, in_extension, in_image, done = 0, 1, 2, 3
+    window = tf.range(GIF_RUN_WINDOW)
+
+    def hop(pos, phase, frame_w, frame_h, image_at, control_at):
+        c = byte(pos)
+        block = tf.equal(phase, at_block)
+        descriptor = tf.logical_and(block, tf.equal(c, 0x2C))
+        extension = tf.logical_and(block, tf.equal(c, 0x21))
+        # A graphic control extension (transparency) is kept with the frame.
+        control = tf.logical_and(extension, tf.equal(byte(pos + 1) * 256 + byte(pos + 2), 0xF904))
+        # In sub-blocks: the run of blocks as long as this one, within the window.
+        ahead = pos + (c + 1) * window
+        same = tf.logical_and(tf.equal(byte(ahead), c), ahead < n)
+        run = tf.argmin(tf.cast(same, tf.int32), output_type=tf.int32)
+        run = tf.where(tf.reduce_all(same), GIF_RUN_WINDOW, run)
+        step = tf.where(tf.equal(c, 0), 1, (c + 1) * run)
+        step = tf.where(descriptor, 11 + colour_table(byte(pos + 9)), step)
+        step = tf.where(extension, 2, step)
+        ended = tf.logical_and(tf.logical_not(block), tf.equal(c, 0))
+        new_phase = tf.where(ended, tf.where(tf.equal(phase, in_image), done, at_block), phase)
+        new_phase = tf.where(descriptor, in_image, tf.where(extension, in_extension, new_phase))
+        return (
+            pos + step,
+            new_phase,
+            tf.where(descriptor, le16(pos + 5), frame_w),
+            tf.where(descriptor, le16(pos + 7), frame_h),
+            tf.where(descriptor, pos, image_at),
+            tf.where(control, pos, control_at),
+        )
+
+    def at_a_block(pos):
+        return tf.reduce_any(tf.equal(byte(pos), [0x21, 0x2C]))
+
+    def going(pos, phase, *_):
+        stuck = tf.logical_and(tf.equal(phase, at_block), tf.logical_not(at_a_block(pos)))
+        return tf.logical_and(tf.not_equal(phase, done), tf.logical_and(pos < n, ~stuck))
+
+    start = 13 + colour_table(byte(10))
+    pos, phase, frame_w, frame_h, image_at, control_at = tf.while_loop(
+        going, hop, (start, at_block, 0, 0, 0, -1), maximum_iterations=GIF_MAX_HOPS
     )
-    code, detail = _first_error(
+    code = tf.where(at_a_block(pos), GIF_BLOCKS, GIF_BAD_BLOCK)
+    code = tf.where(tf.equal(byte(pos), 0x3B), GIF_NO_IMAGE, code)
+    code = tf.where(tf.equal(phase, at_block), code, GIF_BLOCKS)
+    code = tf.where(pos >= n, TRUNCATED, code)
+    done = tf.equal(phase, done)
+    code = tf.where(done, 0, code)
+    # A frame may be larger than the screen: guard the larger of the two.
+    height = tf.maximum(le16(8), frame_h)
+    width = tf.maximum(le16(6), frame_w)
+    # For the decoder: where the control extension (+1, 0: none) and the frame start.
+    layout = tf.cast(control_at + 1, tf.int64) * 2**31 + tf.cast(image_at, tf.int64)
+    return _result(height, width, code, tf.where(done, layout, tf.cast(pos, tf.int64)), pos)
+
+
+_HEADERS = (_jpeg_header, _png_header, _gif_header, _bmp_header, _webp_header)
+
+
+# --- Decoders ---------------------------------------------------------------------------
+
+
+def _decode(data, fmt, height, width, detail, aux, target):
+    """uint8 ``[h, w, 3]`` with TF's decoders; the header was read by the matching parser."""
+    image = tf.switch_case(
+        fmt,
         [
-            (length < 30, WEBP_SHORT),
-            (tf.logical_not(tf.reduce_any(tf.stack([vp8x, vp8, vp8l]))), WEBP_CHUNK),
-            # TF 2.21's WebP decoder can crash the process on animations.
-            (
-                tf.logical_and(vp8x, tf.not_equal(tf.bitwise.bitwise_and(b[20], 2), 0)),
-                WEBP_ANIMATED,
-            ),
-            (tf.logical_not(frame_ok), WEBP_FRAME),
-            (tf.cast(length, tf.int64) < riff_size + 8, WEBP_TRUNCATED),
-            (tf.logical_or(tf.equal(width, 0), tf.equal(height, 0)), WEBP_ZERO_SIZE),
-        ]
+            lambda: _decode_jpeg(data, height, width, target),
+            lambda: tf.io.decode_png(data, channels=3),
+            lambda: _decode_gif(data, detail, aux),
+            lambda: _decode_bmp(data, aux),
+            # channels=0 gives the stored 3 or 4 channels; a still image is one frame.
+            lambda: tf.io.decode_webp(data, channels=0)[0, :, :, :3],
+            lambda: tf.zeros([1, 1, 3], tf.uint8),  # never: the element failed before
+        ],
     )
-    return _header(height, width, code, detail)
-
-
-# --- Decoders ---------------------------------------------------------------------
+    return tf.ensure_shape(image, [None, None, 3])
 
 
 def _decode_jpeg(data, height, width, target):
@@ -760,37 +613,36 @@ def _decode_jpeg(data, height, width, target):
     )
 
 
-def _decode_gif(data, first_frame_end):
-    # Cut after the first frame and close the file with a trailer: TF's GIF
-    # decoder reads every frame, which for an animation costs time and memory
-    # the model never uses (and a many-frame file is a decompression bomb).
-    first_frame = tf.strings.join(
-        [tf.strings.substr(data, 0, tf.cast(first_frame_end, tf.int32)), b"\x3b"]
-    )
-    return tf.io.decode_gif(first_frame)[0]
+def _decode_gif(data, layout, frame_end):
+    # Only the header, the first frame and its control extension go to TF's decoder:
+    # it reads every frame and every extension block (time and memory the model never
+    # uses; a flood of comment sub-blocks costs giflib seconds).
+    flags = _head(data, 11)[10]
+    header_end = 13 + tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)
+    control_at = tf.cast(layout // 2**31 - 1, tf.int32)
+    image_at, frame_end = tf.cast(layout % 2**31, tf.int32), tf.cast(frame_end, tf.int32)
+    parts = [
+        tf.strings.substr(data, 0, header_end),
+        tf.strings.substr(data, tf.maximum(control_at, 0), tf.where(control_at >= 0, 8, 0)),
+        tf.strings.substr(data, image_at, frame_end - image_at),
+        b"\x3b",
+    ]
+    return tf.io.decode_gif(tf.strings.join(parts))[0]
 
 
 def _decode_bmp(data, aux):
     bits = tf.bitwise.right_shift(aux, 40)
-    pixels_end = tf.cast(tf.bitwise.bitwise_and(aux, 2**40 - 1), tf.int32)
     # TF's decoder insists on the exact file size: drop trailing bytes.
-    data = tf.strings.substr(data, 0, pixels_end)
+    data = tf.strings.substr(data, 0, tf.cast(aux % 2**40, tf.int32))
 
     def palette_image():
         # TF reads an 8-bit BMP as grayscale: the values are palette indices.
-        length = tf.strings.length(data)
-        dib_size = _le(_bytes_at(data, length, 14, 4), 0, 4)
-        colours = _le(_bytes_at(data, length, 46, 4), 0, 4)
-        colours = tf.where(tf.logical_or(tf.equal(colours, 0), colours > 256), _i64(256), colours)
-        table = tf.reshape(_bytes_at(data, length, 14 + dib_size, 1024), [256, 4])
-        table = tf.where(tf.range(256, dtype=tf.int64)[:, None] < colours, table, _i64(0))
+        b = _head(data, 54)
+        table_start, colours = 14 + _le(b, 14, 4), tf.cast(_le(b, 46, 4), tf.int32)
+        colours = tf.where(tf.logical_or(tf.equal(colours, 0), colours > 256), 256, colours)
+        table = _head(tf.strings.substr(data, tf.cast(table_start, tf.int32), 1024), 1024)
+        table = tf.where(tf.range(256)[:, None] < colours, tf.reshape(table, [256, 4]), 0)
         rgb = tf.cast(tf.reverse(table[:, :3], axis=[1]), tf.uint8)  # stored as B, G, R, 0
-        indices = tf.io.decode_bmp(data, channels=0)[:, :, 0]
-        return tf.gather(rgb, tf.cast(indices, tf.int32))
+        return tf.gather(rgb, tf.cast(tf.io.decode_bmp(data, channels=0)[:, :, 0], tf.int32))
 
     return tf.cond(tf.equal(bits, 8), palette_image, lambda: tf.io.decode_bmp(data, channels=3))
-
-
-def _decode_webp(data):
-    # channels=0 gives the stored 3 or 4 channels; a still image is one frame.
-    return tf.io.decode_webp(data, channels=0)[0, :, :, :3]

@@ -71,6 +71,7 @@ def export_saved_model(
     top_k: int = 5,
     with_probabilities: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_request_pixels: int | None = None,
     xla: bool = False,
     overwrite: bool = False,
     warmup_images: Sequence[bytes] | None = None,
@@ -90,6 +91,8 @@ def export_saved_model(
         with_probabilities: also return ``probabilities`` (every class).
         max_pixels: images whose header declares more pixels are rejected before
             decoding (decompression bomb guard).
+        max_request_pixels: the pixels one request may decode in all (a JPEG
+            counts those of its reduced DCT scale); by default ``max_pixels``.
         xla: compile the model part (not the image decoding) with XLA; TF Serving
             then needs ``--xla_cpu_compilation_enabled=true`` on CPU.
         overwrite: replace an existing version (atomically, where the OS allows).
@@ -107,6 +110,16 @@ def export_saved_model(
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    if max_request_pixels is None:
+        max_request_pixels = max_pixels
+    if (
+        isinstance(max_request_pixels, bool)
+        or not isinstance(max_request_pixels, int)
+        or max_request_pixels < 1
+    ):
+        raise ValueError(
+            f"max_request_pixels must be a positive integer, got {max_request_pixels!r}"
+        )
     if top_k > model.num_classes:
         logger.warning(
             "top_k=%d is more than the %d classes: using top_k=%d",
@@ -152,6 +165,7 @@ def export_saved_model(
                 top_k=top_k,
                 with_probabilities=with_probabilities,
                 max_pixels=max_pixels,
+                max_request_pixels=max_request_pixels,
                 xla=xla,
                 labels_file=str(labels_source),
                 with_explain=with_explain,
@@ -170,6 +184,7 @@ def export_saved_model(
             "top_k": top_k,
             "with_probabilities": bool(with_probabilities),
             "max_pixels": max_pixels,
+            "max_request_pixels": max_request_pixels,
             "xla": bool(xla),
             "example_feature": EXAMPLE_FEATURE,
         }
@@ -235,6 +250,7 @@ class ServingModule(tf.Module):
         top_k: int = 5,
         with_probabilities: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_request_pixels: int | None = None,
         xla: bool = False,
         labels_file: str | None = None,
         with_explain: bool = False,
@@ -277,13 +293,19 @@ class ServingModule(tf.Module):
             # One traced function per input name, shared by the signatures using it.
             return tf.function(
                 lambda encoded: decode_images(
-                    encoded, image_size, max_pixels=max_pixels, input_name=input_name
+                    encoded,
+                    image_size,
+                    max_pixels=max_pixels,
+                    max_request_pixels=max_request_pixels,
+                    input_name=input_name,
                 ),
                 input_signature=[tf.TensorSpec([None], tf.string)],
                 autograph=False,
             )
 
         decode_bytes = decoder("image_bytes")
+        # Saved with the model: the pixels the signatures see (``loaded.decode(bytes)``).
+        self.decode = decode_bytes
         decode_examples = decoder(f"inputs[{{}}] (feature {EXAMPLE_FEATURE})")
 
         def serving_default(image_bytes):

@@ -62,6 +62,14 @@ def register(subparsers) -> None:
         help="reject images whose header declares more pixels (default 40000000)",
     )
     parser.add_argument(
+        "--max-request-pixels",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="reject requests whose images decode to more pixels in all (a JPEG counts its "
+        "reduced DCT scale; default: --max-pixels)",
+    )
+    parser.add_argument(
         "--xla",
         action="store_true",
         help="compile the model part with XLA (TF Serving then needs "
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             with_probabilities=args.with_probabilities,
             max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
+            max_request_pixels=args.max_request_pixels,
             xla=args.xla,
             overwrite=args.overwrite,
             warmup_images=warmup_images,

@@ -87,12 +87,12 @@ def _run_local(args) -> int:
     k = min(args.top_k, len(model.labels))
     for path in args.images:
         try:
-            pixels = read_image(path)
+            pixels = read_image(path, model.image_size)
         except ImageReadError as error:
             print(f"error: {error}", file=sys.stderr)
             status = 2
             continue
-        logits = np.asarray(model.predict_on_batch(pixels[None].astype("float32")))[0]
+        logits = np.asarray(model.predict_on_batch(pixels[None]))[0]
         logits = logits.astype("float64")
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()

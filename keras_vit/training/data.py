@@ -32,8 +32,8 @@ import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
-# What tf.io.decode_image reads; the serving signature decodes the same formats.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# What the one decoder (serving/decode.py) reads, in training and serving alike.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # How many corrupt file names a warning or error lists before it only counts.
 _MAX_LISTED = 10
 
@@ -128,7 +128,7 @@ class FileImageDataset(ImageDataset):
         )
 
     def find_corrupt(self) -> list[str]:
-        """The files that TensorFlow's image decoder rejects (decodes each file once)."""
+        """The files that the image decoder rejects (decodes each file once, at a reduced scale)."""
         indices = tf.data.Dataset.range(len(self.paths))
         decoded = indices.map(_decode_checked(tf.constant(self.paths)), num_parallel_calls=8)
         # A file that fails to decode drops out of the stream; the survivors name the good ones.
@@ -144,18 +144,23 @@ class FileImageDataset(ImageDataset):
 
 def _decode_checked(paths: tf.Tensor):
     def decode_or_fail(index):
-        image = decode_image(tf.io.read_file(paths[index]))
+        # A small target lets big JPEGs decode at 1/8 scale: every byte is still checked.
+        image = decode_image(tf.io.read_file(paths[index]), (16, 16))
         # Depending on the shape makes the decode run even though nobody reads the pixels.
         return index, tf.shape(image)[0]
 
     return decode_or_fail
 
 
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """Decodes JPEG/PNG/GIF (first frame)/BMP bytes to uint8 RGB ``(H, W, 3)``."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+def decode_image(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+    """Decodes image bytes to uint8 RGB ``(H, W, 3)`` for a model of ``image_size``.
+
+    The exported signatures' decoder (``serving.decode.decode_image``): the same
+    IDCT and reduced JPEG scale, so training sees the pixels serving sees.
+    """
+    from serving.decode import decode_image as decode
+
+    return decode(encoded, image_size)
 
 
 def list_image_folder(

@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from keras_vit.training.data import ImageDataset, decode_image
+from serving.decode import resize
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -63,14 +64,12 @@ class AugmentConfig:
 
 
 def resize_like_model(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
-    """Resizes ``(H, W, 3)`` or ``(N, H, W, 3)`` pixels with the in-graph layer's op, to float32."""
-    return keras.ops.image.resize(
-        tf.cast(image, tf.float32),
-        tuple(image_size),
-        interpolation="bilinear",
-        antialias=True,
-        data_format="channels_last",
-    )
+    """Resizes ``(H, W, 3)`` or ``(N, H, W, 3)`` pixels as serving does, to float32.
+
+    The serving decoder's resize (``serving.decode.resize``): the in-graph layer's op
+    (bilinear, antialiased), skipped at the same size.
+    """
+    return resize(image, image_size)
 
 
 def eval_pipeline(
@@ -84,7 +83,7 @@ def eval_pipeline(
     image_size = tuple(image_size)
 
     def prepare(encoded, label):
-        image = resize_like_model(decode_image(encoded), image_size)
+        image = resize_like_model(decode_image(encoded, image_size), image_size)
         return tf.ensure_shape(image, (*image_size, 3)), tf.one_hot(label, num_classes)
 
     dataset = data.to_tf_dataset().map(prepare, num_parallel_calls=AUTOTUNE)
@@ -113,7 +112,8 @@ def train_pipeline(
     image_size = tuple(image_size)
 
     dataset = data.to_tf_dataset().map(
-        lambda encoded, label: (decode_image(encoded), label), num_parallel_calls=AUTOTUNE
+        lambda encoded, label: (decode_image(encoded, image_size), label),
+        num_parallel_calls=AUTOTUNE,
     )
     dataset = _cache(dataset, cache)
     size = data.size or shuffle_buffer

@@ -39,7 +39,11 @@ def test_predict_prints_the_top_k_of_the_in_process_model(model_file, photos, ca
     assert main(["predict", "--model", str(path), "--top-k", "3", *map(str, photos)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2
-    pixels = np.asarray(Image.open(photos[0]).convert("RGB"))[None].astype("float64")
+    # The reference: PIL's decode at libjpeg's reduced DCT scale (``draft``, the rule the
+    # one decoder follows: at least twice the model input), then the model's own resize.
+    image = Image.open(photos[0])
+    image.draft("RGB", (2 * model.image_size[1], 2 * model.image_size[0]))
+    pixels = np.asarray(image.convert("RGB"))[None].astype("float32")
     logits = np.asarray(model(pixels), dtype="float64")[0]
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     order = np.argsort(-probabilities)[:3]

@@ -159,13 +159,14 @@ def patched(data: bytes, offset: int, fmt: str, *values) -> bytes:
 def huge_headers(photo) -> dict[str, bytes]:
     """Small valid files whose headers declare far more pixels than the limit."""
     files = formats(photo)
-    jpeg = files["jpeg"]
+    jpeg, progressive, big = files["jpeg"], files["progressive jpeg"], (60000, 60000)
     sof = jpeg.index(b"\xff\xc0")
     webp = encode(photo, "WEBP", lossless=True)
     vp8x = b"RIFF" + struct.pack("<I", 4 + 18) + b"WEBPVP8X" + struct.pack("<I", 10)
     vp8x += b"\x00\x00\x00\x00" + (16383).to_bytes(3, "little") * 2
     return {
         "jpeg": patched(jpeg, sof + 5, ">HH", 60000, 60000),
+        "progressive jpeg": patched(progressive, progressive.index(b"\xff\xc2") + 5, ">HH", *big),
         "png": patched(files["png"], 16, ">II", 100000, 100000),
         "gif": patched(files["gif"], 6, "<HH", 65535, 65535),
         "bmp": patched(files["bmp"], 18, "<ii", 40000, 40000),
@@ -174,7 +175,9 @@ def huge_headers(photo) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("name", ["jpeg", "png", "gif", "bmp", "webp lossless", "webp extended"])
+@pytest.mark.parametrize(
+    "name", ["jpeg", "progressive jpeg", "png", "gif", "bmp", "webp lossless", "webp extended"]
+)
 def test_headers_declaring_too_many_pixels_are_rejected_before_decoding(decode, photo, name):
     data = huge_headers(photo)[name]
     assert len(data) < 50_000
@@ -219,6 +222,10 @@ def test_a_hand_made_gif_decodes_to_its_colour_table(decode):
     np.testing.assert_array_equal(image, np.repeat(stripes[..., None], 3, axis=-1))
 
 
+NOT_AN_IMAGE = "not a JPEG, PNG, GIF, BMP or WebP image, nor base64 text of one"
+UNSUPPORTED_BMP = "unsupported BMP: only uncompressed 8-, 24- and 32-bit"
+
+
 def bad_inputs(photo) -> dict[str, tuple[bytes, str]]:
     """Bad elements and the reason the error must give."""
     from PIL import Image
@@ -233,25 +240,31 @@ def bad_inputs(photo) -> dict[str, tuple[bytes, str]]:
     return {
         "empty": (b"", "empty string: no image bytes"),
         "html": (b"<html><body>Not found</body></html>", "not a JPEG, PNG, GIF, BMP or WebP"),
-        "text": (b"hello, world", "not a JPEG, PNG, GIF, BMP or WebP image, nor base64"),
-        "base64 of text": (base64.b64encode(b"just some text"), "base64 text that decodes to 14"),
-        "base64 bad length": (base64.b64encode(png[:300]) + b"Q", "invalid base64 text"),
-        "jpeg cut in the data": (jpeg[: len(jpeg) * 2 // 3], "truncated JPEG: no end-of-image"),
-        "jpeg cut in the header": (jpeg[: sof + 4], "truncated JPEG: the header ends inside"),
+        "text": (b"hello, world", NOT_AN_IMAGE + ": 12 bytes starting `hello, world`"),
+        "base64 of text": (
+            base64.b64encode(b"just some text"),
+            NOT_AN_IMAGE + ": 20 bytes starting `anVzdCBzb21lIHRl...`",
+        ),
+        "base64 bad length": (base64.b64encode(png[:300]) + b"Q", NOT_AN_IMAGE + ": 401 bytes"),
+        "jpeg cut in the data": (
+            jpeg[: len(jpeg) * 2 // 3],
+            "truncated JPEG: the data ends before",
+        ),
+        "jpeg cut in the header": (jpeg[: sof + 4], "truncated JPEG"),
         "jpeg magic only": (b"\xff\xd8\xff", "truncated JPEG"),
-        "jpeg bad marker": (jpeg[:20] + b"\x00" * 40 + jpeg[60:], "corrupt JPEG: invalid marker"),
-        "jpeg lossless": (patched(jpeg, sof, ">H", 0xFFC3), "unsupported JPEG coding process"),
-        "jpeg 12-bit": (patched(jpeg, sof + 4, ">B", 12), "12-bit JPEG samples are not supported"),
-        "png cut": (png[: len(png) // 2], "truncated PNG: no IEND chunk"),
-        "png without IEND": (png[:-12], "truncated PNG: no IEND chunk"),
-        "png header only": (png[:20], "truncated PNG: shorter than its header"),
-        "png bad first chunk": (patched(png, 12, "4s", b"IDAT"), "corrupt PNG: the first chunk"),
-        "gif cut": (gif[: len(gif) // 2], "truncated GIF: the first frame is incomplete"),
-        "gif without colours": (crafted_gif(False), "corrupt GIF: no colour table"),
+        "jpeg bad marker": (jpeg[:20] + b"\x00" * 40 + jpeg[60:], "corrupt or unsupported JPEG"),
+        "jpeg lossless": (patched(jpeg, sof, ">H", 0xFFC3), "corrupt or unsupported JPEG"),
+        "jpeg 12-bit": (patched(jpeg, sof + 4, ">B", 12), "corrupt or unsupported JPEG"),
+        "png cut": (png[: len(png) // 2], "truncated PNG: the data ends before"),
+        "png without IEND": (png[:-12], "truncated PNG: the data ends before"),
+        "png header only": (png[:20], "truncated PNG"),
+        "png bad first chunk": (patched(png, 12, "4s", b"IDAT"), "corrupt or unsupported PNG"),
+        "gif cut": (gif[: len(gif) // 2], "truncated GIF: the data ends before"),
+        "gif without colours": (crafted_gif(False), "corrupt or unsupported GIF"),
         "bmp cut": (bmp[:-100], "truncated BMP"),
-        "bmp 16-bit": (patched(bmp, 28, "<H", 16), "16-bit BMP is not supported"),
-        "bmp compressed": (patched(bmp, 30, "<I", 1), "compressed BMP is not supported"),
-        "bmp os2 header": (patched(bmp, 14, "<I", 12), "unsupported BMP header of 12 bytes"),
+        "bmp 16-bit": (patched(bmp, 28, "<H", 16), UNSUPPORTED_BMP),
+        "bmp compressed": (patched(bmp, 30, "<I", 1), UNSUPPORTED_BMP),
+        "bmp os2 header": (patched(bmp, 14, "<I", 12), UNSUPPORTED_BMP),
         "webp cut": (files["lossless webp"][:-50], "truncated WebP"),
         "animated webp": (animated.getvalue(), "animated WebP is not supported"),
     }
@@ -307,3 +320,132 @@ def test_reduced_scale_decoding_stays_close_to_a_full_size_resize(decode, photos
     assert int(jpeg_scale_ratio(512, 512, (HEIGHT, WIDTH))) == 4
     full = tf.image.resize(pil_rgb(jpeg), (HEIGHT, WIDTH), antialias=True).numpy()
     assert np.abs(decode([jpeg])[0] - full).mean() < 2.0
+
+
+def test_corrupt_compressed_data_is_named_by_its_index(decode, photo):
+    png = bytearray(formats(photo)["png"])
+    idat = png.index(b"IDAT")
+    png[idat + 40] ^= 0xFF  # the header is fine; zlib or the CRC check fails in the decoder
+    message = decode_error(decode, [formats(photo)["jpeg"], bytes(png)])
+    assert (
+        "image_bytes[1]: corrupt or unsupported PNG: the TensorFlow decoder rejects it" in message
+    )
+
+
+def test_reasons_say_when_the_bytes_were_base64_text(decode, photo):
+    jpeg = formats(photo)["jpeg"]
+    message = decode_error(decode, [base64.b64encode(jpeg[: len(jpeg) // 2])])
+    assert "image_bytes[0]: truncated JPEG: the data ends before the image does (after " in message
+    assert "decoding base64 text)" in message
+
+
+def test_the_request_pixel_budget_counts_every_image(photo):
+    import tensorflow as tf
+
+    from serving.decode import decode_images
+
+    png = encode(np.zeros((500, 800, 3), np.uint8), "PNG")  # 400,000 pixels
+    fn = tf.function(
+        lambda x: decode_images(
+            x, (HEIGHT, WIDTH), max_pixels=500_000, max_request_pixels=1_000_000
+        ),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+        autograph=False,
+    )
+    assert fn(tf.constant([png, png])).shape == (2, HEIGHT, WIDTH, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        fn(tf.constant([png, png, png]))
+    assert (
+        "image_bytes[2]: the images of this request add up to 1200000 pixels with this one, "
+        "more than the limit of 1000000 per request" in caught.value.message
+    )
+    # A JPEG counts the pixels of the DCT scale it is decoded at: 1000x1000 at 1/4 here.
+    jpeg = encode(np.zeros((1000, 1000, 3), np.uint8), "JPEG")
+    big = tf.function(
+        lambda x: decode_images(
+            x, (HEIGHT, WIDTH), max_pixels=1_000_000, max_request_pixels=300_000
+        ),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+        autograph=False,
+    )
+    assert big(tf.constant([jpeg] * 4)).shape == (4, HEIGHT, WIDTH, 3)
+
+
+def gif_with_sub_blocks(photo, sizes) -> bytes:
+    """The test GIF with a comment extension of sub-blocks of ``sizes`` bytes before its frame."""
+    from PIL import Image
+
+    gif = encode(Image.fromarray(photo).convert("P", palette=Image.ADAPTIVE), "GIF")
+    start = 13 + (3 * 2 ** (gif[10] % 8 + 1) if gif[10] & 0x80 else 0)
+    comment = b"".join(bytes([size]) + b"x" * size for size in sizes)
+    return gif[:start] + b"\x21\xfe" + comment + b"\x00" + gif[start:]
+
+
+def test_a_flood_of_gif_sub_blocks_is_answered_fast(decode, photo):
+    # 3 MB of one-byte comment sub-blocks: the old block walk took 40 s on a server.
+    import time
+
+    flood = gif_with_sub_blocks(photo, [1] * 1_500_000)
+    started = time.perf_counter()
+    np.testing.assert_array_equal(decode([flood])[0], pil_rgb(flood))
+    assert time.perf_counter() - started < 5.0
+    # Sub-blocks of changing sizes cannot be crossed in runs: refused after a bounded walk.
+    mixed = gif_with_sub_blocks(photo, [1, 2] * 300_000)
+    started = time.perf_counter()
+    assert "unsupported GIF: more than 1024 runs of blocks" in decode_error(decode, [mixed])
+    assert time.perf_counter() - started < 5.0
+
+
+def test_frames_after_the_first_are_never_decoded(decode, photo):
+    from PIL import Image
+
+    frames = [Image.fromarray(photo), Image.fromarray(255 - photo)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    data = bytearray(buffer.getvalue())
+    second = data.index(b"\x2c", data.index(b"\x2c") + 20 + len(data) // 3)
+    data[second + 5 : second + 9] = struct.pack("<HH", 65535, 65535)  # a bomb as frame 2
+    np.testing.assert_array_equal(decode([bytes(data)])[0], decode([buffer.getvalue()])[0])
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding(decode, photo):
+    # Each scan of a progressive JPEG makes libjpeg pass over the whole image.
+    jpeg = formats(photo)["progressive jpeg"]
+    last_scan = jpeg[jpeg.rindex(b"\xff\xda") : -2]
+    assert decode([jpeg[:-2] + last_scan * 80 + jpeg[-2:]]).shape == (1, HEIGHT, WIDTH, 3)
+    many = jpeg[:-2] + last_scan * 120 + jpeg[-2:]
+    scans = many.count(b"\xff\xda")
+    assert f"image_bytes[0]: unsupported JPEG: {scans} scans, more than the 100 accepted" in (
+        decode_error(decode, [many])
+    )
+
+
+def test_the_first_frame_cut_keeps_what_tf_decodes_from_the_whole_file(decode, photo):
+    # Extensions are dropped before TF's decoder, except the frame's graphic control
+    # (transparency): TF's own decode of the untouched file is the reference.
+    import tensorflow as tf
+    from PIL import Image
+
+    image = Image.fromarray(photo).convert("P", palette=Image.ADAPTIVE)
+    transparent = encode(image, "GIF", transparency=int(np.asarray(image)[0, 0]), comment=b"hi")
+    assert b"\x21\xf9\x04" in transparent
+    animated = io.BytesIO()
+    image.save(animated, "GIF", save_all=True, append_images=[image.rotate(90)], loop=0)
+    for data in (transparent, animated.getvalue(), gif_with_sub_blocks(photo, [7] * 5000)):
+        expected = tf.io.decode_gif(data)[0].numpy()
+        np.testing.assert_array_equal(decode([data])[0], expected)
+
+
+def test_decode_batch_gives_per_image_outcomes_and_can_fail_fast(photo):
+    import tensorflow as tf
+
+    from serving.decode import decode_batch
+
+    good = formats(photo)["png"]
+    batch = tf.constant([good, b"", good])
+    pixels, reasons = decode_batch(batch, (HEIGHT, WIDTH))
+    assert [r.decode() for r in reasons.numpy()] == ["", "empty string: no image bytes", ""]
+    np.testing.assert_array_equal(pixels[2], pil_rgb(good))
+    # The signatures fail the whole request: then nothing is decoded after a bad header.
+    pixels, reasons = decode_batch(batch, (HEIGHT, WIDTH), fail_fast=True)
+    assert reasons.numpy()[1] and not pixels.numpy().any()
