@@ -16,11 +16,9 @@ import pytest
 
 from tests.journeys.conftest import CLASS_PHOTOS, predictions, serving
 
-# In-process prediction decodes with PIL; the served signature decodes in the graph
-# (its own IDCT, JPEGs at a reduced DCT scale when much larger than the model's input).
-# PNGs decode to the same pixels; JPEG pixels differ by a grey level or two, which moved
-# the scores by at most 2e-5 here (measured); 1e-3 leaves room for other libjpeg builds.
-SCORE_TOLERANCE = 1e-3  # tightened to 1e-5 once the shared decoder lands
+# In-process prediction and the served signature share one decoder (serving/decode.py):
+# the same pixels, so the scores agree to float rounding.
+SCORE_TOLERANCE = 1e-5
 
 SOURCES = {
     "tf_h5": "in21k_tf",  # TFViTModel.save_pretrained: tf_model.h5, no head
