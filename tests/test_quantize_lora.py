@@ -227,3 +227,18 @@ def test_train_with_lora_rank_saves_a_merged_model_that_exports_and_serves(tmp_p
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
     served = _served_probabilities(model, tmp_path / "models" / "vit", images)
     np.testing.assert_allclose(served, _softmax(model(images)), atol=1e-5)
+
+
+def test_cli_export_quantize_int8_writes_int8_variables(tmp_path):
+    import tensorflow as tf
+
+    from keras_vit import ViTClassifier
+    from keras_vit.cli import main
+
+    ViTClassifier(**TINY_CONFIG).save(tmp_path / "tiny.keras")
+    base = tmp_path / "models" / "vit"
+    argv = ["export", "--model", str(tmp_path / "tiny.keras"), "--output", str(base)]
+    assert main([*argv, "--quantize", "int8"]) == 0
+    dtypes = tf.train.load_checkpoint(str(base / "1" / "variables" / "variables"))
+    dtypes = dtypes.get_variable_to_dtype_map()
+    assert sum(dtype == tf.int8 for dtype in dtypes.values()) >= 6 * TINY_CONFIG["num_layers"]

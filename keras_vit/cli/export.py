@@ -68,6 +68,11 @@ def register(subparsers) -> None:
         "--xla_cpu_compilation_enabled=true on CPU)",
     )
     parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="quantize the weights with Keras (model.quantize) before exporting",
+    )
+    parser.add_argument(
         "--warmup-image",
         action="append",
         default=None,
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
         return 1
+    if args.quantize:
+        model.quantize(args.quantize)
     started = time.perf_counter()
     try:
         path = export_saved_model(
