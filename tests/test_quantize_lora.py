@@ -242,3 +242,16 @@ def test_cli_export_quantize_int8_writes_int8_variables(tmp_path):
     dtypes = tf.train.load_checkpoint(str(base / "1" / "variables" / "variables"))
     dtypes = dtypes.get_variable_to_dtype_map()
     assert sum(dtype == tf.int8 for dtype in dtypes.values()) >= 6 * TINY_CONFIG["num_layers"]
+
+
+def test_train_cli_passes_lora_rank():
+    from keras_vit.cli import build_parser
+    from keras_vit.cli.train import options_from_args
+
+    parser = build_parser()
+    argv = ["train", "--model", "m.keras", "--data", "d/", "--output", "o/"]
+    options, _ = options_from_args(parser.parse_args([*argv, "--lora-rank", "8"]))
+    assert options["lora_rank"] == 8
+    assert "lora_rank" not in options_from_args(parser.parse_args(argv))[0]
+    with pytest.raises(ValueError, match="--lora-rank"):
+        options_from_args(parser.parse_args([*argv, "--lora-rank", "0"]))
