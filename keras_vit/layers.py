@@ -116,6 +116,9 @@ class DropPath(keras.layers.Layer):
         self.rate = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # No weights to create: built from the start (as keras.layers.Dropout is), so that
+        # Model.quantize(), which requires every layer to be built, accepts the model.
+        self.built = True
 
     def call(self, x, training=None):
         if not training or self.rate == 0.0:
@@ -197,7 +200,7 @@ class EncoderBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         y = self.norm_1(x)
-        if self._plain_attention(training):
+        if self._matmul_projections(training):
             y = self._self_attention(y)
         else:
             y = self.attention(y, y, training=training)
@@ -210,11 +213,13 @@ class EncoderBlock(keras.layers.Layer):
         y = self.mlp_dropout(y, training=training)
         return x + self.drop_path(y, training=training)
 
-    def _plain_attention(self, training) -> bool:
+    def _matmul_projections(self, training) -> bool:
         """Whether ``_self_attention`` computes exactly what ``self.attention`` would.
 
-        That is without attention dropout at work and with plain (not quantized)
-        kernels; otherwise the block calls the Keras layer itself.
+        That is without attention dropout at work and with float (not quantized)
+        kernels; LoRA-enabled kernels are fine (``kernel`` includes the update).
+        Otherwise the block calls the Keras layer itself, which also ends in
+        ``ops.dot_product_attention``.
         """
         dropout_active = bool(training) and self.attention_dropout_rate > 0
         denses = (
@@ -226,12 +231,14 @@ class EncoderBlock(keras.layers.Layer):
         return not dropout_active and all(d.quantization_mode is None for d in denses)
 
     def _self_attention(self, x):
-        """Multi-head self-attention with the weights of ``self.attention``, as 2-D matmuls.
+        """Multi-head self-attention with the weights of ``self.attention``.
 
-        Same arithmetic as ``keras.layers.MultiHeadAttention``, but its einsum
-        projections become a broadcast batch matmul plus a 4-D bias add on the
-        TensorFlow backend, and its attention einsums transpose inside; this
-        path is about 7% faster on the CPU at batch 8 (see benchmarks/README.md).
+        The attention itself is ``keras.ops.dot_product_attention`` (which the
+        backend may run as flash attention), as in ``keras.layers.MultiHeadAttention``.
+        Only the q/k/v and output projections differ: 2-D matmuls over the
+        flattened tokens, where the Keras layer's einsums become a broadcast
+        batch matmul plus a 4-D bias add on the TensorFlow backend, which
+        measured slower on the CPU (see benchmarks/README.md).
         """
         mha = self.attention
         heads, head_dim = self.num_heads, self.hidden_dim // self.num_heads
@@ -243,16 +250,17 @@ class EncoderBlock(keras.layers.Layer):
             kernel = ops.reshape(ops.cast(dense.kernel, x.dtype), (self.hidden_dim, -1))  # (D, H*d)
             bias = ops.reshape(ops.cast(dense.bias, x.dtype), (-1,))  # (H*d,)
             y = ops.matmul(tokens, kernel) + bias
-            y = ops.reshape(y, (batch, length, heads, head_dim))
-            return ops.transpose(y, (0, 2, 1, 3))  # (B, H, N, d)
+            return ops.reshape(y, (batch, length, heads, head_dim))  # (B, N, H, d)
 
-        # Scaling q rather than the logits is exact when head_dim is a power of 4 (ViT: 64).
-        query = project(mha.query_dense) * ops.cast(1.0 / math.sqrt(head_dim), x.dtype)
-        key, value = project(mha.key_dense), project(mha.value_dense)
-        logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # (B, H, N, N)
-        # Softmax in float32 even under mixed precision, as Keras's attention does.
-        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), x.dtype)
-        context = ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))  # (B, N, H, d)
+        query, key, value = (
+            project(mha.query_dense),
+            project(mha.key_dense),
+            project(mha.value_dense),
+        )
+        # Softmax in float32 even under mixed precision (the op does so itself).
+        context = ops.dot_product_attention(
+            query, key, value, scale=1.0 / math.sqrt(head_dim)
+        )  # (B, N, H, d)
         context = ops.reshape(context, (-1, heads * head_dim))  # (B*N, H*d)
         out_kernel = ops.cast(mha.output_dense.kernel, x.dtype)
         out_kernel = ops.reshape(out_kernel, (heads * head_dim, self.hidden_dim))  # (H*d, D)

@@ -21,6 +21,11 @@ from keras_vit.preprocessing import (
 )
 from keras_vit.presets import DEFAULT_PRESET, get_preset
 
+# The projections of each encoder block that LoRA can adapt, by the names in checkpoints.
+LORA_TARGETS = ("query", "key", "value", "attention_output", "mlp_dense_1", "mlp_dense_2")
+# Query and value, as keras-hub's Backbone.enable_lora and HF's PEFT ViT guide adapt by default.
+DEFAULT_LORA_TARGETS = ("query", "value")
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ViTClassifier(keras.Model):
@@ -154,6 +159,93 @@ class ViTClassifier(keras.Model):
         (before ``pre_logits`` and ``head``), shape ``(batch, hidden_dim)``.
         """
         return keras.Model(self.input, self.get_layer("pooling").output, name="vit_embedding")
+
+    def enable_lora(
+        self,
+        rank: int,
+        target_names: Sequence[str] = DEFAULT_LORA_TARGETS,
+        *,
+        train_head: bool = True,
+        lora_alpha: float | None = None,
+    ) -> None:
+        """Parameter-efficient fine-tuning: low-rank adapters on the encoder's projections.
+
+        Calls Keras's own ``enable_lora(rank)`` on the ``target_names`` layers of
+        every encoder block (``query``, ``key``, ``value``, ``attention_output``,
+        ``mlp_dense_1``, ``mlp_dense_2``; default query and value, as keras-hub
+        and HF's PEFT ViT guide do), then freezes every other variable, biases
+        included, except the ``head`` when ``train_head`` (a new head must learn;
+        PEFT's ``modules_to_save=["classifier"]``). ``model.save()`` and
+        :meth:`merge_lora` write the kernels with the update merged in.
+
+        Example:
+        >>> model = ViTClassifier(image_size=32, patch_size=8, num_layers=2, num_heads=3,
+        ...                       hidden_dim=48, mlp_dim=96, num_classes=5)
+        >>> model.enable_lora(4)
+        >>> sorted({v.path.split("/")[-1] for v in model.trainable_weights})
+        ['bias', 'kernel', 'lora_kernel_a', 'lora_kernel_b']
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"LoRA rank must be a positive integer, got {rank!r}")
+        target_names = tuple(target_names)
+        unknown = sorted(set(target_names) - set(LORA_TARGETS))
+        if unknown or not target_names:
+            raise ValueError(
+                f"Unknown LoRA targets {unknown or target_names!r}; choose from {LORA_TARGETS}"
+            )
+        layers = [
+            self._lora_target(i, name) for i in range(self.num_layers) for name in target_names
+        ]
+        if any(layer.lora_enabled for layer in layers):
+            raise ValueError("LoRA is already enabled on this model")
+        self.trainable = True  # every layer; the variables' own flags decide below
+        for layer in layers:
+            layer.enable_lora(rank, lora_alpha=lora_alpha)
+        adapters = {id(v) for layer in layers for v in (layer.lora_kernel_a, layer.lora_kernel_b)}
+        for variable in self.weights:
+            in_head = variable.path.startswith("head/")
+            variable.trainable = id(variable) in adapters or (train_head and in_head)
+
+    @property
+    def lora_enabled(self) -> bool:
+        """Whether any projection carries LoRA adapters."""
+        return any(
+            getattr(layer, "lora_enabled", False)
+            for layer in self._flatten_layers(include_self=False)
+        )
+
+    def merge_lora(self) -> ViTClassifier:
+        """A plain ViTClassifier (same config) whose kernels have the LoRA updates merged in.
+
+        It has the variables of a model that never had adapters, so it saves,
+        exports and serves like any other. Without LoRA it is a plain copy.
+        """
+        config = self.get_config()
+        config.pop("name", None)
+        merged = type(self).from_config(config)
+        pairs = zip(self._flatten_layers(), merged._flatten_layers(), strict=True)
+        for source, target in pairs:
+            if type(source) is not type(target):
+                raise RuntimeError(f"Layer order differs: {source.name!r} vs {target.name!r}")
+            if source is self or not source.weights:
+                continue
+            # Keras's own serialisation merges LoRA: kernel + (alpha / rank) * A @ B.
+            store = {}
+            source.save_own_variables(store)
+            target.load_own_variables(store)
+        return merged
+
+    def _lora_target(self, block: int, name: str):
+        layer = self.get_layer(f"encoder_block_{block}")
+        if name in ("mlp_dense_1", "mlp_dense_2"):
+            return getattr(layer, name)
+        attention = layer.attention
+        return {
+            "query": attention.query_dense,
+            "key": attention.key_dense,
+            "value": attention.value_dense,
+            "attention_output": attention.output_dense,
+        }[name]
 
     @classmethod
     def from_preset(cls, preset: str = DEFAULT_PRESET, **kwargs) -> ViTClassifier:

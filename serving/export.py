@@ -362,6 +362,14 @@ class ServingModule(tf.Module):
         if with_explain:
             from serving.explain_signature import EXPLAIN, explain_function
 
+            if any(getattr(layer, "quantization_mode", None) for layer in model._flatten_layers()):
+                # The rollout reads the attention kernels as floats; int8 kernels need their
+                # scales, which the explain path does not apply.
+                raise ExportError(
+                    "the 'explain' signature needs float attention kernels: "
+                    "export a quantized model without --with-explain"
+                )
+
             self._signatures[EXPLAIN] = explain_function(model, labels, decode_bytes, image_size)
 
     @property

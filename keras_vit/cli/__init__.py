@@ -22,6 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vision Transformers in Keras 3: load checkpoints, fine-tune, "
         "export for TF Serving, serve and query.",
     )
+    parser.add_argument(
+        "--verbose",
+        dest="tf_logs",
+        action="store_true",
+        help="show TensorFlow's C++ start-up log lines (hidden by default; setting "
+        "TF_CPP_MIN_LOG_LEVEL yourself also shows them, at that level)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMANDS:
@@ -38,11 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if _needs_tensorflow(args):
+        from keras_vit.cli.quiet import quiet_tensorflow
+
+        quiet_tensorflow(verbose=args.tf_logs)
     try:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
     return int(result or 0)
+
+
+def _needs_tensorflow(args: argparse.Namespace) -> bool:
+    """Every command but ``deploy`` and REST ``predict --server`` runs TensorFlow."""
+    if args.command == "deploy":
+        return False
+    if args.command == "predict" and getattr(args, "server", None):
+        return getattr(args, "protocol", "grpc") != "rest"
+    return True
 
 
 if __name__ == "__main__":

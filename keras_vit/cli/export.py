@@ -81,6 +81,11 @@ def register(subparsers) -> None:
         help="add the 'explain' signature: label, score, attention rollout map and overlay PNG",
     )
     parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="quantize the weights with Keras (model.quantize) before exporting",
+    )
+    parser.add_argument(
         "--warmup-image",
         action="append",
         default=None,
@@ -116,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
         return 1
+    if args.quantize:
+        model.quantize(args.quantize)
     started = time.perf_counter()
     try:
         path = export_saved_model(

@@ -125,6 +125,14 @@ def register(subparsers) -> None:
         "--freeze-backbone", action="store_true", help="train the head only (linear probe)"
     )
     optim.add_argument(
+        "--lora-rank",
+        type=int,
+        metavar="RANK",
+        help="parameter-efficient fine-tuning: train LoRA adapters of this rank on the "
+        "attention query/value projections, and the head; the rest stays frozen and the "
+        "saved model has the adapters merged in",
+    )
+    optim.add_argument(
         "--unfreeze-at-epoch",
         type=int,
         help="with --freeze-backbone: train everything from this epoch on (1-based)",
@@ -199,6 +207,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict, dict | None]:
         "verbose",
         "on_corrupt",
         "image_size",
+        "lora_rank",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -221,6 +230,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict, dict | None]:
         )
     if args.freeze_backbone:
         options["freeze_backbone"] = True
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise ValueError("--lora-rank must be at least 1")
     if args.unfreeze_at_epoch is not None:
         if args.unfreeze_at_epoch < 1:
             raise ValueError("--unfreeze-at-epoch counts from 1")

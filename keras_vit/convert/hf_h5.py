@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from keras_vit.convert import table
 from keras_vit.convert.common import CheckpointError, Row, Shape
 
 
@@ -72,66 +73,9 @@ def tf_prefix(keys) -> str:
 
 def tf_rows(num_layers: int, prefix: str = "vit/", pre_logits: bool = False) -> list[Row]:
     """transformers TF names -> Keras paths (layout (a) of docs/checkpoints.md)."""
-    e = f"{prefix}embeddings/"
-    rows = [
-        Row("patch_embedding/projection/kernel", f"{e}patch_embeddings/projection/kernel:0"),
-        Row("patch_embedding/projection/bias", f"{e}patch_embeddings/projection/bias:0"),
-        Row("class_token/class_token", f"{e}cls_token:0"),
-        Row(
-            "position_embedding/position_embedding",
-            f"{e}position_embeddings:0",
-            "position_embedding",
-        ),
-    ]
-    for i in range(num_layers):
-        k, s = f"encoder_block_{i}/", f"{prefix}encoder/layer_._{i}/"
-        rows += [
-            Row(f"{k}norm_1/gamma", f"{s}layernorm_before/gamma:0"),
-            Row(f"{k}norm_1/beta", f"{s}layernorm_before/beta:0"),
-        ]
-        for name in ("query", "key", "value"):
-            rows += [
-                Row(
-                    f"{k}attention/{name}/kernel",
-                    f"{s}attention/attention/{name}/kernel:0",
-                    "heads_kernel",
-                ),
-                Row(
-                    f"{k}attention/{name}/bias",
-                    f"{s}attention/attention/{name}/bias:0",
-                    "heads_bias",
-                ),
-            ]
-        rows += [
-            Row(
-                f"{k}attention/attention_output/kernel",
-                f"{s}attention/output/dense/kernel:0",
-                "heads_output_kernel",
-            ),
-            Row(f"{k}attention/attention_output/bias", f"{s}attention/output/dense/bias:0"),
-            Row(f"{k}norm_2/gamma", f"{s}layernorm_after/gamma:0"),
-            Row(f"{k}norm_2/beta", f"{s}layernorm_after/beta:0"),
-            Row(f"{k}mlp_dense_1/kernel", f"{s}intermediate/dense/kernel:0"),
-            Row(f"{k}mlp_dense_1/bias", f"{s}intermediate/dense/bias:0"),
-            Row(f"{k}mlp_dense_2/kernel", f"{s}output/dense/kernel:0"),
-            Row(f"{k}mlp_dense_2/bias", f"{s}output/dense/bias:0"),
-        ]
-    rows += [
-        Row("encoder_norm/gamma", f"{prefix}layernorm/gamma:0"),
-        Row("encoder_norm/beta", f"{prefix}layernorm/beta:0"),
-    ]
-    if pre_logits:
-        # TFViTModel's pooler is Dense + tanh on the class token: the original pre-logits.
-        rows += [
-            Row("pre_logits/kernel", f"{prefix}pooler/dense/kernel:0"),
-            Row("pre_logits/bias", f"{prefix}pooler/dense/bias:0"),
-        ]
-    rows += [
-        Row("head/kernel", "classifier/kernel:0"),
-        Row("head/bias", "classifier/bias:0"),
-    ]
-    return rows
+    return table.rows(table.hf_tf(prefix), num_layers, pre_logits)
 
 
 def tf_pooler_keys(prefix: str = "vit/") -> tuple[str, str]:
-    return (f"{prefix}pooler/dense/kernel:0", f"{prefix}pooler/dense/bias:0")
+    translation = table.hf_tf(prefix)
+    return (translation.key("pre_logits", "kernel"), translation.key("pre_logits", "bias"))

@@ -20,6 +20,7 @@ import struct
 
 import numpy as np
 
+from keras_vit.convert import table
 from keras_vit.convert.common import CheckpointError, Row, Shape
 
 _DTYPES = {
@@ -129,66 +130,9 @@ def detect_layout(keys) -> tuple[str, str]:
 
 def pt_rows(num_layers: int, prefix: str = "vit.", pre_logits: bool = False) -> list[Row]:
     """transformers PyTorch names -> Keras paths (layout (b) of docs/checkpoints.md)."""
-    e = f"{prefix}embeddings."
-    rows = [
-        Row(
-            "patch_embedding/projection/kernel",
-            f"{e}patch_embeddings.projection.weight",
-            "conv_oihw",
-        ),
-        Row("patch_embedding/projection/bias", f"{e}patch_embeddings.projection.bias"),
-        Row("class_token/class_token", f"{e}cls_token"),
-        Row(
-            "position_embedding/position_embedding", f"{e}position_embeddings", "position_embedding"
-        ),
-    ]
-    for i in range(num_layers):
-        k, s = f"encoder_block_{i}/", f"{prefix}encoder.layer.{i}."
-        rows += [
-            Row(f"{k}norm_1/gamma", f"{s}layernorm_before.weight"),
-            Row(f"{k}norm_1/beta", f"{s}layernorm_before.bias"),
-        ]
-        for name in ("query", "key", "value"):
-            rows += [
-                Row(
-                    f"{k}attention/{name}/kernel",
-                    f"{s}attention.attention.{name}.weight",
-                    "linear_heads_kernel",
-                ),
-                Row(
-                    f"{k}attention/{name}/bias", f"{s}attention.attention.{name}.bias", "heads_bias"
-                ),
-            ]
-        rows += [
-            Row(
-                f"{k}attention/attention_output/kernel",
-                f"{s}attention.output.dense.weight",
-                "linear_heads_output_kernel",
-            ),
-            Row(f"{k}attention/attention_output/bias", f"{s}attention.output.dense.bias"),
-            Row(f"{k}norm_2/gamma", f"{s}layernorm_after.weight"),
-            Row(f"{k}norm_2/beta", f"{s}layernorm_after.bias"),
-            Row(f"{k}mlp_dense_1/kernel", f"{s}intermediate.dense.weight", "linear"),
-            Row(f"{k}mlp_dense_1/bias", f"{s}intermediate.dense.bias"),
-            Row(f"{k}mlp_dense_2/kernel", f"{s}output.dense.weight", "linear"),
-            Row(f"{k}mlp_dense_2/bias", f"{s}output.dense.bias"),
-        ]
-    rows += [
-        Row("encoder_norm/gamma", f"{prefix}layernorm.weight"),
-        Row("encoder_norm/beta", f"{prefix}layernorm.bias"),
-    ]
-    if pre_logits:
-        # ViTModel's pooler is Linear + tanh on the class token: the original pre-logits.
-        rows += [
-            Row("pre_logits/kernel", f"{prefix}pooler.dense.weight", "linear"),
-            Row("pre_logits/bias", f"{prefix}pooler.dense.bias"),
-        ]
-    rows += [
-        Row("head/kernel", "classifier.weight", "linear"),
-        Row("head/bias", "classifier.bias"),
-    ]
-    return rows
+    return table.rows(table.hf_pt(prefix), num_layers, pre_logits)
 
 
 def pt_pooler_keys(prefix: str = "vit.") -> tuple[str, str]:
-    return (f"{prefix}pooler.dense.weight", f"{prefix}pooler.dense.bias")
+    translation = table.hf_pt(prefix)
+    return (translation.key("pre_logits", "kernel"), translation.key("pre_logits", "bias"))

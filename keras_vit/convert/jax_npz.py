@@ -17,17 +17,14 @@ import zipfile
 
 import numpy as np
 
+from keras_vit.convert import table
 from keras_vit.convert.common import CheckpointError, Row, Shape
 
 _PREFIXES = ("opt/target/", "params/")
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
-# (attention, norm_2, mlp) module names per variant; norm_1 is LayerNorm_0 in both.
-_SUBMODULES = {
-    "vit_jax": ("MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"),
-    "big_vision": ("MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
-}
-VIT_JAX_POSEMB = "Transformer/posembed_input/pos_embedding"
-BIG_VISION_POSEMB = "pos_embedding"
+_SUBMODULES = table.NPZ_SUBMODULES
+VIT_JAX_POSEMB = table.VIT_JAX_POSEMB
+BIG_VISION_POSEMB = table.BIG_VISION_POSEMB
 # Flax's LayerNorm default, which every Google ViT checkpoint was trained with.
 FLAX_LAYER_NORM_EPSILON = 1e-6
 
@@ -122,54 +119,7 @@ def count_layers(keys) -> int:
 
 def npz_rows(num_layers: int, variant: str = "vit_jax", pre_logits: bool = False) -> list[Row]:
     """Google JAX names -> Keras paths (layout (c) of docs/checkpoints.md)."""
-    attention, norm_2, mlp = _SUBMODULES[variant]
-    if variant == "vit_jax":
-        posemb = Row("position_embedding/position_embedding", VIT_JAX_POSEMB, "position_embedding")
-    else:
-        posemb = Row(
-            "position_embedding/position_embedding",
-            BIG_VISION_POSEMB,
-            "position_embedding_without_class",
-        )
-    rows = [
-        Row("patch_embedding/projection/kernel", "embedding/kernel"),  # HWIO, as Keras
-        Row("patch_embedding/projection/bias", "embedding/bias"),
-        Row("class_token/class_token", "cls"),
-        posemb,
-    ]
-    for i in range(num_layers):
-        k, s = f"encoder_block_{i}/", f"Transformer/encoderblock_{i}/"
-        rows += [
-            Row(f"{k}norm_1/gamma", f"{s}LayerNorm_0/scale"),
-            Row(f"{k}norm_1/beta", f"{s}LayerNorm_0/bias"),
-        ]
-        for name in ("query", "key", "value"):
-            # (D, heads, head_dim) and (heads, head_dim) in both Flax and Keras.
-            rows += [
-                Row(f"{k}attention/{name}/kernel", f"{s}{attention}/{name}/kernel"),
-                Row(f"{k}attention/{name}/bias", f"{s}{attention}/{name}/bias"),
-            ]
-        rows += [
-            Row(f"{k}attention/attention_output/kernel", f"{s}{attention}/out/kernel"),
-            Row(f"{k}attention/attention_output/bias", f"{s}{attention}/out/bias"),
-            Row(f"{k}norm_2/gamma", f"{s}{norm_2}/scale"),
-            Row(f"{k}norm_2/beta", f"{s}{norm_2}/bias"),
-            Row(f"{k}mlp_dense_1/kernel", f"{s}{mlp}/Dense_0/kernel"),
-            Row(f"{k}mlp_dense_1/bias", f"{s}{mlp}/Dense_0/bias"),
-            Row(f"{k}mlp_dense_2/kernel", f"{s}{mlp}/Dense_1/kernel"),
-            Row(f"{k}mlp_dense_2/bias", f"{s}{mlp}/Dense_1/bias"),
-        ]
-    rows += [
-        Row("encoder_norm/gamma", "Transformer/encoder_norm/scale"),
-        Row("encoder_norm/beta", "Transformer/encoder_norm/bias"),
-    ]
-    if pre_logits:
-        rows += [
-            Row("pre_logits/kernel", "pre_logits/kernel"),
-            Row("pre_logits/bias", "pre_logits/bias"),
-        ]
-    rows += [Row("head/kernel", "head/kernel"), Row("head/bias", "head/bias")]
-    return rows
+    return table.rows(table.jax_npz(variant), num_layers, pre_logits)
 
 
 PRE_LOGITS_KEYS = ("pre_logits/kernel", "pre_logits/bias")

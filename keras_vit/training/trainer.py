@@ -46,7 +46,10 @@ class TrainingConfig:
     ``learning_rate`` is the peak of the schedule: a linear warm-up over
     ``warmup_steps`` (default 5% of all steps) then a cosine decay to
     ``end_learning_rate``. ``freeze_backbone`` trains the head only (linear
-    probe) until ``unfreeze_at_epoch`` (0-based; None: never).
+    probe) until ``unfreeze_at_epoch`` (0-based; None: never). ``lora_rank``
+    trains LoRA adapters of that rank on the attention query/value projections
+    plus the head, everything else frozen (``ViTClassifier.enable_lora``); the
+    saved model has the adapters merged in.
     ``tensorboard="auto"`` writes ``OUTPUT/logs`` when the tensorboard
     package is installed. ``monitor`` picks the epoch whose weights are kept (``val_accuracy``, or
     ``accuracy`` without validation data; ties go to the later epoch); None
@@ -70,6 +73,7 @@ class TrainingConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     freeze_backbone: bool = False
     unfreeze_at_epoch: int | None = None
+    lora_rank: int | None = None
     mixed_precision: str | None = None
     jit_compile: bool = False
     steps_per_execution: int = 1
@@ -94,6 +98,8 @@ class TrainingConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.unfreeze_at_epoch is not None and not self.freeze_backbone:
             raise ValueError("unfreeze_at_epoch needs freeze_backbone=True")
+        if self.lora_rank is not None and self.freeze_backbone:
+            raise ValueError("lora_rank and freeze_backbone exclude each other")
         if self.on_corrupt not in ("skip", "error"):
             raise ValueError(f"on_corrupt must be 'skip' or 'error', got {self.on_corrupt!r}")
 
@@ -208,6 +214,8 @@ def train(
         vit = _build_model(
             model, preset, model_config, labels, config.image_size, precision, distributed
         )
+        if config.lora_rank is not None:
+            vit.enable_lora(config.lora_rank)
         image_size = vit.image_size
         train_ds = train_pipeline(
             splits.train,
@@ -305,7 +313,9 @@ def train(
     best_path = os.path.join(output_dir, "checkpoints", callbacks_lib.BEST_WEIGHTS)
     if os.path.exists(best_path):
         vit.load_weights(best_path)
-    final = adapt_model(vit, dtype="float32", rebuild=True)  # uncompiled, float32
+    final = adapt_model(
+        vit.merge_lora() if vit.lora_enabled else vit, dtype="float32", rebuild=True
+    )  # uncompiled, float32
     history = callbacks_lib.read_history(history_path)
     best_epoch, best_value = callbacks_lib.best_epoch(history, config.monitor)
     results = {

@@ -1,0 +1,79 @@
+"""``keras-vit`` prints no TensorFlow C++ start-up lines unless asked (``--verbose``, own env)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# What a user would call noise: glog/absl-prefixed lines and absl's pre-init notice.
+LOG_LINE = re.compile(r"^[IWE][0-9]{4} |absl::InitializeLog", re.M)
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(PYTHONPATH=str(ROOT), KERAS_BACKEND="tensorflow", **extra)
+    return env
+
+
+def _run(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "keras_vit", *args],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+def _messages(text: str) -> set[str]:
+    """The log lines' messages without their timestamps and thread ids."""
+    return {line.split("] ", 1)[-1] for line in text.splitlines() if LOG_LINE.search(line)}
+
+
+def test_info_prints_no_tensorflow_startup_lines_and_verbose_brings_them_back():
+    quiet = _run("info", "--model", "vit-tiny-patch16-224", "--max-labels", "1")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "parameters: 5,717,416" in quiet.stdout
+    assert not LOG_LINE.search(quiet.stdout + quiet.stderr), quiet.stderr
+
+    verbose = _run("--verbose", "info", "--model", "vit-tiny-patch16-224", "--max-labels", "1")
+    assert verbose.returncode == 0, verbose.stderr
+    # Whatever TensorFlow itself prints on this machine when imported and its devices listed.
+    plain = subprocess.run(
+        [sys.executable, "-c", "import tensorflow as tf; tf.config.list_physical_devices()"],
+        env=_env(TF_CPP_MIN_LOG_LEVEL="0"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert _messages(plain.stderr) <= _messages(verbose.stderr)
+
+
+def test_the_users_own_log_level_is_left_alone(monkeypatch):
+    from keras_vit.cli import quiet
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert quiet.quiet_tensorflow() is False
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    assert quiet.quiet_tensorflow(verbose=True) is False
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+
+
+def test_filtered_stderr_keeps_everything_but_log_lines(capfd):
+    from keras_vit.cli.quiet import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, b"I0000 00:00:1.2 1 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called\n")
+        os.write(2, b"E0000 00:00:1.3 1 cuda_platform.cc:52] failed call to cuInit\n")
+        os.write(2, b"UserWarning: something a user must see\n")
+        print("Python stderr line", file=sys.stderr)
+    # (pytest's capture holds sys.stderr apart from file descriptor 2, hence no order here)
+    lines = sorted(capfd.readouterr().err.splitlines())
+    assert lines == ["Python stderr line", "UserWarning: something a user must see"]
