@@ -17,6 +17,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["keras_vit", "keras_vit.*", "serving", "serving.*"]),
     include_package_data=True,
+    package_data={"keras_vit": ["data/*.json"]},  # the ImageNet-1k labels (MANIFEST.in too)
     install_requires=_requirements("requirements.txt"),
     extras_require={
         "dev": _requirements("requirements-dev.txt"),
