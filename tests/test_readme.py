@@ -78,6 +78,8 @@ SKIPS = [
         scope="block",
     ),  # fmt: skip
     Skip(r"^kubectl ", "needs a Kubernetes cluster"),
+    Skip(r"--strategy multi_worker", "needs several workers (a multi-worker cluster)"),
+    Skip(r"TPUClusterResolver", "needs a TPU", scope="block"),
     Skip(r"^tensorflow_model_server\b", "needs TF Serving's binary (the Docker image)"),
     Skip(r"^hf download\b", "needs the network (the Hugging Face Hub)"),
     Skip(r"--protocol vertex", "needs a Google Cloud project (a Vertex AI endpoint)"),
@@ -119,8 +121,13 @@ SUBSTITUTIONS = [
     (r'from_preset\("B/16", load_weights=False\)', 'from_preset("Ti/16", load_weights=False)'),
     # A README comment that tells the reader to start the server, done for them.
     (r"^# ((?:keras-vit serve|python -m serving\.server)\b.*)$", r"_docs_start_server('\1')"),
+    # An HTTP error status fails the command (curl exits 0 on a 404 otherwise).
+    (r"^curl ", "curl --fail-with-body "),
     # Load tests: a few requests per level.
-    (r"^(python benchmarks/loadtest\.py\b[^#]*?)(\s*#.*)?$", r"\1 --requests 8 --duration 3\2"),
+    (
+        r"^(python benchmarks/loadtest\.py\b[^#]*?)(\s*#.*)?$",
+        r"\1 --requests 8 --duration 3 --output {workdir}/loadtest.md\2",
+    ),
 ]
 
 # Files a document's working directory gets before its first block, besides the
@@ -129,7 +136,7 @@ SETUP = {
     "docs/checkpoints.md": {"runs/flowers": "run"},
     "docs/client.md": {"models/vit": "export/vit"},
     "docs/server.md": {"models/vit": "export/vit"},
-    "--help": {"runs/photos": "run"},
+    "--help": {"runs/photos": "run", "models/vit": "export/vit"},
 }
 
 # Defined before each Python block: the names the docs use for their inputs.
@@ -182,7 +189,8 @@ def extract_blocks(text: str, file: str) -> list[Block]:
             elif line.startswith("#"):
                 heading = line.lstrip("#").strip()
         elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
-            blocks.append(Block(file, heading, len(blocks) + 1, start, language, "\n".join(body)))
+            body_text = textwrap.dedent("\n".join(body))  # blocks inside list items are indented
+            blocks.append(Block(file, heading, len(blocks) + 1, start, language, body_text))
             fence = None
         else:
             body.append(line)
@@ -190,20 +198,28 @@ def extract_blocks(text: str, file: str) -> list[Block]:
 
 
 def shell_commands(text: str) -> list[str]:
-    """Commands of a shell block: continuation lines joined, blank and comment lines dropped."""
+    """Commands of a shell block: continuation lines and open quotes joined, comments dropped."""
     commands, current = [], ""
     for line in text.splitlines():
         if current:
-            current += " " + line.strip()
+            current += ("\n" if _open_quote(current) else " ") + line.strip()
         elif line.strip() and not line.lstrip().startswith("#"):
             current = line.strip()
         if current.endswith("\\"):
             current = current[:-1].rstrip()
             continue
-        if current:
+        if current and not _open_quote(current):
             commands.append(current)
             current = ""
     return commands
+
+
+def _open_quote(command: str) -> bool:
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # "No closing quotation": the command goes on on the next line
+        return True
+    return False
 
 
 def find_skip(text: str, scope: str) -> Skip | None:
@@ -524,5 +540,9 @@ def test_extraction_finds_blocks_headings_and_continuations():
     ]  # fmt: skip
     assert shell_commands(blocks[0].text) == ["keras-vit export --model a --output b   # comment"]
     assert blocks[1].text == 'print("```")'
+    assert shell_commands("A='{\"x\":\n  1}' \\\n  cmd --y\nnext") == [
+        "A='{\"x\":\n1}' cmd --y",
+        "next",
+    ]
     assert find_skip("kubectl apply -k x", "command").reason == "needs a Kubernetes cluster"
     assert find_skip("keras-vit deploy vertex --project p --dry-run", "command") is None
