@@ -17,6 +17,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["keras_vit", "keras_vit.*", "serving", "serving.*"]),
     include_package_data=True,
+    # The ImageNet-1k labels and the ui page (MANIFEST.in too).
+    package_data={"keras_vit": ["data/*.json"], "keras_vit.ui": ["page.html"]},
     install_requires=_requirements("requirements.txt"),
     extras_require={
         "dev": _requirements("requirements-dev.txt"),
@@ -26,6 +28,5 @@ setup(
         # keras-vit ui: the page itself is standard library; overlays use matplotlib's colormaps.
         "ui": ["matplotlib>=3.8"],
     },
-    package_data={"keras_vit.ui": ["page.html"]},
     entry_points={"console_scripts": ["keras-vit=keras_vit.cli:main"]},
 )

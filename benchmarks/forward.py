@@ -73,7 +73,7 @@ def build_models(with_raw: bool) -> dict:
 
     from keras_vit import ViTClassifier
 
-    ours = ViTClassifier.from_preset(PRESET)
+    ours = ViTClassifier.from_preset(PRESET, load_weights=False)
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
         patch_size=PATCH,

@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(ROOT))
+# Run as a script, this folder comes first on sys.path and its serving.py (the serving
+# benchmark) would shadow the serving package, also when an editable install or PYTHONPATH
+# already lists the checkout further down: the checkout goes first.
+sys.path.insert(0, str(ROOT))
 
 from serving.client import ServingClient, ServingError, VertexClient  # noqa: E402
 

@@ -80,7 +80,7 @@ def export_model(base: Path, quick: bool) -> Path:
             num_classes=10,
         )
     else:
-        model = ViTClassifier.from_preset("vit-base-patch16-224")
+        model = ViTClassifier.from_preset("vit-base-patch16-224", load_weights=False)
     return Path(export_saved_model(model, base, version=1))
 
 

@@ -60,7 +60,9 @@ def our_step(jit_compile: bool):
     from keras_vit import ViTClassifier
     from keras_vit.training.optim import build_loss, build_optimizer
 
-    model = ViTClassifier.from_preset("vit-base-patch16-224", num_classes=CLASSES)
+    model = ViTClassifier.from_preset(
+        "vit-base-patch16-224", load_weights=False, num_classes=CLASSES
+    )
     model.compile(
         optimizer=build_optimizer("adamw", LEARNING_RATE, WEIGHT_DECAY, global_clipnorm=CLIPNORM),
         loss=build_loss(0.0),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -88,7 +89,7 @@ class LocalServer:
             f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
             f"--model_name={model_name}", f"--model_base_path={base_path.resolve()}",
         ]  # fmt: skip
-        print("$ " + " ".join(command[1:]), flush=True)
+        print("$ " + shlex.join(command), flush=True)
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
 
     def tail(self) -> str:

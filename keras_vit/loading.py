@@ -9,7 +9,9 @@ Sources, in the order they are recognised:
 3. an HF-format directory (``config.json`` + ``model.safetensors`` or
    ``tf_model.h5``, optional ``preprocessor_config.json``), or one of those
    weight files inside such a directory;
-4. a Hugging Face Hub id (``google/vit-base-patch16-224``), fetched into the HF
+4. a preset name with a published checkpoint (``vit-base-patch16-224``,
+   ``"B/16"``): its hub id, read as 5;
+5. a Hugging Face Hub id (``google/vit-base-patch16-224``), fetched into the HF
    cache and then read as 3.
 
 No transformers, torch or flax is imported.
@@ -27,6 +29,7 @@ from keras_vit.convert import hf_h5, hf_safetensors, jax_npz, keras_file
 from keras_vit.convert.common import CheckpointError, Context, load_weights
 from keras_vit.hf_config import read_hf_config, vit_args_from_hf_config
 from keras_vit.hub import HubDownloadError, download_checkpoint, looks_like_hub_id
+from keras_vit.presets import CHECKPOINTS, resolve_preset, unknown_preset_hint
 
 HEAD_PATHS = ("head/kernel", "head/bias")
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5")
@@ -67,7 +70,8 @@ def load_pretrained(
 
     Args:
         source: a local HF-format directory (or its weights file), a hub id, a
-            Google ``.npz``, a ``.keras`` file or a directory with ``model.keras``.
+            Google ``.npz``, a ``.keras`` file, a directory with ``model.keras``,
+            or a preset name with a published checkpoint (``keras_vit.presets.CHECKPOINTS``).
         num_classes: a new number of classes; the head is re-initialised (the
             checkpoint's head tensors are then expected but skipped).
         labels: class names (implies ``num_classes=len(labels)``). The head is
@@ -104,21 +108,34 @@ def load_pretrained(
         return _load_file(path, options)
     if path.is_dir():
         return _load_directory(path, options)
+    preset = resolve_preset(text)
+    if preset is not None:  # before hub ids: "B/16" has the form owner/name
+        if preset not in CHECKPOINTS:
+            raise CheckpointError(
+                f"Cannot load {text!r}: the preset {preset!r} has no published checkpoint. "
+                f"For its architecture with random weights use ViTClassifier.from_preset("
+                f"{text!r}, load_weights=False). Presets with weights: {', '.join(CHECKPOINTS)}"
+            )
+        text = CHECKPOINTS[preset]
     if looks_like_hub_id(text):
         try:
             directory = download_checkpoint(
                 text, revision=revision, cache_dir=cache_dir, token=token
             )
         except HubDownloadError as error:
-            raise HubDownloadError(
-                f"{error} (No local file or directory {text!r} exists either.)"
-            ) from error
+            note = (
+                f"The preset {preset!r} names this checkpoint; for its architecture with random "
+                f"weights use ViTClassifier.from_preset({preset!r}, load_weights=False)."
+                if preset
+                else f"No local file or directory {text!r} exists either."
+            )
+            raise HubDownloadError(f"{error} ({note})") from error
         return _load_hf(directory, None, options, description=f"{text} (Hugging Face Hub)")
     raise CheckpointError(
         f"Cannot load {text!r}: it is not an existing file or directory, and not a Hugging Face "
         "Hub id of the form 'owner/name'. Expected an HF directory (config.json + "
         "model.safetensors or tf_model.h5), a .npz, a .keras file, a directory with "
-        "model.keras, or a hub id."
+        f"model.keras, a hub id or a preset name. {unknown_preset_hint(text)}"
     )
 
 

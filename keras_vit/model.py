@@ -248,10 +248,46 @@ class ViTClassifier(keras.Model):
         }[name]
 
     @classmethod
-    def from_preset(cls, preset: str = DEFAULT_PRESET, **kwargs) -> ViTClassifier:
-        """A randomly initialised model with the architecture of ``preset`` (e.g. ``"B/16"``)."""
+    def from_preset(
+        cls, preset: str = DEFAULT_PRESET, *, load_weights: bool = True, **kwargs
+    ) -> ViTClassifier:
+        """The model of ``preset`` (e.g. ``"vit-base-patch16-224"`` or ``"B/16"``), as in keras-hub.
+
+        With ``load_weights=True`` (the default) it loads the checkpoint the
+        preset names in ``keras_vit.presets.CHECKPOINTS`` (from the Hugging Face
+        Hub or its cache; ``kwargs`` go to :func:`keras_vit.loading.load_pretrained`).
+        A preset without a published checkpoint, or a checkpoint that cannot be
+        fetched (offline), raises an error that says so.
+
+        With ``load_weights=False`` it builds the architecture with random
+        weights (``kwargs`` are ViTClassifier arguments); a 1000-class model
+        gets the ImageNet-1k class names. ``keras-vit info --list-presets``
+        lists the presets.
+
+        Example:
+        >>> model = ViTClassifier.from_preset("vit-tiny-patch16-224", load_weights=False)
+        >>> model.count_params(), model.labels[285]
+        (5717416, 'Egyptian cat')
+        """
+        from keras_vit.presets import CHECKPOINTS, resolve_preset
+
         config = get_preset(preset)
+        name = resolve_preset(preset)
+        if load_weights:
+            if name not in CHECKPOINTS:
+                with_weights = ", ".join(sorted(CHECKPOINTS))
+                raise ValueError(
+                    f"Preset {preset!r} has no published checkpoint to load; pass "
+                    f"load_weights=False for random weights. Presets with weights: {with_weights}"
+                )
+            from keras_vit.loading import load_pretrained
+
+            return load_pretrained(name, **kwargs)  # resolved to CHECKPOINTS[name]
         config.update(kwargs)
+        if config.get("labels") is None and config.get("num_classes", 1000) == 1000:
+            from keras_vit.imagenet import imagenet_1k_labels
+
+            config["labels"] = imagenet_1k_labels()
         return cls(**config)
 
     @classmethod

@@ -5,8 +5,10 @@
         --machine-type n1-standard-4 --accelerator-type NVIDIA_TESLA_T4 \\
         --accelerator-count 1 --min-replicas 1 --max-replicas 2 --dry-run
 
-``--dry-run`` prints the plan (every SDK call with its arguments) as JSON and needs
-neither network nor credentials. Kubernetes needs no command: see docs/deployment.md.
+Without ``--endpoint-name`` or ``--endpoint-id`` the endpoint is the one named
+after ``--model-display-name`` (reused, or created). ``--dry-run`` prints the
+plan (every SDK call with its arguments) as JSON and needs neither network nor
+credentials. Kubernetes needs no command: see docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "upload the SavedModel to GCS, Model.upload with the prebuilt TF serving container "
         "(or --container-image-uri), reuse or create the endpoint, deploy, predict through "
         "serving.client.VertexClient, and with --cleanup undeploy and delete everything.",
+        epilog="example (prints every call; drop --dry-run to run it):\n"
+        "  keras-vit deploy vertex --model-dir models/vit/1 --project my-project \\\n"
+        "      --region europe-west4 --bucket gs://my-bucket --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_vertex_arguments(vertex, required=False)  # checked in run(): `vertex train` has its own
     actions = vertex.add_subparsers(dest="vertex_action", metavar="ACTION")
@@ -62,8 +68,11 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
         help="serve with this TF Serving image (ours, from `make image`, pushed to Artifact "
         "Registry; model baked in) instead of Vertex's prebuilt tf2 container",
     )
-    endpoint = what.add_mutually_exclusive_group(required=required)
-    endpoint.add_argument("--endpoint-name", help="display name: reuse that endpoint or create it")
+    endpoint = what.add_mutually_exclusive_group()
+    endpoint.add_argument(
+        "--endpoint-name",
+        help="display name: reuse that endpoint or create it (default: --model-display-name)",
+    )
     endpoint.add_argument("--endpoint-id", help="an existing endpoint's id")
     how = parser.add_argument_group("how")
     how.add_argument("--machine-type", default="n1-standard-4")
@@ -127,7 +136,8 @@ def config_from_args(args: argparse.Namespace):
         region=args.region,
         model_dir=args.model_dir,
         bucket=args.bucket,
-        endpoint_name=args.endpoint_name,
+        # Neither given: the endpoint is named after the model (reused or created).
+        endpoint_name=args.endpoint_name or (None if args.endpoint_id else args.model_display_name),
         endpoint_id=args.endpoint_id,
         model_display_name=args.model_display_name,
         machine_type=args.machine_type,
@@ -150,12 +160,9 @@ def run(args: argparse.Namespace) -> int:
     from serving.vertex import build_plan, execute, plan_to_json
 
     missing = [flag for flag in ("project", "region") if not getattr(args, flag)]
-    if missing or not (args.endpoint_name or args.endpoint_id):
-        wanted = [f"--{flag}" for flag in missing]
-        wanted += (
-            [] if args.endpoint_name or args.endpoint_id else ["--endpoint-name/--endpoint-id"]
-        )
-        args.vertex_parser.error("the following arguments are required: " + ", ".join(wanted))
+    if missing:
+        wanted = ", ".join(f"--{flag}" for flag in missing)
+        args.vertex_parser.error(f"the following arguments are required: {wanted}")
     try:
         config = config_from_args(args)
         plan = build_plan(config)

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         required=True,
         metavar="SOURCE",
         help="checkpoint: HF directory or hub id, Google .npz, .keras file, keras-vit model "
-        "directory, or a preset name such as vit-base-patch16-224 (random weights)",
+        "directory, or a preset name such as vit-base-patch16-224 (its published checkpoint)",
     )
     parser.add_argument(
         "--output",
@@ -163,13 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(source: str):
-    from keras_vit.presets import ALIASES, PRESETS
-
-    if source in PRESETS or source in ALIASES:
-        from keras_vit.model import ViTClassifier
-
-        print(f"warning: {source} is a preset: the model has random weights", file=sys.stderr)
-        return ViTClassifier.from_preset(source)
+    # A preset name loads its published checkpoint, as ViTClassifier.from_preset does.
     from keras_vit.loading import load_pretrained
 
     return load_pretrained(source)

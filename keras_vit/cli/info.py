@@ -1,4 +1,4 @@
-"""``keras-vit info``: a model's configuration, parameter count and labels."""
+"""``keras-vit info``: a model's configuration, parameter count and labels; the presets."""
 
 from __future__ import annotations
 
@@ -11,13 +11,25 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "info",
         help="print a model's configuration, parameter count and labels",
-        description="Load a model and print its configuration, parameter count and labels.",
+        description="Load a model and print its configuration, parameter count and labels, "
+        "or list the presets.",
+        epilog="examples:\n"
+        "  keras-vit info --list-presets\n"
+        "  keras-vit info --model vit-base-patch16-224 --max-labels 3\n"
+        "  keras-vit info --model runs/photos --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--model",
-        required=True,
         help="checkpoint: HF directory or hub id, Google .npz, .keras file, keras-vit model "
-        "directory, or a preset name such as vit-base-patch16-224 (random weights)",
+        "directory, or a preset name such as vit-base-patch16-224 (its architecture and "
+        "labels; nothing is downloaded)",
+    )
+    what.add_argument(
+        "--list-presets",
+        action="store_true",
+        help="list every preset with its alias, resolution, parameter count and checkpoint",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -27,12 +39,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        return list_presets(args.json)
     from keras_vit.model import ViTClassifier
-    from keras_vit.presets import ALIASES, PRESETS
+    from keras_vit.presets import resolve_preset
 
     try:
-        if args.model in PRESETS or args.model in ALIASES:
-            model = ViTClassifier.from_preset(args.model)
+        if resolve_preset(args.model):
+            model = ViTClassifier.from_preset(args.model, load_weights=False)
         else:
             from keras_vit.loading import load_pretrained
 
@@ -58,4 +72,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {i}: {label}")
     if len(shown) < len(labels):
         print(f"  ... {len(labels) - len(shown)} more (--max-labels 0 lists all)")
+    return 0
+
+
+def list_presets(as_json: bool = False) -> int:
+    """Every preset: alias, resolution, patch size, depth, width, parameters, checkpoint."""
+    from keras_vit.presets import ALIASES, CHECKPOINTS, PRESETS, parameter_count
+
+    alias_of = {name: alias for alias, name in ALIASES.items()}
+    rows = [
+        {
+            "name": name,
+            "alias": alias_of.get(name),
+            "resolution": config["image_size"],
+            "patch_size": config["patch_size"],
+            "num_layers": config["num_layers"],
+            "hidden_dim": config["hidden_dim"],
+            "parameters": parameter_count(name),
+            "checkpoint": CHECKPOINTS.get(name),
+        }
+        for name, config in PRESETS.items()
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("preset", "alias", "resolution", "patch", "layers", "width", "parameters")
+    print(f"{header[0]:24s} {header[1]:6s} {header[2]:>10s} {header[3]:>5s} {header[4]:>6s} "
+          f"{header[5]:>5s} {header[6]:>13s}  checkpoint (from_preset loads it)")  # fmt: skip
+    for row in rows:
+        print(
+            f"{row['name']:24s} {row['alias'] or '':6s} {row['resolution']:>10d} "
+            f"{row['patch_size']:>5d} {row['num_layers']:>6d} {row['hidden_dim']:>5d} "
+            f"{row['parameters']:>13,d}  {row['checkpoint'] or '-'}"
+        )
+    print(
+        "All presets have a 1000-class ImageNet-1k head and its labels. Presets without a "
+        "checkpoint: ViTClassifier.from_preset(name, load_weights=False) (random weights)."
+    )
     return 0

@@ -168,7 +168,11 @@ def register(subparsers) -> None:
     run_group.add_argument("--no-tensorboard", action="store_true", help="no OUTPUT/logs")
     run_group.add_argument("--seed", type=int, help="seed of everything random (default 0)")
     run_group.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 line per epoch"
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        help="0 silent, 1 progress bar (on a terminal; a line per epoch elsewhere), "
+        "2 a line per epoch",
     )
     parser.set_defaults(func=run)
 

@@ -31,6 +31,7 @@ from keras_vit.training.distribute import resolve_precision, resolve_strategy, w
 from keras_vit.training.freeze import freeze_backbone
 from keras_vit.training.optim import build_loss, build_optimizer, build_schedule
 from keras_vit.training.pipeline import AugmentConfig, eval_pipeline, train_pipeline
+from keras_vit.training.progress import fit_verbosity
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ def train(
             epochs=config.epochs,
             callbacks=all_callbacks,
             shuffle=False,  # the pipeline shuffles, seeded
-            verbose=config.verbose,
+            verbose=fit_verbosity(config.verbose),  # no ANSI codes in log files
         )
     except tf.errors.UnavailableError as error:  # a peer of a multi-worker cluster died
         reason = error.message.splitlines()[0]

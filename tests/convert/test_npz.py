@@ -158,7 +158,9 @@ def test_big_vision_layout_scanned_with_params_prefix(tmp_path):
 
 
 def test_preset_option_checks_the_architecture(tmp_path):
-    model = ViTClassifier.from_preset("Ti/16", num_classes=10, layer_norm_epsilon=1e-6)
+    model = ViTClassifier.from_preset(
+        "Ti/16", load_weights=False, num_classes=10, layer_norm_epsilon=1e-6
+    )
     save_npz(model, tmp_path / "ti16.npz")
     loaded = load_pretrained(tmp_path / "ti16.npz", preset="Ti/16")
     assert loaded.count_params() == model.count_params()

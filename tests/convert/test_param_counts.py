@@ -66,3 +66,13 @@ def test_transformers_counts_agree_for_every_preset(hf_reference):
     assert set(counts) == set(PRESETS)
     for name, config in PRESETS.items():
         assert counts[name] == closed_form(**config), name
+
+
+def test_presets_parameter_count_is_the_closed_form():
+    from keras_vit.presets import parameter_count
+
+    for name, config in PRESETS.items():
+        assert parameter_count(name) == closed_form(**config), name
+        assert parameter_count(name, num_classes=10) == closed_form(**config, classes=10), name
+    for name, count in PUBLISHED.items():
+        assert parameter_count(name) == count, name

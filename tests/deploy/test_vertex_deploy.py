@@ -375,3 +375,13 @@ def test_docstring_example_runs() -> None:
 
     result = doctest.testmod(serving.vertex, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_endpoint_defaults_to_the_model_display_name(capsys, model_dir) -> None:
+    # The README's "Deployment in short" command, which names no endpoint.
+    args = ("--model-dir", str(model_dir), "--project", "my-project", "--region",
+            "europe-west4", "--bucket", "gs://my-bucket")  # fmt: skip
+    for extra, name in (((), "keras-vit"), (("--model-display-name", "vit"), "vit")):
+        steps = {s["step"]: s for s in cli_plan(capsys, *args, *extra)}
+        assert steps["find_endpoint"]["kwargs"]["filter"] == f'display_name="{name}"'
+        assert steps["create_endpoint"]["kwargs"]["display_name"] == name

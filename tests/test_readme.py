@@ -1,0 +1,543 @@
+"""The README's and the guides' promises hold: every shell and Python block runs.
+
+Each fenced ``bash``/``sh``/``python`` block of ``README.md`` and ``docs/*.md``
+runs as written, in document order, in one working directory per document
+(``cd``, variables and files carry over from block to block, as for a reader).
+What a test machine lacks is stood in for, never skipped silently:
+
+- hub ids (``google/vit-base-patch16-224``) resolve, offline, to a tiny
+  checkpoint written by transformers, through a Hugging Face cache
+  (``tests/readme_fixtures.py``); ``photos/``, ``cat.jpg`` & co. are real
+  scikit-image photos; other names go through ``SUBSTITUTIONS``;
+- the ports 8500/8501 become free ports; a server command (``keras-vit serve``,
+  ``python -m serving.server``) is started in the background and waited for;
+  a block that talks to a server nobody started gets one (``_needs_server``);
+- training is shrunk to one epoch; ``--dry-run`` stays where it is.
+
+Each command (shell) or block (Python) must exit 0, print no Python traceback
+and no TensorFlow C++ start-up lines (``_tf_startup_lines``). What cannot run
+here is in ``SKIPS``, each with its reason. ``test_help_examples`` does the
+same for the examples of every ``keras-vit COMMAND --help``.
+
+To extend: add a row to ``SUBSTITUTIONS`` (a regex and its replacement), to
+``SKIPS`` (a regex on a command or block, ``scope="block"`` to skip the
+whole block) or to ``SETUP`` (files a document expects to exist).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]
+SHELL, PYTHON = ("bash", "sh", "shell", "console"), ("python", "py", "python3")
+COMMAND_TIMEOUT = 300  # seconds per command or Python block
+SERVER_START_TIMEOUT = 120
+
+# Lines TensorFlow's C++ runtime prints at start-up (glog format, absl's notice).
+TF_STARTUP = re.compile(r"^[IWE]\d{4} |absl::InitializeLog|rebuild TensorFlow with", re.M)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A command (or, with ``scope="block"``, a whole block) that cannot run here."""
+
+    pattern: str  # re.search on the command or the block text
+    reason: str
+    scope: str = "command"
+
+
+SKIPS = [
+    Skip(
+        r"^make (demo|test)\b",
+        "sets up .venv and runs the demo or the whole suite; "
+        "tests/test_demo.py runs the demo's job, CI runs `make test`",
+    ),  # fmt: skip
+    Skip(r"^make (image|image-gpu)\b|^docker ", "needs Docker (not on the build machines)"),
+    Skip(r"^make (k8s-validate|checkov)\b", "runs tests/deploy (part of the suite CI runs)"),
+    Skip(
+        r"kustomize edit",
+        "edits the overlay for a pushed image, then needs a Kubernetes cluster",
+        scope="block",
+    ),  # fmt: skip
+    Skip(r"^kubectl ", "needs a Kubernetes cluster"),
+    Skip(r"--strategy multi_worker", "needs several workers (a multi-worker cluster)"),
+    Skip(r"TPUClusterResolver", "needs a TPU", scope="block"),
+    Skip(r"^tensorflow_model_server\b", "needs TF Serving's binary (the Docker image)"),
+    Skip(r"^hf download\b", "needs the network (the Hugging Face Hub)"),
+    Skip(r"--protocol vertex", "needs a Google Cloud project (a Vertex AI endpoint)"),
+    Skip(r"VertexClient\(", "needs a Google Cloud project (a Vertex AI endpoint)", scope="block"),
+    Skip(
+        r"^keras-vit deploy vertex\b(?!.*--dry-run)",
+        "needs a Google Cloud project (only --dry-run runs offline)",
+    ),  # fmt: skip
+    Skip(r"(^|/)(\.venv/bin/)?python -m pytest\b", "runs the test suite itself (CI runs it)"),
+    Skip(
+        r"^(\.venv/bin/)?python benchmarks/(?!loadtest)",
+        "a benchmark: minutes of ViT-B/16 (`make bench`)",
+    ),  # fmt: skip
+]
+
+
+def _serve_on_test_ports(line: str) -> str:
+    """Server commands (also in a comment) listen on the test's gRPC port, not on 8500."""
+    if re.search(r"^(# )?(keras-vit serve|python -m serving\.server)\b", line.strip()) and (
+        "--port" not in line
+    ):
+        return re.sub(r"(serving\.server|keras-vit serve)", r"\1 --port={grpc_port}", line, count=1)
+    return line
+
+
+# (regex, replacement) applied to every command and Python block, in order; the
+# replacement may name {grpc_port}, {rest_port}, {workdir} and {fixtures}.
+SUBSTITUTIONS = [
+    (r"\b8500\b", "{grpc_port}"),
+    (r"\b8501\b", "{rest_port}"),
+    (r"/abs/path/models/", "{workdir}/models/"),
+    (r"/tmp/models/", "{workdir}/tmp-models/"),
+    (r"/data/vit-base-patch16-224", "{fixtures}/hf-tiny"),
+    (r"\bViT-B_16\.npz\b|\bvit_base\.npz\b", "{fixtures}/tiny.npz"),
+    # Training shrinks to one epoch (argparse keeps the last --epochs).
+    (r"^((?:\S+=\S+ )*keras-vit train\b[^#]*?)(\s*#.*)?$", r"\1 --epochs 1\2"),
+    (r"\bepochs=\d+", "epochs=1"),
+    # ViT-B/16 with random weights is 330 MB to build and save: the same call on ViT-Ti/16.
+    (r'from_preset\("B/16", load_weights=False\)', 'from_preset("Ti/16", load_weights=False)'),
+    # A README comment that tells the reader to start the server, done for them.
+    (r"^# ((?:keras-vit serve|python -m serving\.server)\b.*)$", r"_docs_start_server('\1')"),
+    # An HTTP error status fails the command (curl exits 0 on a 404 otherwise).
+    (r"^curl ", "curl --fail-with-body "),
+    # Load tests: a few requests per level.
+    (
+        r"^(python benchmarks/loadtest\.py\b[^#]*?)(\s*#.*)?$",
+        r"\1 --requests 8 --duration 3 --output {workdir}/loadtest.md\2",
+    ),
+]
+
+# Files a document's working directory gets before its first block, besides the
+# photos (cat.jpg, dog.jpg, dog.png, photos/, flowers/), vit-b16/ and runs/beans/.
+SETUP = {
+    "docs/checkpoints.md": {"runs/flowers": "run"},
+    "docs/client.md": {"models/vit": "export/vit"},
+    "docs/server.md": {"models/vit": "export/vit"},
+    "--help": {"runs/photos": "run", "models/vit": "export/vit"},
+}
+
+# Defined before each Python block: the names the docs use for their inputs.
+PYTHON_PRELUDE = """\
+import atexit, os, subprocess, time, urllib.request
+import numpy as np
+from PIL import Image
+photo_a = np.asarray(Image.open("cat.jpg").convert("RGB"))
+photo_b = np.asarray(Image.open("dog.jpg").convert("RGB").resize(photo_a.shape[1::-1]))
+images = np.stack([photo_a, photo_b])
+
+def _docs_start_server(command):
+    process = subprocess.Popen(["bash", "-c", "exec " + command])
+    atexit.register(process.terminate)
+    deadline = time.monotonic() + {timeout}
+    while True:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:{rest_port}/v1/models/{{}}".format(
+                command.split("--model_name=")[1].split()[0]), timeout=5)
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {{command}}")
+            time.sleep(0.5)
+"""
+
+
+@dataclass
+class Block:
+    file: str
+    heading: str
+    index: int  # 1-based, among the file's blocks
+    line: int
+    language: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.file}:{self.line} [{self.heading}] block {self.index} ({self.language})"
+
+
+def extract_blocks(text: str, file: str) -> list[Block]:
+    """Every fenced code block with its language, line and the heading above it."""
+    blocks, heading, fence, start, language, body = [], "(top)", None, 0, "", []
+    for number, line in enumerate(text.splitlines(), 1):
+        if fence is None:
+            opening = re.match(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)", line)
+            if opening:
+                fence, start, language, body = opening.group(1), number, opening.group(2), []
+            elif line.startswith("#"):
+                heading = line.lstrip("#").strip()
+        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            body_text = textwrap.dedent("\n".join(body))  # blocks inside list items are indented
+            blocks.append(Block(file, heading, len(blocks) + 1, start, language, body_text))
+            fence = None
+        else:
+            body.append(line)
+    return blocks
+
+
+def shell_commands(text: str) -> list[str]:
+    """Commands of a shell block: continuation lines and open quotes joined, comments dropped."""
+    commands, current = [], ""
+    for line in text.splitlines():
+        if current:
+            current += ("\n" if _open_quote(current) else " ") + line.strip()
+        elif line.strip() and not line.lstrip().startswith("#"):
+            current = line.strip()
+        if current.endswith("\\"):
+            current = current[:-1].rstrip()
+            continue
+        if current and not _open_quote(current):
+            commands.append(current)
+            current = ""
+    return commands
+
+
+def _open_quote(command: str) -> bool:
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # "No closing quotation": the command goes on on the next line
+        return True
+    return False
+
+
+def find_skip(text: str, scope: str) -> Skip | None:
+    for skip in SKIPS:
+        if skip.scope == scope and re.search(skip.pattern, text, re.M):
+            return skip
+    return None
+
+
+def _is_server(command: str) -> bool:
+    return bool(re.search(r"^(keras-vit serve|python -m serving\.server)\b", command))
+
+
+def _tf_startup_lines(output: str) -> list[str]:
+    """The TensorFlow C++ start-up lines in ``output`` (what the docs promise not to print)."""
+    return [m.group(0) for m in re.finditer(r"^.*(?:" + TF_STARTUP.pattern + r").*$", output, re.M)]
+
+
+def check_output(output: str, where: str, record: list[str]) -> None:
+    assert "Traceback (most recent call last)" not in output, (
+        f"{where} printed a traceback:\n" + (output[-4000:])
+    )
+    noise = _tf_startup_lines(output)
+    if noise:
+        record.append(f"{where}: {len(noise)} TensorFlow start-up line(s), e.g. {noise[0]!r}")
+        raise AssertionError(f"{where} printed TensorFlow start-up lines:\n" + "\n".join(noise))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("readme_fixtures")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "readme_fixtures.py"), str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES=""),
+    )  # fmt: skip
+    if done.returncode != 0 and "No module named 'transformers'" in done.stderr:
+        pytest.skip("the stand-in checkpoint is written by transformers (requirements-dev.txt)")
+    assert done.returncode == 0, f"readme_fixtures.py failed:\n{done.stderr[-5000:]}"
+    return out
+
+
+class DocumentRun:
+    """One document's blocks, in order, in one working directory with its own servers."""
+
+    def __init__(self, name: str, workdir: Path, fixtures: Path):
+        self.name, self.workdir, self.fixtures = name, workdir, fixtures
+        self.values = dict(
+            grpc_port=_free_port(), rest_port=_free_port(), workdir=workdir, fixtures=fixtures
+        )
+        self.servers: list[subprocess.Popen] = []
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.noise: list[str] = []
+        self.bin = workdir / ".bin"
+        self._prepare()
+
+    def _prepare(self) -> None:
+        images = self.fixtures / "images"
+        for name in ("cat.jpg", "dog.jpg", "dog.png"):
+            shutil.copy(images / name, self.workdir / name)
+        # Image folders, one sub-folder per class: crops of a real photo per class.
+        from PIL import Image
+
+        for folder, classes in (("photos", ("cat", "coffee")), ("flowers", ("dog", "rocket"))):
+            for label in classes:
+                (self.workdir / folder / label).mkdir(parents=True)
+                photo = Image.open(images / f"{label}.jpg")
+                width, height = photo.size
+                for k in range(6):
+                    box = (k * width // 12, k * height // 12, width - k * width // 24, height)
+                    suffix = "png" if k % 2 else "jpg"
+                    photo.crop(box).save(self.workdir / folder / label / f"{label}{k}.{suffix}")
+        setup = {"vit-b16": "hf-tiny", "runs/beans": "run", **SETUP.get(self.name, {})}
+        for target, source in setup.items():
+            shutil.copytree(self.fixtures / source, self.workdir / target)
+        # `python` and `keras-vit` are this checkout's, whatever the PATH says.
+        self.bin.mkdir()
+        # The docs run from a checkout: its scripts are where they say.
+        for name in ("benchmarks", "tests"):
+            (self.workdir / name).symlink_to(ROOT / name)
+        # (Wrappers, not symlinks: a symlinked venv python outside the venv loses its packages.)
+        python = shlex.quote(sys.executable)
+        for name, line in (
+            ("python", f'exec {python} "$@"'),
+            ("python3", f'exec {python} "$@"'),
+            ("keras-vit", f'exec {python} -m keras_vit "$@"'),
+        ):
+            (self.bin / name).write_text(f"#!/bin/sh\n{line}\n")
+            (self.bin / name).chmod(0o755)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # what a user sees, not the test suite's quiet
+        env.update(
+            PATH=f"{self.bin}:{Path(sys.executable).parent}:{env.get('PATH', '')}",
+            PYTHONPATH=str(ROOT),
+            HF_HUB_CACHE=str(self.fixtures / "hf-cache"),
+            HF_HUB_OFFLINE="1",  # the cache stands in for the hub, even where it is reachable
+            CUDA_VISIBLE_DEVICES="",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def substitute(self, text: str) -> str:
+        text = "\n".join(_serve_on_test_ports(line) for line in text.splitlines())
+        for pattern, replacement in SUBSTITUTIONS:
+            text = re.sub(pattern, replacement, text, flags=re.M)
+        for key, value in self.values.items():
+            text = text.replace("{" + key + "}", str(value))
+        return text
+
+    # --- servers ---
+
+    def start_server(self, command: str, where: str) -> None:
+        self.stop_servers()  # they all listen on the test's two ports
+        command = command.rstrip("&").strip()
+        match = re.search(r"--model_name[= ](\S+)", command)
+        model = match.group(1) if match else "default"
+        log = open(self.workdir / f".server-{len(self.ran)}.log", "w+")  # noqa: SIM115
+        process = subprocess.Popen(
+            ["bash", "-c", "exec " + command], cwd=self.workdir, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.servers.append(process)
+        url = f"http://127.0.0.1:{self.values['rest_port']}/v1/models/{model}"
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    if b"AVAILABLE" in reply.read():
+                        return
+            except OSError:
+                pass
+            log.seek(0)
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{where}: the server did not come up:\n$ {command}\n{log.read()}")
+            time.sleep(0.5)
+
+    def stop_servers(self) -> None:
+        while self.servers:
+            process = self.servers.pop()
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+    def _needs_server(self, original: str) -> None:
+        """A block that talks to localhost:8500/8501 gets a server if nobody started one."""
+        if self.servers or not re.search(r"localhost:850[01]", original):
+            return
+        if not (self.workdir / "models" / "vit").exists():
+            shutil.copytree(self.fixtures / "export" / "vit", self.workdir / "models" / "vit")
+        self.start_server(
+            f"python -m serving.server --model_name=vit --model_base_path={self.workdir}/models/vit"
+            f" --port={self.values['grpc_port']} --rest_api_port={self.values['rest_port']}",
+            "(server for the blocks that query one)",
+        )
+
+    # --- blocks ---
+
+    def shell(self, command: str, where: str, carry: list[str] = ()) -> None:
+        script = "\n".join([*carry, "set -o pipefail", command])
+        started = time.monotonic()
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=self.workdir, env=self.env,
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+        )  # fmt: skip
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, (
+            f"{where}: exit status {done.returncode}\n$ {command}\n{output[-6000:]}"
+        )
+        check_output(output, f"{where}: $ {command}", self.noise)
+        self.ran.append(f"{where}: $ {command} ({time.monotonic() - started:.0f} s)")
+
+    def run_shell_block(self, block: Block) -> None:
+        carry: list[str] = []  # cd and variable assignments persist within the block
+        for original in shell_commands(block.text):
+            skip = find_skip(original, "command")
+            if skip:
+                self.skipped.append(f"{block.name}: $ {original} -- {skip.reason}")
+                continue
+            command = self.substitute(original)
+            if _is_server(command):
+                self.start_server(command, block.name)
+                self.ran.append(f"{block.name}: $ {command} (in the background)")
+                continue
+            self._needs_server(original)
+            self.shell(command, block.name, carry)
+            if re.match(r"^(export )?[A-Za-z_]\w*=\S*$|^(export )?[A-Za-z_]\w*=\$\(.*\)$|^cd ",
+                        command):  # fmt: skip
+                carry.append(command)
+
+    def run_python_block(self, block: Block) -> None:
+        source = self.substitute(block.text)
+        if "_docs_start_server(" not in source:
+            self._needs_server(block.text)
+        prelude = PYTHON_PRELUDE.format(
+            timeout=SERVER_START_TIMEOUT, rest_port=self.values["rest_port"]
+        )
+        if "_docs_start_server(" in source:
+            self.stop_servers()  # the block starts its own on the test's ports
+        path = self.workdir / f".block-{block.index}.py"
+        path.write_text(prelude + "\n# --- the block ---\n" + source + "\n")
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(path)], cwd=self.workdir, env=self.env,
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+        )  # fmt: skip
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, (
+            f"{block.name}: exit status {done.returncode}\n{textwrap.indent(source, '    ')}\n"
+            f"{output[-6000:]}"
+        )
+        check_output(output, block.name, self.noise)
+        self.ran.append(f"{block.name} ({time.monotonic() - started:.0f} s)")
+
+    def run(self, blocks: list[Block]) -> None:
+        try:
+            for block in blocks:
+                language = block.language.lower()
+                if language not in SHELL + PYTHON:
+                    continue  # output samples, config files
+                skip = find_skip(block.text, "block")
+                if skip:
+                    self.skipped.append(f"{block.name} -- {skip.reason}")
+                elif language in SHELL:
+                    self.run_shell_block(block)
+                else:
+                    self.run_python_block(block)
+        finally:
+            self.stop_servers()
+            print(self.report())
+
+    def report(self) -> str:
+        lines = [f"{self.name}: {len(self.ran)} run, {len(self.skipped)} skipped"]
+        lines += [f"  ran     {item}" for item in self.ran]
+        lines += [f"  skipped {item}" for item in self.skipped]
+        lines += [f"  noise   {item}" for item in self.noise]
+        return "\n".join(lines)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_document_blocks_run(document, fixtures, tmp_path):
+    blocks = extract_blocks((ROOT / document).read_text(), document)
+    runnable = [b for b in blocks if b.language.lower() in SHELL + PYTHON]
+    if not runnable:
+        pytest.skip(f"{document} has no shell or Python block")
+    DocumentRun(document, tmp_path, fixtures).run(runnable)
+
+
+def help_examples() -> list[tuple[str, list[str]]]:
+    """The example commands in every ``keras-vit COMMAND [TARGET] --help``."""
+    from keras_vit.cli import build_parser
+
+    out = []
+    parser = build_parser()
+    pending = [("keras-vit", parser)]
+    while pending:
+        prog, current = pending.pop(0)
+        for action in current._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                pending += [(f"{prog} {name}", sub) for name, sub in action.choices.items()]
+        text = current.format_help()
+        examples = text.split("example", 1)[1] if "example" in text else ""
+        commands = [c for c in shell_commands(examples) if re.match(r"(keras-vit|python) ", c)]
+        if commands:
+            out.append((prog, commands))
+    return out
+
+
+def test_help_examples(fixtures, tmp_path):
+    examples = help_examples()
+    assert examples, "no --help text has examples"
+    run = DocumentRun("--help", tmp_path, fixtures)
+    try:
+        for prog, commands in examples:
+            block = Block("--help", prog, 1, 0, "bash", "\n".join(commands))
+            run.run_shell_block(block)
+    finally:
+        run.stop_servers()
+        print(run.report())
+
+
+def test_extraction_finds_blocks_headings_and_continuations():
+    text = textwrap.dedent(
+        """\
+        # Title
+        ```bash
+        keras-vit export --model a \\
+            --output b   # comment
+        # a comment line
+        ```
+        ## Python part
+        ~~~python
+        print("```")
+        ~~~
+        ```
+        output sample
+        ```
+        """
+    )
+    blocks = extract_blocks(text, "x.md")
+    assert [(b.heading, b.language, b.line) for b in blocks] == [
+        ("Title", "bash", 2), ("Python part", "python", 8), ("Python part", "", 11)
+    ]  # fmt: skip
+    assert shell_commands(blocks[0].text) == ["keras-vit export --model a --output b   # comment"]
+    assert blocks[1].text == 'print("```")'
+    assert shell_commands("A='{\"x\":\n  1}' \\\n  cmd --y\nnext") == [
+        "A='{\"x\":\n1}' cmd --y",
+        "next",
+    ]
+    assert find_skip("kubectl apply -k x", "command").reason == "needs a Kubernetes cluster"
+    assert find_skip("keras-vit deploy vertex --project p --dry-run", "command") is None
