@@ -40,7 +40,11 @@ def register(subparsers) -> None:
         "--gallery-size", type=int, default=16, help="misclassifications shown (default 16)"
     )
     group = parser.add_argument_group("server")
-    group.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
+    group.add_argument(
+        "--protocol",
+        choices=("grpc", "rest"),
+        help="default: what --server says (port 8500 or grpc:// gRPC; 8501 or http(s):// REST)",
+    )
     group.add_argument("--model-name", default="vit", help="served model name (default: vit)")
     group.add_argument("--model-version", type=int, help="a specific version (default: latest)")
     group.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
@@ -121,11 +125,12 @@ def _predictor(args):
 
     if args.server:
         from serving.client import ServingClient
+        from serving.client.files import protocol_for_target
 
         client = ServingClient(
             args.server,
             model_name=args.model_name,
-            protocol=args.protocol,
+            protocol=args.protocol or protocol_for_target(args.server),
             version=args.model_version,
             timeout=args.timeout,
             batch_size=args.batch_size,

@@ -24,7 +24,11 @@ def register(subparsers) -> None:
     which.add_argument("--server", metavar="HOST:PORT", help="a served model (gRPC or REST)")
     parser.add_argument("--port", type=int, default=7860, help="page port (default 7860, 0: any)")
     group = parser.add_argument_group("server")
-    group.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
+    group.add_argument(
+        "--protocol",
+        choices=("grpc", "rest"),
+        help="default: what --server says (port 8500 or grpc:// gRPC; 8501 or http(s):// REST)",
+    )
     group.add_argument("--model-name", default="vit", help="served model name (default: vit)")
     group.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.set_defaults(func=run)
@@ -65,9 +69,13 @@ def make_backend(args: argparse.Namespace):
 
     if args.server:
         from serving.client import ServingClient
+        from serving.client.files import protocol_for_target
 
         client = ServingClient(
-            args.server, model_name=args.model_name, protocol=args.protocol, timeout=args.timeout
+            args.server,
+            model_name=args.model_name,
+            protocol=args.protocol or protocol_for_target(args.server),
+            timeout=args.timeout,
         )
         try:
             return ServerBackend(client)

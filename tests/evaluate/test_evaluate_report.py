@@ -175,3 +175,13 @@ def test_bad_data_is_a_clear_error(model_file, tmp_path, capsys):
     assert main(args + ["--data", str(tmp_path / "empty")]) == 1
     assert "No images" in capsys.readouterr().err
     assert main(args + ["--data", str(tmp_path / "empty"), "--batch-size", "0"]) == 2
+
+
+def test_protocol_comes_from_the_address_or_a_clear_error(folder, tmp_path, capsys):
+    """As `keras-vit predict`: 8500/8501 or a URL pick the protocol; else ask for --protocol."""
+    from keras_vit.cli import main
+
+    args = ["evaluate", "--server", "127.0.0.1:9", "--data", str(folder)]
+    assert main(args + ["--output", str(tmp_path / "r"), "--no-progress"]) == 1
+    assert "pass --protocol grpc or --protocol rest" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "metrics.json").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keras_vit.training.callbacks import read_history
 from tests.training.conftest import SMALL_VIT, write_colour_folder
 from tests.training.multi_worker_support import (
     ROOT,
@@ -140,7 +141,9 @@ def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data,
         deadline = time.monotonic() + 180
         while True:
             predicted = subprocess.run(
-                CLI + ["predict", "--server", f"127.0.0.1:{grpc_port}", "--json", str(image)],
+                CLI
+                + ["predict", "--server", f"127.0.0.1:{grpc_port}", "--protocol", "grpc"]
+                + ["--json", str(image)],
                 cwd=ROOT,
                 env=environment(),
                 capture_output=True,
@@ -207,5 +210,5 @@ def test_a_killed_worker_restarted_resumes_from_the_chiefs_backup(colour_data, t
         assert "Resuming from the backup" in text
         assert f"Epoch {resumed_at + 1}/{epochs}" in text
     _assert_same_weights(output / "model.keras", output / ".worker-1" / "model.keras")
-    rows = (output / "history.csv").read_text().strip().splitlines()[1:]
-    assert [int(row.split(",")[0]) for row in rows] == list(range(1, epochs + 1))
+    history = read_history(str(output / "history.csv"))
+    assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
