@@ -12,7 +12,8 @@ run, so the helpers are built around that:
 - :class:`Stats` holds a median and interquartile range of a rate (items/s);
 - :func:`ratio` and :func:`markdown_table` make the comparison table;
 - :func:`machine_info` and :func:`write_results` write
-  ``benchmarks/results/<name>.md`` with the date, machine and versions.
+  ``benchmarks/results/<name>.md`` with the date, machine and versions;
+- :class:`ServerProcess` runs ``python -m serving.server`` on free loopback ports.
 
 Only the standard library is imported here, so ``serving`` benchmarks can use
 it without importing TensorFlow.
@@ -30,11 +31,16 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -183,3 +189,43 @@ def write_results(name: str, title: str, info: Mapping[str, str], body: str) -> 
     with open(path, "w") as f:
         f.write(f"# {title}\n\n{facts}\n\n{body.rstrip()}\n")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m serving.server`` in a subprocess, on free loopback ports.
+
+    Serves ``base`` as model ``vit``; ``flags`` are appended to the command line.
+    """
+
+    def __init__(self, base: Path, flags: Sequence[str] = ()):
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        command = [
+            sys.executable, "-m", "serving.server",
+            f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
+            "--model_name=vit", f"--model_base_path={base}", *flags,
+        ]  # fmt: skip
+        self.log = tempfile.TemporaryFile()
+        root = Path(__file__).resolve().parents[1]
+        self.process = subprocess.Popen(command, cwd=root, stdout=self.log, stderr=self.log)
+
+    def wait(self, client, timeout: float = 300) -> None:
+        """Until ``client`` sees the model available; the server's log tail on failure."""
+        try:
+            client.wait_until_available(timeout=timeout)
+        except Exception:
+            self.log.seek(0)
+            sys.stderr.write(self.log.read().decode(errors="replace")[-4000:])
+            raise
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

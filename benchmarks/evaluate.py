@@ -28,43 +28,7 @@ sys.path.insert(0, str(ROOT))
 # Appended, not prepended: benchmarks/serving.py must not shadow the serving package.
 sys.path.append(str(ROOT / "benchmarks"))
 
-from common import machine_info, markdown_table, write_results  # noqa: E402
-
-
-class Server:
-    """``python -m serving.server`` in a subprocess, on free loopback ports."""
-
-    def __init__(self, base: Path):
-        import socket
-
-        def free_port() -> int:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                return probe.getsockname()[1]
-
-        self.grpc_port, self.rest_port = free_port(), free_port()
-        command = [
-            sys.executable, "-m", "serving.server",
-            f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
-            "--model_name=vit", f"--model_base_path={base}",
-        ]  # fmt: skip
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=self.log)
-
-    def wait(self, client, timeout: float = 300) -> None:
-        try:
-            client.wait_until_available(timeout=timeout)
-        except Exception:
-            self.log.seek(0)
-            sys.stderr.write(self.log.read().decode(errors="replace")[-4000:])
-            raise
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+from common import ServerProcess, machine_info, markdown_table, write_results  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -99,7 +63,7 @@ def run(args) -> int:
     base = Path(scratch.name) / "vit"
     export_saved_model(model, base, version=1)
     data = image_folder(folder.test_dir)
-    server = Server(base)
+    server = ServerProcess(base)
     clients = {}
     try:
         for protocol in ("grpc", "rest"):

@@ -18,9 +18,7 @@ import argparse
 import io
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +28,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import ServerProcess  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "serving.md"
 
@@ -51,12 +51,6 @@ def sample_jpegs(count: int, size: int) -> list[bytes]:
         image.resize((size, size), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,37 +104,6 @@ class InProcess:
         n = len(self.images)
         chunks = [[self.images[(i * batch + j) % n] for j in range(batch)] for i in range(repeats)]
         return statistics.median(batch / self._call(chunk) for chunk in chunks)
-
-
-class Server:
-    """``python -m serving.server`` in a subprocess, on free loopback ports."""
-
-    def __init__(self, base: Path, batching_file: Path | None):
-        self.grpc_port, self.rest_port = free_port(), free_port()
-        command = [
-            sys.executable, "-m", "serving.server",
-            f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
-            "--model_name=vit", f"--model_base_path={base}",
-        ]  # fmt: skip
-        if batching_file:
-            command += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=self.log)
-
-    def wait(self, client, timeout: float = 300) -> None:
-        try:
-            client.wait_until_available(timeout=timeout)
-        except Exception:
-            self.log.seek(0)
-            sys.stderr.write(self.log.read().decode(errors="replace")[-4000:])
-            raise
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def drive(client, images: list[bytes], concurrency: int, requests: int) -> dict:
@@ -216,7 +179,8 @@ def main(argv=None) -> int:
     )
     rows = []
     for batching_file in (None, batching):
-        server = Server(base, batching_file)
+        flags = ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+        server = ServerProcess(base, flags if batching_file else ())
         try:
             for protocol in ("grpc", "rest"):
                 port = server.grpc_port if protocol == "grpc" else server.rest_port
