@@ -36,10 +36,20 @@ def read_image(
         raise ImageReadError(f"{path}: is a directory") from error
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
+    try:
+        return decode_bytes(data, image_size, max_pixels)
+    except ImageReadError as error:
+        raise ImageReadError(f"{path}: {error}") from None
+
+
+def decode_bytes(
+    data: bytes, image_size: Sequence[int], max_pixels: int | None = None
+) -> np.ndarray:
+    """Decodes encoded image bytes as :func:`read_image` does; ImageReadError with the reason."""
     pixels, reasons = _decoder(tuple(int(s) for s in image_size), max_pixels)([data])
     reason = reasons.numpy()[0].decode("utf-8", "replace")
     if reason:
-        raise ImageReadError(f"{path}: {reason}")
+        raise ImageReadError(reason)
     return pixels.numpy()[0]
 
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     written: dict[str, int] = {}
     for path in args.images:
         try:
-            pixels = read_image(path)
+            pixels = read_image(path, model.image_size)
         except ImageReadError as error:
             print(f"error: {error}", file=sys.stderr)
             status = 2

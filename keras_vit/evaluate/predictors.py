@@ -27,15 +27,10 @@ class LocalPredictor:
 
     def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
         """``(top-k per image, seconds spent in the model)``."""
-        import tensorflow as tf
-
-        from keras_vit.training.data import decode_image
-        from keras_vit.training.pipeline import resize_like_model
+        from keras_vit.images import decode_bytes
 
         size = tuple(self.model.image_size)
-        pixels = np.stack(
-            [resize_like_model(decode_image(tf.constant(data)), size).numpy() for data in encoded]
-        )
+        pixels = np.stack([decode_bytes(data, size) for data in encoded])
         started = time.perf_counter()
         logits = np.asarray(self.model.predict_on_batch(pixels), dtype=np.float64)
         elapsed = time.perf_counter() - started

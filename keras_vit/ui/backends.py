@@ -53,19 +53,17 @@ class LocalBackend:
         self.explainer = Explainer(model)
         self.top_k = min(top_k, len(model.labels))
         self.max_pixels = max_pixels
+        self.image_size = tuple(model.image_size)
         self.description = f"{model.name} in-process"
 
     def answer(self, image: bytes) -> Answer:
         from PIL import Image
 
         from keras_vit.explain.overlay import overlay_image
+        from keras_vit.images import decode_bytes
 
-        with Image.open(io.BytesIO(image)) as decoded:
-            width, height = decoded.size
-            if width * height > self.max_pixels:
-                raise ValueError(f"{width}x{height} is more than {self.max_pixels} pixels")
-            decoded.seek(0)
-            pixels = np.asarray(decoded.convert("RGB"), dtype=np.uint8)
+        # The exported signatures' decoder, so the page shows what a server would answer.
+        pixels = decode_bytes(image, self.image_size, self.max_pixels)
         explanation = self.explainer.explain(pixels, top_k=self.top_k)
         buffer = io.BytesIO()
         Image.fromarray(overlay_image(explanation.image, explanation.attention_map)).save(

@@ -54,7 +54,7 @@ def test_one_png_per_image_with_the_top3(model_file, photos, tmp_path, capsys):
         written = out / f"{photo.stem}.png"
         with Image.open(written) as image:
             assert image.format == "PNG" and image.size == (800, 400)
-        logits = np.asarray(model(read_image(photo)[None].astype("float32")))[0]
+        logits = np.asarray(model(read_image(photo, model.image_size)[None]))[0]
         top3 = [LABELS[i] for i in np.argsort(-logits)[:3]]
         shown = [pair.rsplit(":", 1)[0] for pair in line.split("\t")[2].split(", ")]
         assert shown == top3

@@ -122,7 +122,7 @@ def test_page_in_process(browser, model, photo):
     from keras_vit.ui.app import UIServer
     from keras_vit.ui.backends import LocalBackend
 
-    logits = np.asarray(model.predict_on_batch(read_image(photo)[None].astype("float32")))[0]
+    logits = np.asarray(model.predict_on_batch(read_image(photo, model.image_size)[None]))[0]
     ui = UIServer(LocalBackend(model), port=0).start()
     try:
         shown = _try_page(browser, ui.url, photo, ARTIFACTS / "ui-in-process.png")
