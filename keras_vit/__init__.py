@@ -9,6 +9,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from keras_vit import quiet as _quiet  # noqa: E402
+
+_quiet.install()  # TensorFlow's C++ start-up lines stay off the terminal (see quiet.py)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

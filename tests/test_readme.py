@@ -78,6 +78,8 @@ SKIPS = [
     Skip(r"--strategy multi_worker", "needs several workers (a multi-worker cluster)"),
     Skip(r"TPUClusterResolver", "needs a TPU", scope="block"),
     Skip(r"^tensorflow_model_server\b", "needs TF Serving's binary (the Docker image)"),
+    Skip(r"tfds:", "needs the network (TensorFlow Datasets downloads the data set)"),
+    Skip(r"^keras-vit ui\b", "serves a page until Ctrl-C; tests/ui drives it in Chromium"),
     Skip(r"^hf download\b", "needs the network (the Hugging Face Hub)"),
     Skip(r"--protocol vertex", "needs a Google Cloud project (a Vertex AI endpoint)"),
     Skip(r"VertexClient\(", "needs a Google Cloud project (a Vertex AI endpoint)", scope="block"),
@@ -111,6 +113,9 @@ SUBSTITUTIONS = [
     (r"/tmp/models/", "{workdir}/tmp-models/"),
     (r"/data/vit-base-patch16-224", "{fixtures}/hf-tiny"),
     (r"\bViT-B_16\.npz\b|\bvit_base\.npz\b", "{fixtures}/tiny.npz"),
+    # The evaluation and explain examples: a labelled folder and a label of the tiny run.
+    (r"\bdata/digits/test\b", "pets"),
+    (r"--label tabby\b", "--label cat"),
     # Training shrinks to one epoch (argparse keeps the last --epochs).
     (r"^((?:\S+=\S+ )*keras-vit train\b[^#]*?)(\s*#.*)?$", r"\1 --epochs 1\2"),
     (r"\bepochs=\d+", "epochs=1"),
@@ -133,6 +138,7 @@ SETUP = {
     "docs/checkpoints.md": {"runs/flowers": "run"},
     "docs/client.md": {"models/vit": "export/vit"},
     "docs/server.md": {"models/vit": "export/vit"},
+    "docs/evaluate.md": {"runs/digits": "run", "runs/photos": "run"},
     "--help": {"runs/photos": "run", "models/vit": "export/vit"},
 }
 
@@ -287,7 +293,11 @@ class DocumentRun:
         # Image folders, one sub-folder per class: crops of a real photo per class.
         from PIL import Image
 
-        for folder, classes in (("photos", ("cat", "coffee")), ("flowers", ("dog", "rocket"))):
+        for folder, classes in (
+            ("photos", ("cat", "coffee")),
+            ("flowers", ("dog", "rocket")),
+            ("pets", ("cat", "dog")),
+        ):
             for label in classes:
                 (self.workdir / folder / label).mkdir(parents=True)
                 photo = Image.open(images / f"{label}.jpg")

@@ -16,14 +16,11 @@ written back to stderr, so a Python warning or error of the import still shows.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import sys
-import tempfile
 
-# glog/absl line prefixes ("I0000 00:00:...", "W1201 ...", "E0000 ...") and absl's pre-init notice.
-TF_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)")
+from keras_vit import quiet
+from keras_vit.quiet import filtered_stderr
 
 
 def quiet_tensorflow(verbose: bool = False) -> bool:
@@ -32,6 +29,8 @@ def quiet_tensorflow(verbose: bool = False) -> bool:
     Does nothing (and returns False) when ``verbose``, when the user set
     ``TF_CPP_MIN_LOG_LEVEL`` themselves, or when TensorFlow is already imported.
     """
+    if verbose:
+        quiet.uninstall()
     if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return False
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # hides the later cuInit error line too
@@ -41,27 +40,3 @@ def quiet_tensorflow(verbose: bool = False) -> bool:
         # The first device query initialises the platforms (cuInit) while filtered.
         tf.config.list_physical_devices()
     return True
-
-
-@contextlib.contextmanager
-def filtered_stderr(pattern: re.Pattern = TF_LOG_LINE):
-    """Sends file descriptor 2 to a temporary file; replays the lines not matching ``pattern``."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [
-                line
-                for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-                if not pattern.match(line)
-            ]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()

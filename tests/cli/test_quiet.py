@@ -77,3 +77,30 @@ def test_filtered_stderr_keeps_everything_but_log_lines(capfd):
     # (pytest's capture holds sys.stderr apart from file descriptor 2, hence no order here)
     lines = sorted(capfd.readouterr().err.splitlines())
     assert lines == ["Python stderr line", "UserWarning: something a user must see"]
+
+
+PYTHON_API = (
+    "import numpy as np\n"
+    "from keras_vit import ViTClassifier\n"
+    "model = ViTClassifier.from_preset('vit-tiny-patch16-224', load_weights=False)\n"
+    "print(model(np.zeros((1, 32, 32, 3), 'uint8')).shape)\n"
+)
+
+
+def test_the_python_api_is_as_quiet_and_the_users_level_brings_the_lines_back():
+    """A user's own script: importing keras_vit (or serving) filters TensorFlow's first import."""
+    quiet = subprocess.run(
+        [sys.executable, "-c", PYTHON_API], env=_env(), capture_output=True, text=True,
+        timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "(1, 1000)"
+    assert not LOG_LINE.search(quiet.stderr), quiet.stderr
+    assert "rebuild TensorFlow" not in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", PYTHON_API], env=_env(TF_CPP_MIN_LOG_LEVEL="0"),
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert loud.returncode == 0, loud.stderr
+    # TensorFlow's own start-up notices, which the first run hid (not a vacuous check).
+    assert _messages(loud.stderr), loud.stderr

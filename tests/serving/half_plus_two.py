@@ -16,7 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+# isort: off
+import serving  # noqa: F401  (first: TensorFlow's start-up lines stay quiet, as for users)
 import tensorflow as tf
+
+# isort: on
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
