@@ -451,9 +451,9 @@ def write_report(rows: list[Row], args, path: Path, idle_rss: int) -> str:
     lines += [
         "",
         f"rest-png-36MP here: {args.png_requests} concurrent requests of {args.png_images} "
-        "6000x6000 PNG(s) (the issue's 50 x 8 would need many GB on a shared machine; "
-        "`--png_requests 50 --png_images 8` runs it). The GIF and PNG rows measure the "
-        "decoder in `serving/decode.py` of this checkout.",
+        "6000x6000 PNG(s) (the issue's attack is `--png_requests 50 --png_images 8`; a "
+        "request over the per-request pixel budget is refused from the headers alone). "
+        "The GIF and PNG rows measure the decoder in `serving/decode.py` of this checkout.",
         "",
     ]
     text = "\n".join(lines)
