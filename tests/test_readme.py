@@ -271,6 +271,7 @@ def _tf_startup_lines(output: str) -> list[str]:
 NOT_OURS = [
     (r"^saved_model_cli\b", "TensorFlow's own tool"),
     (r"from tests\.", "a test-suite helper for developers (builds TF Serving's test model)"),
+    (r"^import grpc, tensorflow as tf", "TensorFlow's own stubs, as TF Serving documents them"),
 ]
 
 
@@ -493,7 +494,7 @@ class DocumentRun:
             f"{block.name}: exit status {done.returncode}\n{textwrap.indent(source, '    ')}\n"
             f"{output[-6000:]}"
         )
-        check_output(output, block.name, self.noise)
+        check_output(output, f"{block.name}: $ {block.text.strip()}", self.noise)
         self.ran.append(f"{block.name} ({time.monotonic() - started:.0f} s)")
 
     def run(self, blocks: list[Block]) -> None:
