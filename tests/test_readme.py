@@ -141,6 +141,7 @@ SUBSTITUTIONS = [
     (r"\bViT-B_16\.npz\b|\bvit_base\.npz\b", "{fixtures}/tiny.npz"),
     # The evaluation and explain examples: a labelled folder and a label of the tiny run.
     (r"^(keras-vit evaluate\b.*?)\bdata/digits/test\b", r"\1pets"),
+    (r"^(keras-vit evaluate\b.*?)\bphotos_test/", r"\1photos/"),  # held-out photos: the same
     (r"--label tabby\b", "--label cat"),
     # Training shrinks to one epoch (argparse keeps the last --epochs).
     (r"^((?:\S+=\S+ )*keras-vit train\b[^#]*?)(\s*#.*)?$", r"\1 --epochs 1\2"),
