@@ -28,6 +28,7 @@ from keras_vit.training.data import ImageDataset, decode_image
 from serving.decode import resize
 
 AUTOTUNE = tf.data.AUTOTUNE
+_DATA = tf.data.experimental.AutoShardPolicy.DATA
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,16 @@ def train_pipeline(
     cache: bool | str = False,
     shuffle_buffer: int = 10_000,
     drop_remainder: bool = True,
+    batches: int | None = None,
+    auto_shard_policy: tf.data.experimental.AutoShardPolicy = _DATA,
 ) -> tf.data.Dataset:
     """Decode (cached), shuffle, augment per image, batch, mix up, prefetch.
 
     ``cache=True`` keeps the decoded images in memory after the first epoch; a
     string caches them in files with that prefix. The shuffle and the
-    augmentation change every epoch and are fixed by ``seed``.
+    augmentation change every epoch and are fixed by ``seed``. ``batches``
+    keeps only that many batches per pass (a multi-worker file shard, see
+    :mod:`keras_vit.training.sharding`, which also turns auto-sharding ``OFF``).
     """
     augment = augment or AugmentConfig()
     num_classes = len(data.class_names)
@@ -145,7 +150,9 @@ def train_pipeline(
     dataset = dataset.batch(batch_size, drop_remainder=drop)
     if augment.mixup_alpha > 0:
         dataset = _mixup(dataset, augment.mixup_alpha, seed)
-    return _with_options(dataset.prefetch(AUTOTUNE))
+    if batches is not None:
+        dataset = dataset.take(batches)
+    return _with_options(dataset.prefetch(AUTOTUNE), auto_shard_policy)
 
 
 def random_resized_crop(
@@ -196,8 +203,12 @@ def _cache(dataset: tf.data.Dataset, cache: bool | str) -> tf.data.Dataset:
     return dataset
 
 
-def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def _with_options(
+    dataset: tf.data.Dataset, auto_shard_policy: tf.data.experimental.AutoShardPolicy = _DATA
+) -> tf.data.Dataset:
     options = tf.data.Options()
-    # Our datasets are lists of files or records, not file shards: split them by element.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # By default split by element: tf.data's FILE policy does not recognise our file lists
+    # (only reader datasets), and in-memory rows have no files. Multi-worker runs shard
+    # image files themselves before reading them (sharding.py) and pass OFF.
+    options.experimental_distribute.auto_shard_policy = auto_shard_policy
     return dataset.with_options(options)

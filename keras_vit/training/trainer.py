@@ -24,9 +24,15 @@ from keras_vit.loading import adapt_model, load_pretrained
 from keras_vit.model import ViTClassifier
 from keras_vit.presets import get_preset
 from keras_vit.training import callbacks as callbacks_lib
-from keras_vit.training import multi_worker, output
+from keras_vit.training import multi_worker, output, sharding
 from keras_vit.training.curve import write_training_curve
-from keras_vit.training.data import DataError, DataSplits, ImageDataset, load_data
+from keras_vit.training.data import (
+    DataError,
+    DataSplits,
+    FileImageDataset,
+    ImageDataset,
+    load_data,
+)
 from keras_vit.training.distribute import resolve_precision, resolve_strategy, worker_role
 from keras_vit.training.freeze import freeze_backbone
 from keras_vit.training.optim import build_loss, build_optimizer, build_schedule
@@ -218,15 +224,9 @@ def train(
         if config.lora_rank is not None:
             vit.enable_lora(config.lora_rank)
         image_size = vit.image_size
-        train_ds = train_pipeline(
-            splits.train,
-            image_size,
-            config.batch_size,
-            augment=config.augment,
-            seed=config.seed,
-            cache=_cache_choice(config.cache, splits.train),
+        train_ds, steps_per_epoch, fit_steps = _training_data(
+            strategy, splits.train, image_size, config
         )
-        steps_per_epoch = _steps_per_epoch(splits.train, config.batch_size)
         total_steps = steps_per_epoch * config.epochs
         warmup = config.warmup_steps
         if warmup is None:
@@ -296,6 +296,7 @@ def train(
             validation_data=val_ds,
             epochs=config.epochs,
             callbacks=all_callbacks,
+            steps_per_epoch=fit_steps,
             shuffle=False,  # the pipeline shuffles, seeded
             verbose=fit_verbosity(config.verbose),  # no ANSI codes in log files
         )
@@ -367,6 +368,44 @@ def _build_model(
     if image_size is not None:
         arguments["image_size"] = image_size
     return ViTClassifier(**arguments)
+
+
+def _training_data(strategy, data: ImageDataset, image_size, config: TrainingConfig):
+    """``(dataset, steps per epoch, steps_per_epoch for fit)`` of the training data.
+
+    In a multi-worker cluster an image folder is sharded by file, each worker reading
+    only its shard, and ``fit`` gets the steps every worker can run (sharding.py);
+    otherwise one pipeline that tf.data shards by element, and ``fit`` counts its batches.
+    """
+    if multi_worker.in_multi_worker_mode(strategy) and isinstance(data, FileImageDataset):
+
+        def make_dataset(shard, batch_size, index, batches):
+            print(
+                f"This worker reads file shard {index}: {shard.size} of {data.size} "
+                f"training images, {batches} batches of {batch_size} per epoch"
+            )
+            return train_pipeline(
+                shard,
+                image_size,
+                batch_size,
+                augment=config.augment,
+                seed=sharding.shard_seed(config.seed, index),
+                cache=_cache_choice(config.cache, shard, suffix=f".worker-{index}"),
+                batches=batches,
+                auto_shard_policy=tf.data.experimental.AutoShardPolicy.OFF,
+            )
+
+        dataset, steps = sharding.distribute_files(strategy, data, config.batch_size, make_dataset)
+        return dataset, steps, steps
+    dataset = train_pipeline(
+        data,
+        image_size,
+        config.batch_size,
+        augment=config.augment,
+        seed=config.seed,
+        cache=_cache_choice(config.cache, data),
+    )
+    return dataset, _steps_per_epoch(data, config.batch_size), None
 
 
 def _steps_per_epoch(data: ImageDataset, batch_size: int) -> int:

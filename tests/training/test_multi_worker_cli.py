@@ -116,6 +116,10 @@ def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data,
     assert "model directory: " + str(output.resolve()) in read_log(logs[0])
     _assert_same_weights(output / "model.keras", output / ".worker-1" / "model.keras")
     assert len((output / "history.csv").read_text().strip().splitlines()) == 1 + 2  # header, epochs
+    # The image folder is sharded by file: each worker read its 9 of the 18 training images.
+    for index, log in enumerate(logs):
+        shard = f"This worker reads file shard {index}: 9 of 18 training images, 2 batches of 4"
+        assert shard in read_log(log), read_log(log)[-2000:]
 
     exported = tmp_path / "export"
     _run(CLI + ["export", "--model", str(output), "--output", str(exported)], timeout=240)
