@@ -200,34 +200,7 @@ class VertexDeployConfig:
             problems.append(f"project {self.project!r} is not a Google Cloud project id")
         if not _REGION.match(self.region or ""):
             problems.append(f"region {self.region!r} is not a region like us-central1")
-        elif self.container_image_uri is None:
-            try:
-                prebuilt_container_uri(self.region)
-            except ValueError as error:
-                problems.append(str(error))
-        if self.container_image_uri is None:
-            if self.model_dir is None:
-                problems.append("model_dir is required with the prebuilt container")
-            else:
-                model_dir = Path(self.model_dir)
-                if not model_dir.is_dir():
-                    problems.append(f"model_dir {str(model_dir)!r} is not a directory")
-                elif not any(
-                    (model_dir / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")
-                ):
-                    problems.append(
-                        f"model_dir {str(model_dir)!r} has no saved_model.pb: pass a version "
-                        "directory of the export (BASE/1), not its base directory"
-                    )
-            if not _BUCKET.match(self.bucket or ""):
-                problems.append(f"bucket {self.bucket!r} must look like gs://BUCKET[/PREFIX]")
-        elif not re.match(
-            r"^[\w.-]+(:\d+)?/[\w./-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$", self.container_image_uri
-        ):
-            problems.append(
-                f"container_image_uri {self.container_image_uri!r} must be a pinned image "
-                "(REGISTRY/REPO:TAG or @sha256:...)"
-            )
+        problems += model_source_problems(self)
         if bool(self.endpoint_name) == bool(self.endpoint_id):
             problems.append("give exactly one of endpoint_name (reuse or create) or endpoint_id")
         if not self.model_display_name:
@@ -279,6 +252,41 @@ class VertexDeployConfig:
         return f"gs://{match['bucket']}/" + "/".join(parts)
 
 
+def model_source_problems(config: Any) -> list[str]:
+    """What is wrong with a config's model source: a SavedModel version directory and a
+    bucket for the prebuilt container, or a pinned image of our own."""
+    problems = []
+    if config.container_image_uri is None:
+        if _REGION.match(config.region or ""):
+            try:
+                prebuilt_container_uri(config.region)
+            except ValueError as error:
+                problems.append(str(error))
+        if config.model_dir is None:
+            problems.append("model_dir is required with the prebuilt container")
+        else:
+            model_dir = Path(config.model_dir)
+            if not model_dir.is_dir():
+                problems.append(f"model_dir {str(model_dir)!r} is not a directory")
+            elif not any(
+                (model_dir / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")
+            ):
+                problems.append(
+                    f"model_dir {str(model_dir)!r} has no saved_model.pb: pass a version "
+                    "directory of the export (BASE/1), not its base directory"
+                )
+        if not _BUCKET.match(config.bucket or ""):
+            problems.append(f"bucket {config.bucket!r} must look like gs://BUCKET[/PREFIX]")
+    elif not re.match(
+        r"^[\w.-]+(:\d+)?/[\w./-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$", config.container_image_uri
+    ):
+        problems.append(
+            f"container_image_uri {config.container_image_uri!r} must be a pinned image "
+            "(REGISTRY/REPO:TAG or @sha256:...)"
+        )
+    return problems
+
+
 def _traffic_problems(percentage: int | None, split: dict[str, int] | None) -> list[str]:
     if percentage is not None and split is not None:
         return ["give traffic_percentage or traffic_split, not both"]
@@ -311,18 +319,16 @@ def _model_files(model_dir: Path) -> list[Path]:
     return sorted(p for p in model_dir.rglob("*") if p.is_file())
 
 
-def build_plan(config: VertexDeployConfig) -> list[Step]:
-    """Every SDK call the deployment makes, in order. Makes no network call."""
-    config.validate()
-    plan = [
-        Step(
-            "init",
-            "google.cloud.aiplatform.init",
-            {"project": config.project, "location": config.region}
-            | ({"staging_bucket": config.bucket} if config.bucket else {}),
-        )
-    ]
+def model_upload_steps(config: Any) -> tuple[list[Step], list[str]]:
+    """The steps that put the SavedModel in Vertex's Model Registry, and the uploaded URIs.
+
+    Every file of ``config.model_dir`` to ``config.artifact_uri()`` (none with our own
+    serving image, which holds the model), then ``Model.upload``, producing ``model``.
+    ``config`` is a :class:`VertexDeployConfig` or has its fields and methods (the batch
+    prediction job's config does).
+    """
     artifact_uri = config.artifact_uri()
+    plan: list[Step] = []
     uploaded: list[str] = []
     if artifact_uri is not None:
         model_dir = Path(config.model_dir)  # type: ignore[arg-type]
@@ -359,6 +365,22 @@ def build_plan(config: VertexDeployConfig) -> list[Step]:
     plan.append(
         Step("upload_model", "google.cloud.aiplatform.Model.upload", upload, produces="model")
     )
+    return plan, uploaded
+
+
+def build_plan(config: VertexDeployConfig) -> list[Step]:
+    """Every SDK call the deployment makes, in order. Makes no network call."""
+    config.validate()
+    plan = [
+        Step(
+            "init",
+            "google.cloud.aiplatform.init",
+            {"project": config.project, "location": config.region}
+            | ({"staging_bucket": config.bucket} if config.bucket else {}),
+        )
+    ]
+    upload_steps, uploaded = model_upload_steps(config)
+    plan += upload_steps
 
     if config.endpoint_id:
         plan.append(

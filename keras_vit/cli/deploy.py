@@ -41,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_vertex_arguments(vertex, required=False)  # checked in run(): `vertex train` has its own
     actions = vertex.add_subparsers(dest="vertex_action", metavar="ACTION")
-    from keras_vit.cli import deploy_train
+    from keras_vit.cli import deploy_batch, deploy_train
 
     deploy_train.register(actions)
+    deploy_batch.register(actions)
     parser.set_defaults(func=run, vertex_parser=vertex)
 
 
