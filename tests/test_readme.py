@@ -88,7 +88,7 @@ SKIPS = [
     Skip(r"--protocol vertex", "needs a Google Cloud project (a Vertex AI endpoint)"),
     Skip(r"VertexClient\(", "needs a Google Cloud project (a Vertex AI endpoint)", scope="block"),
     Skip(
-        r"^keras-vit deploy vertex\b(?!.*--dry-run)",
+        r"^keras-vit deploy vertex\b(?! batch-input\b)(?!.*--dry-run)",  # batch-input: local
         "needs a Google Cloud project (only --dry-run runs offline)",
     ),  # fmt: skip
     Skip(r"(^|/)(\.venv/bin/)?python -m pytest\b", "runs the test suite itself (CI runs it)"),
