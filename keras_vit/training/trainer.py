@@ -269,7 +269,12 @@ def train(
             splits.validation,
             image_size,
             eval_batch,
-            cache=_cache_choice(config.cache, splits.validation, suffix=".validation"),
+            # One cache file per worker: two processes cannot write one.
+            cache=_cache_choice(
+                config.cache,
+                splits.validation,
+                suffix=".validation" + ("" if is_chief else f".worker-{task}"),
+            ),
         )
         if splits.validation is not None
         else None
