@@ -62,6 +62,9 @@ METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}
 _HEAD_READ = 64 * 1024
 _BODY_READ = 1024 * 1024
 _ACCEPTS_PER_EVENT = 64
+# Refused connections read (and drop) the request they send for a moment, so that the
+# client gets the 503 instead of a reset; at most this many at once.
+_REFUSED_LINGERING = 64
 
 # Connection states.
 IDLE, HEADERS, BODY, BUDGET, BUSY, LINGER = "idle", "headers", "body", "budget", "busy", "linger"
@@ -240,6 +243,7 @@ class ConnectionLoop:
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         listener.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, None)
+        self._refused: OrderedDict[socket.socket, float] = OrderedDict()
         self._accept_paused_until = 0.0
         self._listening = True
         self._next_deadline = math.inf
@@ -299,6 +303,8 @@ class ConnectionLoop:
     def _tick(self) -> None:
         now = time.monotonic()
         timeout = min(max(self._next_deadline - now, 0.0), 1.0)
+        if self._refused:
+            timeout = min(timeout, max(next(iter(self._refused.values())) - now, 0.0))
         if self._by_state[BUDGET]:
             timeout = min(timeout, 0.05)
         if not self._listening and not self.draining:
@@ -308,6 +314,8 @@ class ConnectionLoop:
         for key, _ in events:
             if key.data is None:
                 self._accept(now)
+            elif key.data == "refused":
+                self._drop_refused(key.fileobj, now)
             elif key.data == "wake":
                 try:
                     while self._wake_r.recv(4096):
@@ -317,6 +325,10 @@ class ConnectionLoop:
             else:
                 self._guarded(self._on_readable, key.data, now)
         self._take_returns(now)
+        while self._refused and (
+            next(iter(self._refused.values())) <= now or len(self._refused) > _REFUSED_LINGERING
+        ):
+            self._drop_refused(next(iter(self._refused)), now, force=True)
         for connection in list(self._by_state[BUDGET]):
             self._guarded(self._read_body, connection, now)
         if now >= self._next_deadline:
@@ -389,13 +401,31 @@ class ConnectionLoop:
             "try again later"
         )
         headers = [("Content-Type", "application/json"), ("Connection", "close")]
+        self.metrics.rest_connections_closed.increment("refused")
         try:
             sock.setblocking(False)
             sock.send(response_bytes(503, headers, error_body(message)))
+            sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
+            sock.close()
+            return
+        self._selector.register(sock, selectors.EVENT_READ, "refused")
+        self._refused[sock] = time.monotonic() + 1.0
+        self._next_deadline = min(self._next_deadline, time.monotonic() + 1.0)
+
+    def _drop_refused(self, sock: socket.socket, now: float, force: bool = False) -> None:
+        """Reads and drops what a refused client sends; closes it at its EOF or deadline."""
+        if not force:
+            try:
+                if sock.recv(_HEAD_READ):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+        self._refused.pop(sock, None)
+        self._selector.unregister(sock)
         sock.close()
-        self.metrics.rest_connections_closed.increment("refused")
 
     # ------------------------------------------------------------------ reading
 
@@ -625,9 +655,9 @@ class ConnectionLoop:
         else:
             headers = [("Content-Type", "application/json"), ("Connection", "close")]
             body = error_body(message)
-        self._send(connection, response_bytes(code, headers, body, connection.method == "HEAD"))
         if reason:
             self.metrics.rest_connections_closed.increment(reason)
+        self._send(connection, response_bytes(code, headers, body, connection.method == "HEAD"))
         self.budget.release(connection.held)
         connection.held = 0
         connection.parts = []
@@ -745,6 +775,8 @@ class ConnectionLoop:
                     connection.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+        for sock in list(self._refused):
+            self._drop_refused(sock, 0.0, force=True)
         try:
             self.listener.close()
         except OSError:

@@ -224,28 +224,16 @@ class RestLimits:
 
 
 def _descriptors_for(connections: int) -> int:
-    """Raises the open-files soft limit to fit ``connections``; returns what fits.
-
-    ``connections`` <= 0: as many as the limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """How many of ``connections`` the open-files limit fits (``connections`` <= 0: all)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fits = 65536 if soft == resource.RLIM_INFINITY else max(soft - _SPARE_DESCRIPTORS, 16)
     if connections <= 0:
-        limit = hard if soft == resource.RLIM_INFINITY else soft
-        return max(limit - _SPARE_DESCRIPTORS, 16) if limit != resource.RLIM_INFINITY else 65536
-    needed = connections + _SPARE_DESCRIPTORS
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        fits = max(soft - _SPARE_DESCRIPTORS, 16)
+        return fits
+    if connections > fits:
         log.warning(
-            "--rest_api_max_connections=%d needs %d open files, the limit is %d (ulimit -n): "
-            "serving at most %d HTTP connections",
+            "--rest_api_max_connections=%d does not fit the open-files limit of %d (ulimit "
+            "-n): serving at most %d HTTP connections",
             connections,
-            needed,
             soft,
             fits,
         )

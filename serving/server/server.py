@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import threading
 import time
 from concurrent import futures
@@ -125,10 +126,11 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
 GRPC_SERVER_DEFAULTS: dict[str, object] = {
     "grpc.max_send_message_length": 2**31 - 1,
     "grpc.max_receive_message_length": 2**31 - 1,
-    # Past this many open connections, new ones are closed at once.
-    "grpc.max_allowed_incoming_connections": 1024,
+    # Past this many open connections, new ones are closed at once (lowered to what the
+    # open-files limit leaves next to the REST port's connections).
+    "grpc.max_allowed_incoming_connections": 8192,
     # A connection without calls for this long gets GOAWAY (clients reconnect on demand).
-    "grpc.max_connection_idle_ms": 300_000,
+    "grpc.max_connection_idle_ms": 120_000,
     # A new connection must complete its HTTP/2 preface and settings within this time.
     "grpc.server_handshake_timeout_ms": 10_000,
     # Calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -141,10 +143,34 @@ GRPC_SERVER_DEFAULTS: dict[str, object] = {
 }
 
 
-def _grpc_options(text: str) -> list[tuple[str, object]]:
+# File descriptors kept for everything but connections (model files, logs, pipes).
+_SPARE_DESCRIPTORS = 256
+
+
+def raise_open_files_limit(wanted: int = 65536) -> int:
+    """Raises the soft open-files limit towards the hard one (as Go programs do), up to
+    ``wanted``; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+def _grpc_options(text: str, open_files: int = 1 << 20, rest_connections: int = 0):
     """The server's options: :data:`GRPC_SERVER_DEFAULTS`, replaced key by key by ``text``
-    (``--grpc_channel_arguments``: ``key=value,key=value``; integers stay integers)."""
+    (``--grpc_channel_arguments``: ``key=value,key=value``; integers stay integers).
+
+    The default connection cap is lowered to what ``open_files`` leaves after the REST
+    port's ``rest_connections``."""
     options = dict(GRPC_SERVER_DEFAULTS)
+    room = max(open_files - max(rest_connections, 0) - _SPARE_DESCRIPTORS, 64)
+    cap = "grpc.max_allowed_incoming_connections"
+    options[cap] = min(options[cap], room)
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
         try:
@@ -271,7 +297,11 @@ class Server:
         threads = max(options.grpc_max_threads, 1)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-            options=_grpc_options(options.grpc_channel_arguments),
+            options=_grpc_options(
+                options.grpc_channel_arguments,
+                raise_open_files_limit(),
+                options.rest_api_max_connections if options.rest_api_port else 0,
+            ),
             # Past this many calls in progress or queued: RESOURCE_EXHAUSTED.
             maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or 2 * threads,
         )
