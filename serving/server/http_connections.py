@@ -20,8 +20,9 @@ What a connection may hold is bounded (not in TF Serving):
   trickle in; past it: 408. Headers larger than :data:`MAX_HEADER_BYTES`: 431;
 * the body must arrive within ``body_timeout`` seconds of the headers (the REST
   timeout, ``--rest_api_timeout_in_ms``), in total: past it, 408;
-* the body's bytes come out of the shared :class:`ByteBudget` before they are
-  read: a request that cannot get them within the budget wait gets 429.
+* the body's bytes come out of the shared :class:`ByteBudget` as they are read
+  (before each read of up to 1 MiB): a request that cannot get them within the
+  budget wait gets 429. Announcing a large body without sending it holds nothing.
 
 Every closing for these reasons is counted in the metrics
 (``:keras_vit:serving:rest:connections_closed{reason=...}``), and the open
@@ -186,7 +187,7 @@ class Connection:
         self.parts: list[bytes] = []
         self.size = 0  # body bytes so far (chunked: declared by the chunk sizes)
         self.remaining = 0  # Content-Length bytes still to come
-        self.reserved = False
+        self.credit = 0  # bytes of the budget taken for body bytes not yet received
         self.chunked = False
         self.chunk_left = 0  # > 0: data bytes to come; -1: the CRLF after the data
         self.trailer = False
@@ -330,7 +331,7 @@ class ConnectionLoop:
         ):
             self._drop_refused(next(iter(self._refused)), now, force=True)
         for connection in list(self._by_state[BUDGET]):
-            self._guarded(self._read_body, connection, now)
+            self._guarded(self._retry_budget, connection, now)
         if now >= self._next_deadline:
             self._expire(now)
         if not self._listening and not self.draining and now >= self._accept_paused_until:
@@ -430,7 +431,13 @@ class ConnectionLoop:
     # ------------------------------------------------------------------ reading
 
     def _on_readable(self, connection: Connection, now: float) -> None:
-        size = _BODY_READ if connection.state == BODY else _HEAD_READ
+        size = _HEAD_READ
+        if connection.state == BODY:
+            size = min(_BODY_READ, connection.remaining) if not connection.chunked else _HEAD_READ
+            size = max(size, 1)
+            if not connection.discard and connection.credit < size:
+                if not self._reserve(connection, size - connection.credit, now):
+                    return  # read again once the budget has room
         try:
             data = connection.sock.recv(size)
         except (BlockingIOError, InterruptedError):
@@ -442,6 +449,8 @@ class ConnectionLoop:
             return
         if connection.state == LINGER:
             return  # read and dropped
+        if connection.state == BODY:
+            connection.credit = max(connection.credit - len(data), 0)
         connection.buffer += data
         self._advance(connection, now)
 
@@ -521,7 +530,9 @@ class ConnectionLoop:
     def _reserve(self, connection: Connection, count: int, now: float) -> bool:
         """Takes ``count`` bytes of the budget, or waits for them in the BUDGET state."""
         try:
-            connection.held += self.budget.acquire(count, 0, connection.held)
+            taken = self.budget.acquire(count, 0, connection.held)
+            connection.held += taken
+            connection.credit += taken
         except OverBudget:
             if connection.state != BUDGET:
                 connection.wanted = count
@@ -534,14 +545,13 @@ class ConnectionLoop:
             self._register(connection)
         return True
 
+    def _retry_budget(self, connection: Connection, now: float) -> None:
+        self._reserve(connection, connection.wanted, now)
+
     def _read_body(self, connection: Connection, now: float) -> None:
         if connection.chunked:
             self._read_chunked(connection, now)
             return
-        if connection.remaining and not connection.discard and not connection.reserved:
-            if not self._reserve(connection, connection.remaining, now):
-                return
-            connection.reserved = True
         buffer = connection.buffer
         take = min(connection.remaining, len(buffer))
         if take:
@@ -600,9 +610,7 @@ class ConnectionLoop:
                 connection.discard = True
                 connection.parts.clear()
                 self.budget.release(connection.held)
-                connection.held = 0
-            if not connection.discard and not self._reserve(connection, size, now):
-                return  # the size line is read again once the budget has room
+                connection.held = connection.credit = 0
             connection.size += size
             connection.chunk_left = size
             del buffer[: end + 1]
@@ -613,7 +621,7 @@ class ConnectionLoop:
 
     def _dispatch(self, connection: Connection, body: bytes, now: float) -> None:
         request = Request(connection.head, body, connection.held, now)
-        connection.held = 0  # the worker releases it
+        connection.held = connection.credit = 0  # the worker releases it
         connection.parts = []
         self._unregister(connection)
         self._enter(connection, BUSY, math.inf)
@@ -659,7 +667,7 @@ class ConnectionLoop:
             self.metrics.rest_connections_closed.increment(reason)
         self._send(connection, response_bytes(code, headers, body, connection.method == "HEAD"))
         self.budget.release(connection.held)
-        connection.held = 0
+        connection.held = connection.credit = 0
         connection.parts = []
         connection.buffer = bytearray()
         try:
@@ -700,7 +708,8 @@ class ConnectionLoop:
                 self._answer(
                     connection,
                     429,
-                    f"This request needs {connection.wanted} bytes of the {self.budget.limit} "
+                    f"This request's body needs {connection.wanted} more bytes of the "
+                    f"{self.budget.limit} "
                     "bytes all requests in progress may hold (--rest_api_max_bytes_in_flight), "
                     "and they did not free up in time",
                     now,
@@ -742,7 +751,7 @@ class ConnectionLoop:
             old.pop(connection, None)
         self._connections.pop(connection.sock.fileno(), None)
         self.budget.release(connection.held)
-        connection.held = 0
+        connection.held = connection.credit = 0
         try:
             connection.sock.close()
         except OSError:

@@ -207,6 +207,20 @@ def test_slow_bodies_are_cut_at_the_rest_timeout_and_hold_no_worker(server):
     assert _predict(server)[0] == 200  # their bytes in flight are given back
 
 
+def test_announcing_large_bodies_without_sending_them_holds_no_budget(server):
+    # Ten 60 MB bodies announced (more than the 512 MiB of bytes in flight), none sent:
+    # bodies take their budget as they arrive, so a normal request is not refused.
+    head = b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 62914560\r\n\r\n"
+    announced = _open(server.rest_port, 10, head)
+    try:
+        time.sleep(0.3)
+        status, reply, seconds = _predict(server)
+        assert (status, reply) == (200, {"predictions": [2.5, 3.0]})
+        assert seconds < 1.0
+    finally:
+        _close_all(announced)
+
+
 def test_at_the_cap_with_every_connection_sending_a_body_a_new_one_gets_503(server):
     before = _closed(server, "refused")
     head = b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"
