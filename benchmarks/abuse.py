@@ -600,7 +600,7 @@ def _outcome(closed_at, first, failed: int, seconds: float) -> str:
 
 def connection_attacks(server: ServerProcess, args) -> dict[str, tuple[str, Callable[[], str]]]:
     """name -> (protocol of the normal traffic, attack)."""
-    rest, grpc_port, count = server.rest_port, server.grpc_port, args.connections
+    rest, grpc_port, count = server.rest_port, server.grpc_port, args.connection_count
     slow_head = b"POST /v1/models/vit:predict HTTP/1.1\r\nHost: x\r\n"
     body_head = slow_head + b"Content-Length: 1048576\r\n\r\n"
     status = b"GET /v1/models/vit HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -768,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         default=str(ROOT),
         help="run the server of this checkout (e.g. an older commit's `git archive`)",
     )
-    parser.add_argument("--connections_count", dest="connections", type=int, default=2000)
+    parser.add_argument("--connections_count", dest="connection_count", type=int, default=2000)
     parser.add_argument("--slowloris", type=int, default=500)
     parser.add_argument("--slow_bodies", type=int, default=20)
     parser.add_argument("--idle_hold", type=float, default=55.0)
