@@ -28,13 +28,13 @@ slow or silent connections hold no thread. Added for safety (not in TF Serving):
 from __future__ import annotations
 
 import io
+import queue
 import re
 import resource
 import socket
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -79,6 +79,50 @@ class _SocketWriter(io.RawIOBase):
     def write(self, data) -> int:
         self._sock.sendall(data)
         return len(data)
+
+
+class _Workers:
+    """Up to ``count`` daemon threads (started as needed) that run submitted calls.
+
+    Daemon threads, unlike ``ThreadPoolExecutor``'s: a request still in the TensorFlow
+    runtime after the shutdown grace period must not hold the process open."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = max(count, 1)
+        self._name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, call, *args) -> None:
+        self._queue.put((call, args))
+        if self._idle.acquire(blocking=False):
+            return  # an idle worker takes it
+        with self._lock:
+            if len(self._threads) < self._count:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            call, args = item
+            try:
+                call(*args)
+            except Exception:  # noqa: BLE001 - never lose a worker
+                log.exception("REST worker call failed")
+            self._idle.release()
+
+    def stop(self) -> None:
+        with self._lock:
+            for _ in self._threads:
+                self._queue.put(None)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -275,9 +319,7 @@ class RestServer:
             listener.close()
             raise
         self.port = listener.getsockname()[1]
-        self._workers = ThreadPoolExecutor(
-            max_workers=max(limits.num_threads, 1), thread_name_prefix="rest_worker"
-        )
+        self._workers = _Workers(limits.num_threads, "rest_worker")
         self._loop = ConnectionLoop(
             listener,
             self._dispatch,
@@ -332,5 +374,5 @@ class RestServer:
         self._loop.stop()
         if self._thread.ident is not None:
             self._thread.join(2)
-        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._workers.stop()
         return clean
