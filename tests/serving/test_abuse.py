@@ -254,20 +254,17 @@ def test_server_side_deadline_when_the_client_sets_none(stub):
 
 
 def test_concurrent_rpcs_past_the_quota_are_resource_exhausted(stub):
+    # Six calls issued at once from one thread (futures, not threads: on a loaded machine,
+    # starting threads can take longer than the 500 ms the first calls run).
+    request = _slow_request()
+    futures = [stub.Predict.future(request, timeout=None) for _ in range(6)]
     codes = []
-
-    def call():
+    for future in futures:
         try:
-            stub.Predict(_slow_request(), timeout=None)
+            future.result(timeout=30)
             codes.append(grpc.StatusCode.OK)
         except grpc.RpcError as error:
             codes.append(error.code())
-
-    threads = [threading.Thread(target=call) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3
     assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
 
