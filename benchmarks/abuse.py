@@ -591,7 +591,14 @@ def _outcome(closed_at, first, failed: int, seconds: float) -> str:
     )
     text = f"{len(times)}/{len(closed_at) + failed} closed by the server in {seconds:.0f} s"
     if times:
-        text += f" (median at {statistics.median(times):.1f} s)"
+        cuts = (
+            statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+        )
+        tenth, ninetieth = cuts[0], cuts[-1]
+        text += (
+            f" (10% / median / 90% of them by {tenth:.1f} / "
+            f"{statistics.median(times):.1f} / {ninetieth:.1f} s)"
+        )
     text += "; answers: " + ", ".join(f"{code} x{n}" for code, n in sorted(answers.items()))
     if failed:
         text += f"; {failed} could not connect"

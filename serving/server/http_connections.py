@@ -62,7 +62,7 @@ LINGER_SECONDS = 2.0
 METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _HEAD_READ = 64 * 1024
 _BODY_READ = 1024 * 1024
-_ACCEPTS_PER_EVENT = 64
+_ACCEPTS_PER_EVENT = 1024  # a burst is taken off the backlog before it overflows
 # Refused connections read (and drop) the request they send for a moment, so that the
 # client gets the 503 instead of a reset; at most this many at once.
 _REFUSED_LINGERING = 64

@@ -313,8 +313,9 @@ class RestServer:
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((host, port))
-            # A long backlog: a burst of new connections waits instead of being reset.
-            listener.listen(1024)
+            # A long backlog (the kernel caps it at net.core.somaxconn): a burst of new
+            # connections waits instead of having its SYNs dropped.
+            listener.listen(4096)
         except OSError:
             listener.close()
             raise
