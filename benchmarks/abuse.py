@@ -707,10 +707,15 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
     ``path`` that starts at :data:`CONNECTIONS_START` with all of them."""
     store = path.with_name("abuse-connections.json")
     saved = json.loads(store.read_text()) if store.exists() else {}
+    # A run with --only replaces just its rows of that label.
+    new = {row.name: row.__dict__ for row in rows}
+    kept = [r for r in saved.get(args.label, {}).get("rows", []) if r["name"] not in new]
+    command = f"python benchmarks/abuse.py {' '.join(sys.argv[1:])}"
+    commands = saved.get(args.label, {}).get("commands", [])
     saved[args.label] = {
-        "command": f"python benchmarks/abuse.py {' '.join(sys.argv[1:])}",
+        "commands": [*[c for c in commands if c != command], command],
         "load": round(os.getloadavg()[0], 1),
-        "rows": [row.__dict__ for row in rows],
+        "rows": kept + list(new.values()),
     }
     store.write_text(json.dumps(saved, indent=1) + "\n")
     lines = [
@@ -727,7 +732,9 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
         "",
     ]
     for label, run in saved.items():
-        lines.append(f"- **{label}**: `{run['command']}`, load average {run['load']} at the end.")
+        commands = run.get("commands") or [run["command"]]
+        shown = "; then ".join(f"`{c}`" for c in commands)
+        lines.append(f"- **{label}**: {shown}; load average {run['load']} at the end.")
     lines += [
         "",
         "| attack | server | attacking connections | threads before → peak | RSS MB "

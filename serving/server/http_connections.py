@@ -35,6 +35,7 @@ import email.utils
 import errno
 import http.client
 import io
+import itertools
 import math
 import queue
 import selectors
@@ -63,6 +64,7 @@ METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}
 _HEAD_READ = 64 * 1024
 _BODY_READ = 1024 * 1024
 _ACCEPTS_PER_EVENT = 1024  # a burst is taken off the backlog before it overflows
+_EVICTION_SCAN = 64
 # Refused connections read (and drop) the request they send for a moment, so that the
 # client gets the 503 instead of a reset; at most this many at once.
 _REFUSED_LINGERING = 64
@@ -156,6 +158,14 @@ _ERROR_PAGE = (
 def error_page(code: int) -> bytes:
     reason = reason_phrase(code)
     return _ERROR_PAGE.format(code=code, reason=reason).encode("latin-1")
+
+
+def _has_pending_bytes(sock: socket.socket) -> bool:
+    """True if ``sock`` (non-blocking) has bytes waiting to be read."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except OSError:  # BlockingIOError: nothing waiting; others: closed or reset
+        return False
 
 
 def _header_end(buffer: bytearray, start: int) -> int:
@@ -387,10 +397,14 @@ class ConnectionLoop:
         self._accept_paused_until = now + 0.1
 
     def _evict(self, now: float) -> bool:
-        """Closes the oldest lingering, idle or header-sending connection, if any."""
+        """Closes the oldest lingering, idle or header-sending connection, if any.
+
+        An idle connection whose request is already waiting to be read is not idle:
+        it is passed over (among the oldest :data:`_EVICTION_SCAN`)."""
         for state in _EVICTABLE:
-            if self._by_state[state]:
-                victim = next(iter(self._by_state[state]))
+            for victim in itertools.islice(self._by_state[state], _EVICTION_SCAN):
+                if state == IDLE and _has_pending_bytes(victim.sock):
+                    continue
                 self._close(victim, "evicted" if state != LINGER else None)
                 return True
         return False

@@ -143,6 +143,20 @@ def test_idle_flood_beyond_the_cap_leaves_room_for_a_normal_client(server):
         _close_all(idle)
 
 
+def test_a_flood_of_requests_beyond_the_cap_gets_answers_not_silent_closes(server):
+    # Each connection sends its request at once: the cap makes room by closing connections
+    # that were answered (kept alive, idle), never one whose request is waiting unread.
+    status = b"GET /v1/models/half HTTP/1.1\r\nHost: x\r\n\r\n"
+    flood = _open(server.rest_port, 3 * CAP, status)
+    try:
+        answers = _wait_closed(flood[: 2 * CAP], 3.0)  # room for the last CAP connections
+    finally:
+        _close_all(flood)
+    assert all(a.startswith((b"HTTP/1.1 200 OK", b"HTTP/1.1 503 ")) for a in answers), [
+        a[:20] for a in answers if not a.startswith(b"HTTP/1.1 200 OK")
+    ][:3]
+
+
 def test_idle_and_kept_alive_connections_close_after_the_idle_timeout(server):
     before = _closed(server, "idle_timeout")
     idle = _open(server.rest_port, 20)
