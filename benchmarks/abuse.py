@@ -35,6 +35,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import statistics
@@ -710,14 +711,15 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
     # A run with --only replaces just its rows of that label.
     new = {row.name: row.__dict__ for row in rows}
     kept = [r for r in saved.get(args.label, {}).get("rows", []) if r["name"] not in new]
-    command = f"python benchmarks/abuse.py {' '.join(sys.argv[1:])}"
+    command = f"python benchmarks/abuse.py {shlex.join(sys.argv[1:])}"
     commands = saved.get(args.label, {}).get("commands", [])
-    saved[args.label] = {
-        "commands": [*[c for c in commands if c != command], command],
-        "load": round(os.getloadavg()[0], 1),
-        "rows": kept + list(new.values()),
-    }
-    store.write_text(json.dumps(saved, indent=1) + "\n")
+    if rows:  # without rows: only the section is written again
+        saved[args.label] = {
+            "commands": [*[c for c in commands if c != command], command],
+            "load": round(os.getloadavg()[0], 1),
+            "rows": kept + list(new.values()),
+        }
+        store.write_text(json.dumps(saved, indent=1) + "\n")
     lines = [
         CONNECTIONS_START,
         "",
@@ -728,7 +730,8 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
         "50 ms (REST: a new connection each; gRPC: one channel), then reports how the server "
         "ended the attacking connections. Threads = the server's `/proc/PID/task` count "
         "(every thread, gRPC core's and TensorFlow's too), before and at its peak; RSS "
-        "baseline and peak (VmHWM). Runs:",
+        "baseline and peak (VmHWM). A 'before' server is an older commit's tree "
+        "(`git archive COMMIT | tar -x -C DIR`, then `--server_checkout DIR`). Runs:",
         "",
     ]
     for label, run in saved.items():
