@@ -16,6 +16,15 @@ within 300 MB, normal-request p99 <= 1 s during the attack. The image attacks
 
     python benchmarks/abuse.py                 # writes benchmarks/results/abuse.md
     python benchmarks/abuse.py --only rest     # attacks whose name contains "rest"
+    python benchmarks/abuse.py --connections   # the connection attacks (its own section)
+
+The connection attacks (``--connections``) hold connections open instead of sending a
+hostile request: 2,000 idle TCP connections, slowloris headers, 1 MB bodies sent at
+10 bytes/s, 2,000 kept-alive connections left idle after one request, and 2,000 idle
+connections to the gRPC port (half plain TCP, half HTTP/2 without a call). They report
+the server's threads and RSS and the normal client's latency. ``--server_checkout DIR``
+runs another checkout's server (``git archive`` of an older commit) for before/after;
+``--label`` names it in the table.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import statistics
@@ -76,15 +86,17 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m serving.server`` on free ports, watched for RSS."""
 
-    def __init__(self, base_path: Path, rss_limit: int, extra: list[str]) -> None:
+    def __init__(
+        self, base_path: Path, rss_limit: int, extra: list[str], root: Path = ROOT
+    ) -> None:
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.log = Path(tempfile.mkstemp(prefix="abuse-server-", suffix=".log")[1])
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(root)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", f"--port={self.grpc_port}",
              f"--rest_api_port={self.rest_port}", "--model_name=vit",
              f"--model_base_path={base_path}", *extra],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=root,
         )  # fmt: skip
         self.rss_limit = rss_limit
         self.killed_for_rss = False
@@ -113,6 +125,12 @@ class ServerProcess:
 
     def rss(self) -> int:
         return _status(self.process.pid, "VmRSS")
+
+    def threads(self) -> int:
+        try:
+            return len(os.listdir(f"/proc/{self.process.pid}/task"))
+        except OSError:
+            return 0
 
     def reset_peak(self) -> None:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
@@ -168,26 +186,47 @@ def _jpeg(size=(64, 48)) -> bytes:
     return buffer.getvalue()
 
 
-def _normal_traffic(port: int, body: bytes, stop, ready, results) -> None:
-    """Normal REST predicts, back to back, until ``stop`` is set (in its own process)."""
-    rest_post(port, body, timeout=60)  # connections and imports warm
+def _normal_traffic(
+    port: int, body: bytes, stop, ready, results, protocol="rest", pace=0.0
+) -> None:
+    """Normal predicts, back to back, until ``stop`` is set (in its own process).
+
+    REST: a new connection per request (as many clients do); gRPC: one channel."""
+    if protocol == "grpc":
+        sys.path.insert(0, str(ROOT))
+        from serving.client import ServingClient
+
+        client = ServingClient(f"127.0.0.1:{port}", "vit", protocol="grpc", retries=0)
+
+        def send():
+            try:
+                client.predict(body, timeout=60)
+                return 200
+            except Exception:  # noqa: BLE001 - any failure counts as failed
+                return 0
+    else:
+
+        def send():
+            return rest_post(port, body, timeout=60)[0]
+
+    send()  # connections and imports warm
     ready.set()
     while not stop.is_set():
         start = time.monotonic()
         try:
-            status, _ = rest_post(port, body, timeout=60)
+            status = send()
         except OSError:
             status = 0
         results.put((time.monotonic() - start, status == 200))
-        if status != 200:
-            time.sleep(0.05)
+        if status != 200 or pace:
+            time.sleep(max(pace, 0.05))
 
 
 class NormalTraffic:
     """Normal REST predicts while an attack runs, from another process (so the
     attacker's own work in this process does not slow them down)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, protocol: str = "rest", pace: float = 0.0) -> None:
         import base64
         import multiprocessing
 
@@ -195,10 +234,14 @@ class NormalTraffic:
         self._stop = context.Event()
         self._ready = context.Event()
         self._results = context.Queue()
-        body = json.dumps({"instances": [{"b64": base64.b64encode(_jpeg()).decode()}]}).encode()
+        if protocol == "grpc":
+            body = _jpeg()
+        else:
+            body = json.dumps({"instances": [{"b64": base64.b64encode(_jpeg()).decode()}]})
+            body = body.encode()
         self._process = context.Process(
             target=_normal_traffic,
-            args=(port, body, self._stop, self._ready, self._results),
+            args=(port, body, self._stop, self._ready, self._results, protocol, pace),
             daemon=True,
         )
         self.latencies: list[float] = []
@@ -232,6 +275,9 @@ class NormalTraffic:
 
     def p99(self) -> float:
         return float(np.percentile(self.latencies, 99)) if self.latencies else float("nan")
+
+    def median(self) -> float:
+        return float(np.median(self.latencies)) if self.latencies else float("nan")
 
 
 # ----------------------------------------------------------------------------------------
@@ -457,8 +503,267 @@ def write_report(rows: list[Row], args, path: Path, idle_rss: int) -> str:
         "",
     ]
     text = "\n".join(lines)
-    path.write_text(text)
+    old = path.read_text() if path.exists() else ""
+    kept = old[old.index(CONNECTIONS_START) :] if CONNECTIONS_START in old else ""
+    path.write_text(text + ("\n" + kept if kept else ""))
     return text
+
+
+# ----------------------------------------------------------------------------------------
+# Connections that hold on without finishing a request: each attack holds its connections
+# for a while, sending as it goes, and reports how the server ended them.
+
+# An HTTP/2 client preface and an empty SETTINGS frame, then the SETTINGS ack.
+H2_PREFACE = (
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    + b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+)
+
+
+def _connect(port: int, count: int, first: bytes = b"") -> tuple[list[socket.socket], int]:
+    """``count`` connections (each sends ``first``); also how many could not connect."""
+    sockets, failed = [], 0
+    for _ in range(count):
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if first:
+                sock.sendall(first)
+            sock.setblocking(False)
+            sockets.append(sock)
+        except OSError:
+            failed += 1
+    return sockets, failed
+
+
+def _hold(sockets, seconds: float, every: float | None = None, payload: bytes = b""):
+    """Keeps ``sockets`` open for ``seconds`` (sending ``payload`` on each every ``every``
+    seconds); returns when each was closed by the server (or None) and its first bytes."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    for index, sock in enumerate(sockets):
+        selector.register(sock, selectors.EVENT_READ, index)
+    start = time.monotonic()
+    closed_at: list[float | None] = [None] * len(sockets)
+    first = [b""] * len(sockets)
+    next_send = start + (every or 0.0)
+
+    def closed(index):
+        closed_at[index] = time.monotonic() - start
+        selector.unregister(sockets[index])
+
+    while any(t is None for t in closed_at) and time.monotonic() - start < seconds:
+        if every is not None and time.monotonic() >= next_send:
+            for index, sock in enumerate(sockets):
+                if closed_at[index] is None:
+                    try:
+                        sock.send(payload)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed(index)
+            next_send = time.monotonic() + every
+        for key, _ in selector.select(0.1):
+            index = key.data
+            try:
+                data = sockets[index].recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                first[index] += data[: max(64 - len(first[index]), 0)]
+            else:
+                closed(index)
+    selector.close()
+    for sock in sockets:
+        sock.close()
+    return closed_at, first
+
+
+def _outcome(closed_at, first, failed: int, seconds: float) -> str:
+    from collections import Counter
+
+    times = sorted(t for t in closed_at if t is not None)
+    answers = Counter(
+        f.split(b" ", 2)[1].decode() if f.startswith(b"HTTP/1.1 ") else ("h2" if f else "none")
+        for f in first
+    )
+    text = f"{len(times)}/{len(closed_at) + failed} closed by the server in {seconds:.0f} s"
+    if times:
+        cuts = (
+            statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+        )
+        tenth, ninetieth = cuts[0], cuts[-1]
+        text += (
+            f" (10% / median / 90% of them by {tenth:.1f} / "
+            f"{statistics.median(times):.1f} / {ninetieth:.1f} s)"
+        )
+    text += "; answers: " + ", ".join(f"{code} x{n}" for code, n in sorted(answers.items()))
+    if failed:
+        text += f"; {failed} could not connect"
+    return text
+
+
+def connection_attacks(server: ServerProcess, args) -> dict[str, tuple[str, Callable[[], str]]]:
+    """name -> (protocol of the normal traffic, attack)."""
+    rest, grpc_port, count = server.rest_port, server.grpc_port, args.connection_count
+    slow_head = b"POST /v1/models/vit:predict HTTP/1.1\r\nHost: x\r\n"
+    body_head = slow_head + b"Content-Length: 1048576\r\n\r\n"
+    status = b"GET /v1/models/vit HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def idle():
+        sockets, failed = _connect(rest, count)
+        return _outcome(*_hold(sockets, args.idle_hold), failed, args.idle_hold)
+
+    def slowloris():
+        sockets, failed = _connect(rest, args.slowloris, slow_head)
+        closed_at, first = _hold(sockets, args.slowloris_hold, every=2.0, payload=b"X")
+        return _outcome(closed_at, first, failed, args.slowloris_hold)
+
+    def slow_body():
+        sockets, failed = _connect(rest, args.slow_bodies, body_head)
+        closed_at, first = _hold(sockets, args.body_hold, every=1.0, payload=b" " * 10)
+        return _outcome(closed_at, first, failed, args.body_hold)
+
+    def keepalive():
+        sockets, failed = _connect(rest, count, status)
+        return _outcome(*_hold(sockets, args.idle_hold), failed, args.idle_hold)
+
+    def grpc_idle():
+        silent, failed = _connect(grpc_port, count // 2)
+        preface, failed_h2 = _connect(grpc_port, count - count // 2, H2_PREFACE)
+        closed_at, first = _hold(silent + preface, args.grpc_hold)
+        return _outcome(closed_at, first, failed + failed_h2, args.grpc_hold)
+
+    return {
+        f"conn-rest-idle-{count}": ("rest", idle),
+        f"conn-rest-slowloris-{args.slowloris}": ("rest", slowloris),
+        f"conn-rest-slow-body-1MB-x{args.slow_bodies}": ("rest", slow_body),
+        f"conn-rest-keepalive-idle-{count}": ("rest", keepalive),
+        f"conn-grpc-idle-{count}": ("grpc", grpc_idle),
+    }
+
+
+@dataclass
+class ConnRow:
+    name: str
+    server: str
+    outcome: str = ""
+    threads_before: int = 0
+    threads_peak: int = 0
+    baseline: int = 0
+    peak: int = 0
+    after: int = 0
+    survived: bool = True
+    normal_median: float = float("nan")
+    normal_p99: float = float("nan")
+    normal_max: float = float("nan")
+    normal_count: int = 0
+    normal_failures: int = 0
+
+
+def run_connection_attack(server: ServerProcess, label: str, name: str, protocol, action):
+    row = ConnRow(name, label)
+    time.sleep(0.5)
+    row.baseline, row.threads_before = server.rss(), server.threads()
+    server.reset_peak()
+    peak_threads = [row.threads_before]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak_threads[0] = max(peak_threads[0], server.threads())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    port = server.grpc_port if protocol == "grpc" else server.rest_port
+    # Paced (20 requests/s at most): the attacks last minutes on a shared machine.
+    with NormalTraffic(port, protocol, pace=0.05) as normal:
+        time.sleep(0.3)
+        try:
+            row.outcome = action()
+        except Exception as error:  # noqa: BLE001 - reported as the outcome
+            row.outcome = f"{type(error).__name__}: {error}"
+    stop.set()
+    sampler.join()
+    row.threads_peak = peak_threads[0]
+    row.peak = server.peak() if server.alive else 0
+    time.sleep(1.0)
+    row.survived = server.alive and not server.killed_for_rss
+    row.after = server.rss() if server.alive else 0
+    row.normal_median, row.normal_p99 = normal.median(), normal.p99()
+    row.normal_max = max(normal.latencies, default=float("nan"))
+    row.normal_count, row.normal_failures = len(normal.latencies), normal.failures
+    return row
+
+
+CONNECTIONS_START = "<!-- connection attacks: written by benchmarks/abuse.py --connections -->"
+
+
+def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
+    """Keeps every label's rows in ``abuse-connections.json``; rewrites the section of
+    ``path`` that starts at :data:`CONNECTIONS_START` with all of them."""
+    store = path.with_name("abuse-connections.json")
+    saved = json.loads(store.read_text()) if store.exists() else {}
+    # A run with --only replaces just its rows of that label.
+    new = {row.name: row.__dict__ for row in rows}
+    kept = [r for r in saved.get(args.label, {}).get("rows", []) if r["name"] not in new]
+    command = f"python benchmarks/abuse.py {shlex.join(sys.argv[1:])}"
+    commands = saved.get(args.label, {}).get("commands", [])
+    if rows:  # without rows: only the section is written again
+        saved[args.label] = {
+            "commands": [*[c for c in commands if c != command], command],
+            "load": round(os.getloadavg()[0], 1),
+            "rows": kept + list(new.values()),
+        }
+        store.write_text(json.dumps(saved, indent=1) + "\n")
+    lines = [
+        CONNECTIONS_START,
+        "",
+        "## Connections that hold on (issue 10's closing gap)",
+        "",
+        "Each attack opens its connections against the server, holds them for the time "
+        "shown (sending as it says) while a normal client sends small predicts, one every "
+        "50 ms (REST: a new connection each; gRPC: one channel), then reports how the server "
+        "ended the attacking connections. Threads = the server's `/proc/PID/task` count "
+        "(every thread, gRPC core's and TensorFlow's too), before and at its peak; RSS "
+        "baseline and peak (VmHWM). A 'before' server is an older commit's tree "
+        "(`git archive COMMIT | tar -x -C DIR`, then `--server_checkout DIR`). Runs:",
+        "",
+    ]
+    for label, run in saved.items():
+        commands = run.get("commands") or [run["command"]]
+        shown = "; then ".join(f"`{c}`" for c in commands)
+        lines.append(f"- **{label}**: {shown}; load average {run['load']} at the end.")
+    lines += [
+        "",
+        "| attack | server | attacking connections | threads before → peak | RSS MB "
+        "baseline → peak | normal requests: median / p99 / max s (n, failed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = list(dict.fromkeys(row["name"] for run in saved.values() for row in run["rows"]))
+    for name in names:
+        for label, run in saved.items():
+            for row in run["rows"]:
+                if row["name"] != name:
+                    continue
+                lines.append(
+                    f"| {name} | {label} | {row['outcome']} | {row['threads_before']} → "
+                    f"{row['threads_peak']} | {row['baseline'] / MB:.0f} → {row['peak'] / MB:.0f}"
+                    f"{'' if row['survived'] else ' (server died)'} | "
+                    f"{row['normal_median']:.3f} / {row['normal_p99']:.3f} / "
+                    f"{row['normal_max']:.3f} ({row['normal_count']}, {row['normal_failures']}) |"
+                )
+    lines.append("")
+    section = "\n".join(lines)
+    text = path.read_text() if path.exists() else ""
+    if CONNECTIONS_START in text:
+        text = text[: text.index(CONNECTIONS_START)]
+    path.write_text(text.rstrip("\n") + "\n\n" + section)
+    return section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -469,6 +774,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png_requests", type=int, default=2)
     parser.add_argument("--png_images", type=int, default=1)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "abuse.md"))
+    parser.add_argument(
+        "--connections",
+        action="store_true",
+        help="run the connection attacks (idle floods, slowloris, slow bodies) instead",
+    )
+    parser.add_argument("--label", default="after", help="the server's name in that table")
+    parser.add_argument(
+        "--server_checkout",
+        default=str(ROOT),
+        help="run the server of this checkout (e.g. an older commit's `git archive`)",
+    )
+    parser.add_argument("--connections_count", dest="connection_count", type=int, default=2000)
+    parser.add_argument("--slowloris", type=int, default=500)
+    parser.add_argument("--slow_bodies", type=int, default=20)
+    parser.add_argument("--idle_hold", type=float, default=55.0)
+    parser.add_argument("--slowloris_hold", type=float, default=20.0)
+    parser.add_argument("--body_hold", type=float, default=35.0)
+    parser.add_argument("--grpc_hold", type=float, default=15.0)
     parser.add_argument("server_flags", nargs="*", help="extra flags for the server (after --)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -476,7 +799,23 @@ def main(argv: list[str] | None = None) -> int:
             base = Path(args.model_base_path)
         else:
             base = export_tiny(Path(tmp) / "vit")
-        server = ServerProcess(base, int(args.rss_limit_gb * GB), args.server_flags)
+        server = ServerProcess(
+            base, int(args.rss_limit_gb * GB), args.server_flags, Path(args.server_checkout)
+        )
+        if args.connections:
+            try:
+                time.sleep(2)
+                rows = []
+                for name, (protocol, action) in connection_attacks(server, args).items():
+                    if args.only not in name or not server.alive:
+                        continue
+                    row = run_connection_attack(server, args.label, name, protocol, action)
+                    print(row, flush=True)
+                    rows.append(row)
+            finally:
+                server.stop()
+            print(write_connections_report(rows, args, Path(args.output)))
+            return 0
         try:
             time.sleep(2)
             idle = server.rss()

@@ -1,127 +1,151 @@
-"""The HTTP transport of the REST API (TF Serving uses libevent; this uses ``http.server``).
+"""The HTTP transport of the REST API (TF Serving uses libevent; this uses ``selectors``).
 
 What a client sees is kept: ``/v1/...`` goes to the REST handler, the
 Prometheus page (if configured) is served at its exact path, everything else
 gets libevent's HTML 404 page; gzip request bodies are inflated; CORS
 preflights are answered; responses carry ``Content-Type: application/json``.
 
-Added for safety (not in TF Serving):
+As in libevent, one thread reads every connection and only complete requests
+reach the ``--rest_api_num_threads`` workers (:mod:`http_connections`), so idle,
+slow or silent connections hold no thread. Added for safety (not in TF Serving):
 
+* at most ``--rest_api_max_connections`` connections are open; idle ones close
+  after ``--rest_api_idle_timeout_in_ms``, headers must arrive within
+  ``--rest_api_header_timeout_in_ms`` and a body within the REST timeout, in
+  total (see :mod:`http_connections`);
 * request bodies above ``max_body_bytes`` (after gzip too) are refused with 413
   and a JSON error instead of being read into memory;
-* a body is read only inside a worker slot (``--rest_api_num_threads``), with
-  the REST timeout as its read deadline;
 * the bytes of all requests in progress (each body plus what parsing it will
   take, :func:`json_tensor.parse_cost`) stay under ``max_bytes_in_flight``; a
   request that cannot get its share within :data:`BUDGET_WAIT_SECONDS` gets
   429 (RESOURCE_EXHAUSTED);
+* a request that waited :data:`SLOT_WAIT_SECONDS` for a worker gets 503;
+* a response must be taken by the client within the REST timeout;
 * after a request that held a lot of memory, freed heap pages go back to the
   system (:func:`memory.give_back`).
 """
 
 from __future__ import annotations
 
-import email.utils
+import io
+import queue
 import re
+import resource
 import socket
-import sys
 import threading
 import time
 import zlib
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from serving.server import memory
+from serving.server.http_connections import (
+    BodyTooLarge,
+    ByteBudget,
+    Connection,
+    ConnectionLoop,
+    OverBudget,
+    Request,
+    error_page,
+    response_bytes,
+)
 from serving.server.json_tensor import error_body, parse_cost, parse_limit
 from serving.server.logs import get_logger
 from serving.server.metrics import ServingMetrics
 from serving.server.rest_api import CORS_HEADERS, V1_PATH, RestApi
 
+__all__ = ["BUDGET_WAIT_SECONDS", "SLOT_WAIT_SECONDS", "ByteBudget", "RestLimits", "RestServer"]
+
 log = get_logger()
-# libevent's ERR_FORMAT.
-_ERROR_PAGE = (
-    "<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n"
-    "</BODY></HTML>\n"
-)
 _ORIGIN = re.compile(r"https?://")
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the configured limit."""
-
-
-class OverBudget(Exception):
-    """The bytes in flight did not make room for this request in time."""
-
 
 # How long a request waits for its share of the bytes in flight before a 429.
 BUDGET_WAIT_SECONDS = 3.0
-# How long a request waits for a free worker slot before a 503.
+# How long a request waits for a free worker before a 503.
 SLOT_WAIT_SECONDS = 30.0
+# File descriptors kept free for everything else (model files, gRPC, logs).
+_SPARE_DESCRIPTORS = 256
 
 
-class ByteBudget:
-    """A counting limit on bytes held by requests in progress."""
+class _SocketWriter(io.RawIOBase):
+    """``wfile``: every write is one ``sendall`` (bounded by the socket's timeout)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = max(limit, 1)
-        self.used = 0
-        self._cond = threading.Condition()
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
 
-    def acquire(self, count: int, timeout: float, held: int = 0) -> int:
-        """Takes ``count`` more bytes for a request holding ``held``; raises :class:`OverBudget`.
+    def writable(self) -> bool:
+        return True
 
-        One request may hold at most the whole budget (it then runs alone).
-        """
-        count = min(max(count, 0), max(self.limit - held, 0))
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.used + count > self.limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OverBudget(count)
-                self._cond.wait(remaining)
-            self.used += count
-        return count
-
-    def release(self, count: int) -> None:
-        if count:
-            with self._cond:
-                self.used -= count
-                self._cond.notify_all()
+    def write(self, data) -> int:
+        self._sock.sendall(data)
+        return len(data)
 
 
-# An oversized body is still read (and dropped) up to this size so that the client
-# gets the 413 answer instead of a broken pipe; past it the connection is cut.
-_DRAIN_LIMIT = 1024**3
-_DRAIN_CHUNK = 1024 * 1024
+class _Workers:
+    """Up to ``count`` daemon threads (started as needed) that run submitted calls.
+
+    Daemon threads, unlike ``ThreadPoolExecutor``'s: a request still in the TensorFlow
+    runtime after the shutdown grace period must not hold the process open."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = max(count, 1)
+        self._name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, call, *args) -> None:
+        self._queue.put((call, args))
+        if self._idle.acquire(blocking=False):
+            return  # an idle worker takes it
+        with self._lock:
+            if len(self._threads) < self._count:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            call, args = item
+            try:
+                call(*args)
+            except Exception:  # noqa: BLE001 - never lose a worker
+                log.exception("REST worker call failed")
+            self._idle.release()
+
+    def stop(self) -> None:
+        with self._lock:
+            for _ in self._threads:
+                self._queue.put(None)
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Answers one request that the connection loop has read in full."""
+
     protocol_version = "HTTP/1.1"
-    server: _HttpServer
-    # Idle keep-alive connections are closed after this many seconds.
-    timeout = 300
 
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.busy = False
-        self.server.track(self, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self, False)
+    def __init__(self, server: RestServer, connection: Connection, request: Request) -> None:
+        # No BaseRequestHandler.__init__: nothing is read from the socket here.
+        self.server = server
+        self.connection = self.request = connection.sock
+        self.client_address = connection.address
+        self.rfile = io.BytesIO(request.head)
+        self.wfile = _SocketWriter(connection.sock)
+        self.pending = request
+        self.held = request.held
+        self.close_connection = True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         pass  # TF Serving does not log requests
 
-    def handle_one_request(self) -> None:
-        self.busy = False
-        super().handle_one_request()
+    def handle_expect_100(self) -> bool:
+        return True  # the connection loop has sent "100 Continue" already
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None):
         # Protocol errors (bad request line, unsupported method) as libevent sends them.
@@ -129,65 +153,29 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_page(code)
 
     def _send_page(self, code: int) -> None:
-        reason = _reason(code)
-        body = _ERROR_PAGE.format(code=code, reason=reason).encode("latin-1")
         self._reply(
-            code, [("Content-Type", "text/html; charset=ISO-8859-1"), ("Connection", "close")], body
+            code,
+            [("Content-Type", "text/html; charset=ISO-8859-1"), ("Connection", "close")],
+            error_page(code),
         )
         self.close_connection = True
 
     def _reply(self, code: int, headers: list, body: bytes) -> None:
         # One write for the status line, headers and body: two small writes would meet
         # Nagle's algorithm and the client's delayed ACK (a 40 ms stall per request).
-        lines = [
-            f"{self.protocol_version} {code} {_reason(code)}",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
-        ]
-        lines += [f"{name}: {value}" for name, value in headers]
-        lines.append(f"Content-Length: {len(body)}")
+        headers = list(headers)
         if self.server.draining and ("Connection", "close") not in headers:
-            lines.append("Connection: close")
+            headers.append(("Connection", "close"))
         if self.server.draining or ("Connection", "close") in headers:
             self.close_connection = True
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head if self.command == "HEAD" else head + body)
+        self.wfile.write(response_bytes(code, headers, body, self.command == "HEAD"))
 
     def _reserve(self, count: int) -> None:
         """Adds ``count`` bytes to what this request holds of the bytes in flight."""
         self.held += self.server.budget.acquire(count, BUDGET_WAIT_SECONDS, self.held)
 
-    def _read_body(self) -> bytes:
+    def _inflate(self, body: bytes) -> bytes:
         limit = self.server.max_body_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > limit:
-                    self._drain(size)
-                    self.rfile.readline(3)
-                    continue
-                self._reserve(size)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)
-            if total > limit:
-                raise BodyTooLarge(total)
-            body = b"".join(chunks)
-        else:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > limit:
-                if length <= _DRAIN_LIMIT:
-                    self._drain(length)
-                raise BodyTooLarge(length)
-            self._reserve(length)
-            body = self.rfile.read(length) if length > 0 else b""
-            if len(body) < length:
-                raise ValueError(f"the body ended after {len(body)} of {length} bytes")
         if "gzip" in self.headers.get("Content-Encoding", "").lower() and body:
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             compressed = len(body)
@@ -197,40 +185,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._reserve(max(len(body) - compressed, 0))
         return body
 
-    def _drain(self, count: int) -> None:
-        while count > 0:
-            chunk = self.rfile.read(min(count, _DRAIN_CHUNK))
-            if not chunk:
-                return
-            count -= len(chunk)
-
     def _dispatch(self) -> None:
-        self.busy = True
-        self.held = 0
-        try:
-            if not self.server.slots.acquire(timeout=SLOT_WAIT_SECONDS):
-                self._json_error(503, "All REST worker threads stayed busy; try again later")
-                return
-            try:
-                self._read_and_respond()
-            finally:
-                self.server.slots.release()
-        finally:
-            self.server.budget.release(self.held)
-            if self.held >= memory.GIVE_BACK_THRESHOLD:
-                memory.give_back()
-            self.held = 0
-            self.busy = False
+        if time.monotonic() - self.pending.complete_at > SLOT_WAIT_SECONDS:
+            self._json_error(503, "All REST worker threads stayed busy; try again later")
+            return
+        self._read_and_respond()
 
     def _json_error(self, status: int, message: str) -> None:
         self.close_connection = True
         self._reply(status, [("Content-Type", "application/json")], error_body(message))
 
     def _read_and_respond(self) -> None:
-        # The body is read inside the worker slot, with the REST timeout as its deadline.
-        self.connection.settimeout(self.server.body_timeout)
         try:
-            body = self._read_body()
+            body = self._inflate(self.pending.body)
         except BodyTooLarge as error:
             self._json_error(
                 413,
@@ -247,14 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "(--rest_api_max_bytes_in_flight), and they did not free up in time",
             )
             return
-        except TimeoutError:
-            self._json_error(408, "The request body did not arrive in time")
-            return
-        except (ValueError, zlib.error) as error:
+        except zlib.error as error:
             self._json_error(400, f"Could not read the request body: {error}")
             return
-        finally:
-            self.connection.settimeout(self.timeout)
         cost = parse_cost(body) if self.command == "POST" and body else 0
         if cost <= parse_limit(len(body)):  # past its limit the parser refuses without parsing
             try:
@@ -300,85 +262,34 @@ class RestLimits:
     max_body_bytes: int = 64 * 1024 * 1024
     max_bytes_in_flight: int = 512 * 1024 * 1024
     body_timeout_seconds: float = 30.0
+    max_connections: int = 1024
+    idle_timeout_seconds: float = 50.0
+    header_timeout_seconds: float = 10.0
 
 
-def _reason(code: int) -> str:
-    if code == 499:
-        return "Client Closed Request"
-    try:
-        return HTTPStatus(code).phrase
-    except ValueError:
-        return "Unknown"
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    # socketserver's default backlog of 5 resets bursts of new connections.
-    request_queue_size = 1024
-
-    def __init__(
-        self, address, rest_api, metrics, monitoring_path, limits: RestLimits, enable_cors
-    ):
-        self.rest_api = rest_api
-        self.metrics = metrics
-        self.monitoring_path = monitoring_path
-        self.max_body_bytes = limits.max_body_bytes
-        self.body_timeout = limits.body_timeout_seconds
-        self.budget = ByteBudget(limits.max_bytes_in_flight)
-        self.enable_cors = enable_cors
-        self.slots = threading.BoundedSemaphore(max(limits.num_threads, 1))
-        self.draining = False
-        self._connections: set[_Handler] = set()
-        self._connections_cond = threading.Condition()
-        host = address[0]
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request, client_address) -> None:
-        # A client that went away mid-answer is not a server error worth a traceback.
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            return
-        log.exception("HTTP request from %s failed", client_address)
-
-    def track(self, handler: _Handler, alive: bool) -> None:
-        with self._connections_cond:
-            if alive:
-                self._connections.add(handler)
-            else:
-                self._connections.discard(handler)
-            self._connections_cond.notify_all()
-
-    def drain(self, grace_seconds: float) -> bool:
-        """Lets requests in progress finish; closes idle keep-alive connections.
-
-        Returns False if some were still busy after ``grace_seconds``."""
-        self.draining = True
-        deadline = time.monotonic() + grace_seconds
-        with self._connections_cond:
-            while self._connections:
-                for handler in list(self._connections):
-                    if not handler.busy:
-                        try:
-                            handler.connection.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    busy = [handler for handler in self._connections if handler.busy]
-                    if busy:
-                        log.warning(
-                            "%d HTTP request(s) still running after the shutdown grace period",
-                            len(busy),
-                        )
-                    return not busy
-                self._connections_cond.wait(min(remaining, 0.1))
-        return True
+def _descriptors_for(connections: int) -> int:
+    """How many of ``connections`` the open-files limit fits (``connections`` <= 0: all)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fits = 65536 if soft == resource.RLIM_INFINITY else max(soft - _SPARE_DESCRIPTORS, 16)
+    if connections <= 0:
+        return fits
+    if connections > fits:
+        log.warning(
+            "--rest_api_max_connections=%d does not fit the open-files limit of %d (ulimit "
+            "-n): serving at most %d HTTP connections",
+            connections,
+            soft,
+            fits,
+        )
+        return fits
+    return connections
 
 
 class RestServer:
-    """Serves the REST API (and the Prometheus page) on one port, in threads."""
+    """Serves the REST API (and the Prometheus page) on one port.
+
+    One loop thread reads the connections; ``num_threads`` workers answer.
+    """
 
     def __init__(
         self,
@@ -390,23 +301,79 @@ class RestServer:
         limits: RestLimits,
         enable_cors: bool,
     ) -> None:
-        self._server = _HttpServer(
-            (host, port), rest_api, metrics, monitoring_path, limits, enable_cors
+        self.rest_api = rest_api
+        self.metrics = metrics
+        self.monitoring_path = monitoring_path
+        self.enable_cors = enable_cors
+        self.max_body_bytes = limits.max_body_bytes
+        self.write_timeout = limits.body_timeout_seconds
+        self.budget = ByteBudget(limits.max_bytes_in_flight)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            # A long backlog (the kernel caps it at net.core.somaxconn): a burst of new
+            # connections waits instead of having its SYNs dropped.
+            listener.listen(4096)
+        except OSError:
+            listener.close()
+            raise
+        self.port = listener.getsockname()[1]
+        self._workers = _Workers(limits.num_threads, "rest_worker")
+        self._loop = ConnectionLoop(
+            listener,
+            self._dispatch,
+            self.budget,
+            lambda: BUDGET_WAIT_SECONDS,
+            metrics,
+            max_connections=_descriptors_for(limits.max_connections),
+            idle_timeout=limits.idle_timeout_seconds,
+            header_timeout=limits.header_timeout_seconds,
+            body_timeout=limits.body_timeout_seconds,
+            max_body_bytes=limits.max_body_bytes,
         )
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="rest_server", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop.run, name="rest_server", daemon=True)
+
+    @property
+    def draining(self) -> bool:
+        return self._loop.draining
 
     def start(self) -> None:
         self._thread.start()
+
+    def _dispatch(self, connection: Connection, request: Request) -> None:
+        self._workers.submit(self._answer, connection, request)
+
+    def _answer(self, connection: Connection, request: Request) -> None:
+        handler = _Handler(self, connection, request)
+        try:
+            connection.sock.settimeout(self.write_timeout)
+            handler.handle_one_request()
+        except (ConnectionError, TimeoutError, OSError):
+            handler.close_connection = True  # the client went away or does not read
+        except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
+            log.exception("HTTP request from %s failed", connection.address)
+            handler.close_connection = True
+        finally:
+            self.budget.release(handler.held)
+            if handler.held >= memory.GIVE_BACK_THRESHOLD:
+                memory.give_back()
+            self._loop.give_back(connection, handler.close_connection)
 
     def shutdown(self, grace_seconds: float) -> bool:
         """Stops accepting, finishes requests in progress (up to the grace period).
 
         Returns False if some were still running at the end of it."""
-        self._server.shutdown()
-        self._server.server_close()
-        clean = self._server.drain(grace_seconds)
-        self._thread.join(grace_seconds + 1)
+        self._loop.start_draining()
+        clean = self._loop.wait_empty(grace_seconds)
+        if not clean:
+            log.warning(
+                "%d HTTP request(s) still running after the shutdown grace period",
+                self._loop.busy_count(),
+            )
+        self._loop.stop()
+        if self._thread.ident is not None:
+            self._thread.join(2)
+        self._workers.stop()
         return clean

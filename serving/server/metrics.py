@@ -257,6 +257,24 @@ class ServingMetrics:
             )
         )
 
+        # Ours (TF Serving has none): the REST port's connections (``http_connections.py``).
+        self.rest_open_connections = self._add(
+            Gauge(
+                "/keras_vit/serving/rest/open_connections",
+                "HTTP connections open on the REST port.",
+                (),
+            )
+        )
+        self.rest_connections_closed = self._add(
+            Counter(
+                "/keras_vit/serving/rest/connections_closed",
+                "HTTP connections the server closed or refused, by reason: refused (at "
+                "--rest_api_max_connections), evicted (to make room), idle_timeout, "
+                "header_timeout, body_timeout, header_too_large.",
+                ("reason",),
+            )
+        )
+
     def _add(self, metric):
         self._metrics.append(metric)
         return metric

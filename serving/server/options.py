@@ -38,6 +38,9 @@ class ServerOptions:
     rest_api_enable_cors_support: bool = False
     rest_api_max_request_bytes: int = 64 * 1024 * 1024
     rest_api_max_bytes_in_flight: int = 512 * 1024 * 1024
+    rest_api_max_connections: int = 1024
+    rest_api_idle_timeout_in_ms: int = 50000
+    rest_api_header_timeout_in_ms: int = 10000
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -80,13 +83,24 @@ _HELP = {
     "not be exported. This port must be different than the one specified in --port.",
     "rest_api_num_threads": "Number of threads for HTTP/REST API processing. If not set, will "
     "be auto set based on number of CPUs.",
-    "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls.",
+    "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls. Here it also bounds, in "
+    "total, the upload of a request body (HTTP 408 past it) and the download of a response.",
     "rest_api_enable_cors_support": "Enable CORS headers in response",
     "rest_api_max_request_bytes": "Largest accepted HTTP request body, after gzip inflation "
     "(not a TF Serving flag); larger bodies get HTTP 413.",
     "rest_api_max_bytes_in_flight": "Bytes all REST requests in progress may hold together: "
     "their bodies plus what parsing them takes (not a TF Serving flag); a request that does "
     "not get its share within 3 s gets HTTP 429.",
+    "rest_api_max_connections": "HTTP connections open at once on the REST port (not a TF "
+    "Serving flag). At the limit a new connection closes the oldest idle one (or the oldest "
+    "one still sending headers); when none is, it gets HTTP 503 and is closed. 0: as many as "
+    "the open-files limit allows.",
+    "rest_api_idle_timeout_in_ms": "An HTTP connection that sends nothing for this long (a "
+    "new one, or one kept alive between requests) is closed (not a TF Serving flag; "
+    "libevent's default read timeout is 50 s). 0: never.",
+    "rest_api_header_timeout_in_ms": "An HTTP request's headers must all arrive within this "
+    "time of its first byte, however slowly they trickle in; past it: HTTP 408 (not a TF "
+    "Serving flag; 0: no limit). The body must then arrive within --rest_api_timeout_in_ms.",
     "model_name": "name of model (ignored if --model_config_file flag is set)",
     "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise "
     "required): the directory holding the numbered version directories, never a version "
@@ -112,7 +126,9 @@ _HELP = {
     "replay. This value is used only if > 0.",
     "enable_grpc_healthcheck_service": "Enable the standard gRPC healthcheck service.",
     "grpc_channel_arguments": "A comma separated list of arguments to be passed to the grpc "
-    "server. (e.g. grpc.max_connection_age_ms=2000)",
+    "server. (e.g. grpc.max_connection_age_ms=2000) They replace this server's defaults for "
+    "the same keys (connection cap, idle timeout, keepalive and stream limits; see "
+    "docs/server.md).",
     "grpc_max_threads": "Max gRPC server threads to handle grpc messages.",
     "grpc_max_concurrent_rpcs": "RPCs in progress or queued at once, past which calls get "
     "RESOURCE_EXHAUSTED, as TF Serving's resource quota answers (not a TF Serving flag). "

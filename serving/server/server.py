@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import resource
 import threading
 import time
 from concurrent import futures
@@ -117,18 +119,65 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return config
 
 
-def _grpc_options(text: str) -> list[tuple[str, object]]:
-    options: list[tuple[str, object]] = [
-        ("grpc.max_send_message_length", 2**31 - 1),
-        ("grpc.max_receive_message_length", 2**31 - 1),
-    ]
-    for item in filter(None, text.split(",")):
+# The gRPC server's options. TF Serving sets only the message sizes (INT32_MAX); the
+# rest are ours, so that connections cannot pile up: a cap on open connections, idle
+# connections closed (GOAWAY), a deadline for a new connection's HTTP/2 handshake, and
+# keepalive pings that find dead peers. --grpc_channel_arguments replaces any of them.
+GRPC_SERVER_DEFAULTS: dict[str, object] = {
+    "grpc.max_send_message_length": 2**31 - 1,
+    "grpc.max_receive_message_length": 2**31 - 1,
+    # Past this many open connections, new ones are closed at once (lowered to what the
+    # open-files limit leaves next to the REST port's connections).
+    "grpc.max_allowed_incoming_connections": 8192,
+    # A connection without calls for this long gets GOAWAY (clients reconnect on demand).
+    "grpc.max_connection_idle_ms": 120_000,
+    # A new connection must complete its HTTP/2 preface and settings within this time.
+    "grpc.server_handshake_timeout_ms": 10_000,
+    # Calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    "grpc.max_concurrent_streams": 100,
+    # Ping each client every 2 min (also during long calls without data); no answer
+    # within 20 s closes the connection.
+    "grpc.keepalive_time_ms": 120_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+    "grpc.http2.max_pings_without_data": 0,
+}
+
+
+# File descriptors kept for everything but connections (model files, logs, pipes).
+_SPARE_DESCRIPTORS = 256
+
+
+def raise_open_files_limit(wanted: int = 65536) -> int:
+    """Raises the soft open-files limit towards the hard one (as Go programs do), up to
+    ``wanted``; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+def _grpc_options(text: str, open_files: int = 1 << 20, rest_connections: int = 0):
+    """The server's options: :data:`GRPC_SERVER_DEFAULTS`, replaced key by key by ``text``
+    (``--grpc_channel_arguments``: ``key=value,key=value``; integers stay integers).
+
+    The default connection cap is lowered to what ``open_files`` leaves after the REST
+    port's ``rest_connections``."""
+    options = dict(GRPC_SERVER_DEFAULTS)
+    room = max(open_files - max(rest_connections, 0) - _SPARE_DESCRIPTORS, 64)
+    cap = "grpc.max_allowed_incoming_connections"
+    options[cap] = min(options[cap], room)
+    for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
         try:
-            options.append((key, int(value)))
+            options[key.strip()] = int(value)
         except ValueError:
-            options.append((key, value))
-    return options
+            options[key.strip()] = value
+    return list(options.items())
 
 
 class Server:
@@ -248,7 +297,11 @@ class Server:
         threads = max(options.grpc_max_threads, 1)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-            options=_grpc_options(options.grpc_channel_arguments),
+            options=_grpc_options(
+                options.grpc_channel_arguments,
+                raise_open_files_limit(),
+                options.rest_api_max_connections if options.rest_api_port else 0,
+            ),
             # Past this many calls in progress or queued: RESOURCE_EXHAUSTED.
             maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or 2 * threads,
         )
@@ -316,6 +369,9 @@ class Server:
                     max_body_bytes=options.rest_api_max_request_bytes,
                     max_bytes_in_flight=options.rest_api_max_bytes_in_flight,
                     body_timeout_seconds=(options.rest_api_timeout_in_ms or 30000) / 1000,
+                    max_connections=options.rest_api_max_connections,
+                    idle_timeout_seconds=_seconds(options.rest_api_idle_timeout_in_ms),
+                    header_timeout_seconds=_seconds(options.rest_api_header_timeout_in_ms),
                 ),
                 options.rest_api_enable_cors_support,
             )
@@ -404,6 +460,11 @@ class Server:
         if self._batcher is not None:
             self._batcher.stop()
         return clean
+
+
+def _seconds(milliseconds: int) -> float:
+    """A timeout flag in ms; 0 or less: none."""
+    return milliseconds / 1000 if milliseconds > 0 else math.inf
 
 
 def _left(deadline: float) -> float:

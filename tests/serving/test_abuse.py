@@ -209,14 +209,18 @@ def test_bytes_in_flight_are_capped(server, monkeypatch):
     from serving.server import http_server
 
     monkeypatch.setattr(http_server, "BUDGET_WAIT_SECONDS", 0.3)
-    # A slow client announces 1.5 MB and sends it slowly: it holds that much of the 2 MB.
+    # A slow client sends 1.5 MB of a 1.9 MB body and stops. Bodies take their bytes as
+    # they arrive (plus the next read's, up to 1 MiB): it holds the 1.9 MB of the 2 MB.
+    # (Announcing a body without sending it holds nothing: tests/serving/test_connections.py.)
     slow = socket.create_connection(("127.0.0.1", server.rest_port))
     try:
-        length = int(1.5 * MB)
+        length = int(1.9 * MB)
+        prefix = b'{"instances": [1.0], "pad": "'
         slow.sendall(
             b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
             + f"Content-Length: {length}\r\n\r\n".encode()
-            + b'{"instances": [1.0], "pad": "'
+            + prefix
+            + b"y" * int(1.5 * MB)
         )
         time.sleep(0.3)
         big = b'{"instances": [1.0], "pad": "' + b"x" * MB + b'"}'
@@ -225,7 +229,7 @@ def test_bytes_in_flight_are_capped(server, monkeypatch):
         assert "--rest_api_max_bytes_in_flight" in json.loads(reply)["error"]
         small_status, _ = _post(server, "/v1/models/half:predict", b'{"instances": [1.0]}')
         assert small_status == 200
-        rest = length - len(b'{"instances": [1.0], "pad": "')
+        rest = length - len(prefix) - int(1.5 * MB)
         slow.sendall(b"y" * (rest - 2) + b'"}')
         assert b"200 OK" in slow.recv(4096)
     finally:
@@ -250,20 +254,17 @@ def test_server_side_deadline_when_the_client_sets_none(stub):
 
 
 def test_concurrent_rpcs_past_the_quota_are_resource_exhausted(stub):
+    # Six calls issued at once from one thread (futures, not threads: on a loaded machine,
+    # starting threads can take longer than the 500 ms the first calls run).
+    request = _slow_request()
+    futures = [stub.Predict.future(request, timeout=None) for _ in range(6)]
     codes = []
-
-    def call():
+    for future in futures:
         try:
-            stub.Predict(_slow_request(), timeout=None)
+            future.result(timeout=30)
             codes.append(grpc.StatusCode.OK)
         except grpc.RpcError as error:
             codes.append(error.code())
-
-    threads = [threading.Thread(target=call) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3
     assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
 
