@@ -178,15 +178,15 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"model {model_dir}, runner {runner}, batch size {settings.batch_size}", flush=True)
     started = time.perf_counter()
-    import apache_beam as beam
-
     local = runner == LOCAL_RUNNER
-    p = beam.Pipeline(runner=pipeline.local_runner(options) if local else None, options=options)
-    _ = p | "BatchPredict" >> pipeline.BatchPredict(settings)
-    result = p.run()
-    state = result.wait_until_finish()
+    try:
+        counts, state = pipeline.run(
+            settings, options, runner=pipeline.local_runner(options) if local else None
+        )
+    except Exception as error:  # noqa: BLE001 - the runner's failure, in one message
+        print(f"error: the pipeline failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - started
-    counts = pipeline.counts(result)
     print(
         f"{counts.images_in} images in: {counts.predictions} predictions, "
         f"{counts.dead_letters} dead letters ({seconds:.1f} s, state {state})"

@@ -158,6 +158,17 @@ class BatchPredict(beam.PTransform):
         return predictions
 
 
+def run(settings: BatchSettings, options, runner=None) -> tuple[Counts, str]:
+    """Runs the job to the end; ``(counts, final state)``. ``runner`` None: the options'."""
+    import apache_beam as beam
+
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    _ = pipeline | "BatchPredict" >> BatchPredict(settings)
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    return counts(result), str(state)
+
+
 def local_runner(options):
     """Beam's Python ``FnApiRunner``, given the pipeline options its workers should see.
 
