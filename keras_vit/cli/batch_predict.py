@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     print(
         f"{counts.images_in} images in: {counts.predictions} predictions, "
-        f"{counts.dead_letters} dead letters ({seconds:.1f} s, state {state})"
+        f"{counts.dead_letters} dead letter{'' if counts.dead_letters == 1 else 's'} "
+        f"({seconds:.1f} s, state {state})"
     )
     for name, files in pipeline.output_files(args.output).items():
         if files:
