@@ -56,7 +56,9 @@ def reference_predictions(exported: Path, files: list[Path]) -> dict[str, dict]:
     }
 
 
-def run_pipeline(exported: Path, folder: Path, out: Path, beam_args: list[str]):
+def run_pipeline(
+    exported: Path, folder: Path, out: Path, beam_args: list[str], share_model: bool = False
+):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from serving.batch import pipeline
@@ -67,6 +69,7 @@ def run_pipeline(exported: Path, folder: Path, out: Path, beam_args: list[str]):
         output=str(out),
         batch_size=4,
         max_file_bytes=MAX_FILE_BYTES,
+        share_model=share_model,
     )
     options = PipelineOptions([*beam_args, "--default_sdk_harness_log_level=ERROR"])
     return pipeline.run(settings, options, runner=pipeline.local_runner(options))
@@ -112,11 +115,14 @@ def check_outputs(exported: Path, folder: Path, bad: dict[str, str], out: Path, 
         assert expected in letter["reason"], letter
 
 
+@pytest.mark.parametrize("share_model", [False, True], ids=["own-model", "shared-model"])
 def test_fn_api_runner_predicts_every_good_image_and_dead_letters_the_rest(
-    exported, image_folder, tmp_path
+    exported, image_folder, tmp_path, share_model
 ):
+    # shared-model: the model lives in Beam's multi_process_shared server process; the
+    # handler's ImageClassifier is called through its proxy.
     folder, bad = image_folder
-    counts, state = run_pipeline(exported, folder, tmp_path / "out", [])
+    counts, state = run_pipeline(exported, folder, tmp_path / "out", [], share_model)
     assert state == "DONE"
     check_outputs(exported, folder, bad, tmp_path / "out", counts)
 
