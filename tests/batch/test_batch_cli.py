@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from keras_vit.cli import main
+from tests.batch.conftest import NEEDS_BEAM
+
+pytest.importorskip("apache_beam", reason=NEEDS_BEAM)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.batch.conftest import MAX_FILE_BYTES
+from tests.batch.conftest import MAX_FILE_BYTES, NEEDS_BEAM
+
+pytest.importorskip("apache_beam", reason=NEEDS_BEAM)
 
 SCORE_TOLERANCE = 1e-6
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.batch.conftest import LABELS, encode
+from tests.batch.conftest import LABELS, NEEDS_BEAM, encode
+
+pytest.importorskip("apache_beam", reason=NEEDS_BEAM)
 
 
 def assert_same(results: list[dict], expected: list[dict]) -> None:
