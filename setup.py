@@ -27,6 +27,9 @@ setup(
         "evaluate": ["scikit-learn>=1.4", "matplotlib>=3.8", "tqdm>=4.66"],
         # keras-vit ui: the page itself is standard library; overlays use matplotlib's colormaps.
         "ui": ["matplotlib>=3.8"],
+        # keras-vit batch-predict (docs/batch.md). Beam 2.77 needs protobuf < 7, and
+        # grpcio-health-checking >= 1.82 needs protobuf >= 7: 1.81 is the newest that fits.
+        "batch": ["apache-beam==2.77.*", "pyarrow>=14", "grpcio-health-checking<1.82"],
     },
     entry_points={"console_scripts": ["keras-vit=keras_vit.cli:main"]},
 )

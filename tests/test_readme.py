@@ -26,6 +26,7 @@ whole block) or to ``SETUP`` (files a document expects to exist).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -96,7 +97,17 @@ SKIPS = [
         r"^(\.venv/bin/)?python benchmarks/(?!loadtest)",
         "a benchmark: minutes of ViT-B/16 (`make bench`)",
     ),  # fmt: skip
+    Skip(
+        r"^keras-vit batch-predict\b.*--runner (DataflowRunner|FlinkRunner|SparkRunner)\b",
+        "needs a Google Cloud project or a Flink/Spark cluster; tests/batch runs the same "
+        "pipeline on the local runner",
+    ),  # fmt: skip
 ]
+if importlib.util.find_spec("apache_beam") is None:
+    SKIPS += [
+        Skip(r"^keras-vit batch-predict\b", "needs the batch extra (apache-beam)"),
+        Skip(r"out/predictions-", "reads batch-predict's output (the batch extra)", "block"),
+    ]
 
 
 # Commands the docs show failing on purpose: (regex, exit status, why).
@@ -164,6 +175,7 @@ SUBSTITUTIONS = [
 SETUP = {
     "docs/checkpoints.md": {"runs/flowers": "run"},
     "docs/client.md": {"models/vit": "export/vit"},
+    "docs/batch.md": {"models/vit": "export/vit"},
     "docs/server.md": {"models/vit": "export/vit"},
     "docs/evaluate.md": {"runs/digits": "run", "runs/photos": "run"},
     "--help": {"runs/photos": "run", "models/vit": "export/vit"},

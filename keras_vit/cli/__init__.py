@@ -13,7 +13,18 @@ import importlib
 import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("predict", "info", "export", "serve", "train", "deploy", "evaluate", "explain", "ui")
+COMMANDS = (
+    "predict",
+    "info",
+    "export",
+    "serve",
+    "train",
+    "deploy",
+    "evaluate",
+    "explain",
+    "ui",
+    "batch_predict",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_beam_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # batch-predict hands the options it does not know to Beam's PipelineOptions.
+    args.beam_args = extra
     if _needs_tensorflow(args):
         from keras_vit.cli.quiet import quiet_tensorflow
 
-        quiet_tensorflow(verbose=args.tf_logs)
+        # batch-predict's worker processes filter their TensorFlow import the same way.
+        args.quiet_tensorflow = quiet_tensorflow(verbose=args.tf_logs)
     try:
         result = args.func(args)
     except KeyboardInterrupt:
