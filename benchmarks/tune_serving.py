@@ -1,37 +1,37 @@
 """Tunes TF Serving's batching and thread settings for a pod of C cores, over our server.
 
-Exports ViT-B/16 (random weights) once, then, for each setting, starts our
-TF-Serving-compatible server (``python -m serving.server`` with TF Serving's
-flags) pinned to C CPUs, drives it over gRPC with real JPEGs at concurrency 1,
-4 and 16 and records throughput, p50/p99 latency, the server's CPU time per
-image and its batch sizes. Clients form a closed loop (each sends its next
-one-image request when the last one is answered), as the serving benchmarks
-here do. Each level is warmed up first (two requests per client, not
-measured), then measured for ``--window`` seconds.
+Exports ViT-B/16 (random weights) once, then starts our TF-Serving-compatible
+server (``python -m serving.server`` with TF Serving's flags) once per setting,
+pinned to C CPUs, drives it over gRPC with real JPEGs at concurrency 1, 4 and
+16 and records throughput, p50/p99 latency, the server's CPU time per image
+and its batch sizes. Clients form a closed loop (each sends its next one-image
+request when the last one is answered), as the serving benchmarks here do.
+Each level gets one warm-up request per client (not measured), then a window
+of ``--window`` seconds (5/8 of it at concurrency 1 and 4).
 
-The sweep is staged, so that a full run fits in about 10 minutes on 2 cores
-(each server start alone costs 15-25 s there: importing TensorFlow, loading
-the model, replaying its warm-up):
+The machine this runs on is shared, so the servers of a stage are started side
+by side (starting is the slow part: importing TensorFlow, loading the model,
+replaying its warm-up), stay idle while another is measured, and each round
+measures every level of every setting round-robin with a rotating start:
 
-1. **anchors**: TF Serving's defaults (no batching; intra/inter-op threads 0,
-   which TensorFlow resolves to the C schedulable CPUs) and the "common
-   mistake" (TF Serving's documented example batching file, timeout 0, with
-   ``num_batch_threads`` = C);
-2. **coarse** (timeout 2 ms): how the C cores are split between batches: the
-   previous manifests' batching (batch 8), one batch of up to 16 at a time on
-   all C cores, C batches at once on one core each, C batch threads sharing a
-   pool of C threads;
-3. **refine** around the best so far, while the time budget lasts: the batch
-   size x2, the timeout x4 and /4, the batch size /2, padding to
-   ``allowed_batch_sizes``, the thread pools without batching;
-4. **confirm**: the defaults and the best setting measured once more, minutes
-   after their first measurement; the gain uses the medians of both.
+1. **screen**, one round: TF Serving's defaults (no batching; intra/inter-op
+   threads 0, which TensorFlow resolves to the C schedulable CPUs), the
+   "common mistake" (TF Serving's documented example batching file, timeout 0,
+   with ``num_batch_threads`` = C), the previous manifests' batching, and C
+   batches at once on one core each;
+2. **refine**, ``--rounds`` interleaved rounds: the defaults, the best so far,
+   the best batching setting and its neighbours (one batch thread, batch size
+   x2, timeout x4 and /4, batch size /2, padding to ``allowed_batch_sizes``),
+   as many as ``--servers`` allows.
 
-The objective is :func:`score`. Results: ``benchmarks/results/tune_serving.md``.
+Each setting is judged on the medians of its measurements (:func:`score`), and
+the gain over the defaults is taken from those medians. With the defaults
+(export included) a run takes about 10 minutes on 2 cores. Results:
+``benchmarks/results/tune_serving.md``.
 
-    python benchmarks/tune_serving.py                 # ViT-B/16, C = 2, about 10 minutes
+    python benchmarks/tune_serving.py                 # ViT-B/16, C = 2
     python benchmarks/tune_serving.py --quick         # tiny ViT, short windows: a smoke run
-    python benchmarks/tune_serving.py --cores 4 --window 20 --budget 1200
+    python benchmarks/tune_serving.py --cores 4 --window 15 --rounds 3
 """
 
 from __future__ import annotations
@@ -137,21 +137,16 @@ class Setting:
 
 @dataclass
 class Level:
-    """What one concurrency level of one setting measured."""
+    """What one concurrency level measured (or the medians of several measurements)."""
 
     concurrency: int
-    requests: int
+    throughput: float  # answered images per second
     errors: int
-    seconds: float
     p50_ms: float
     p99_ms: float
     cpu_ms: float | None  # the server's CPU time per answered image
     mean_batch: float | None  # images per session run, from the server's metrics
     padding: float | None  # padded share of the images run
-
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
 
     def p99_ok(self) -> bool:
         if not self.throughput:
@@ -159,16 +154,41 @@ class Level:
         return self.p99_ms <= P99_FACTOR * 1000.0 * self.concurrency / self.throughput
 
 
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 @dataclass
 class Point:
+    """One setting's measurement in one round of one stage."""
+
     setting: Setting
     stage: str
+    round: int
     levels: dict[int, Level] = field(default_factory=dict)
-    seconds: float = 0.0
-    load: float = 0.0  # 1-minute load average when the point started
+    load: float = 0.0  # 1-minute load average when the round started
 
     def ok(self) -> bool:
-        return all(level.errors == 0 and level.requests > 0 for level in self.levels.values())
+        return all(level.errors == 0 and level.throughput > 0 for level in self.levels.values())
+
+    @classmethod
+    def merged(cls, points: list[Point]) -> Point:
+        """The medians of several points of one setting."""
+        merged = cls(points[0].setting, "all", len(points))
+        for c in CONCURRENCIES:
+            levels = [p.levels[c] for p in points]
+            merged.levels[c] = Level(
+                c,
+                _median(lv.throughput for lv in levels),
+                sum(lv.errors for lv in levels),
+                _median(lv.p50_ms for lv in levels),
+                _median(lv.p99_ms for lv in levels),
+                _median(lv.cpu_ms for lv in levels),
+                _median(lv.mean_batch for lv in levels),
+                _median(lv.padding for lv in levels),
+            )
+        return merged
 
 
 def score(point: Point, best_c1_p50_ms: float) -> float:
@@ -212,73 +232,107 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(setting: Setting, stage: str, env: dict) -> Point:
+def available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def start_servers(settings: list[Setting], env: dict) -> list[ServerProcess]:
+    """One server per setting, started together (the slow part is importing TensorFlow);
+    idle while another is measured."""
     from serving.client import ServingClient
 
-    point = Point(setting, stage, load=os.getloadavg()[0])
-    began = time.perf_counter()
-    server = ServerProcess(
-        env["base"], setting.flags(env["work"], env["monitoring"]), cpus=env["server_cpus"]
-    )
+    servers = []
     try:
-        with ServingClient(f"127.0.0.1:{server.grpc_port}", "vit", "grpc") as client:
-            server.wait(client)
-        load = parse_args(
-            [
-                "--protocol=grpc", f"--target=127.0.0.1:{server.grpc_port}",
-                "--model-name=vit", "--warmup=0", "--output=-",
-                f"--timeout={env['request_timeout']}",
-            ]
-        )  # fmt: skip
-        for c in CONCURRENCIES:
-            # Warm-up, not measured: connections, and the batch sizes this level forms
-            # (oneDNN prepares its kernels per input shape).
-            run_level(_with(load, requests=2 * c, duration=60.0), env["images"], c)
-            before, cpu_before = read_metrics(server.rest_port), cpu_seconds(server.process.pid)
-            result = run_level(
-                _with(load, requests=10**6, duration=env["window"]), env["images"], c
-            )
-            after, cpu_after = read_metrics(server.rest_port), cpu_seconds(server.process.pid)
+        for setting in settings:
+            flags = setting.flags(env["work"], env["monitoring"])
+            servers.append(ServerProcess(env["base"], flags, cpus=env["server_cpus"]))
+        for server in servers:
+            with ServingClient(f"127.0.0.1:{server.grpc_port}", "vit", "grpc") as client:
+                server.wait(client)
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
 
-            def delta(name: str, after=after, before=before) -> float:
-                return after.get(name, 0.0) - before.get(name, 0.0)
 
-            runs, images = delta("processed_batch_size_count"), delta("processed_batch_size_sum")
-            cpu = None
-            if cpu_before is not None and cpu_after is not None and result.requests:
-                cpu = 1000.0 * (cpu_after - cpu_before) / result.requests
-            point.levels[c] = Level(
-                concurrency=c,
-                requests=result.requests,
-                errors=result.errors,
-                seconds=result.seconds,
-                p50_ms=result.percentile(50),
-                p99_ms=result.percentile(99),
-                cpu_ms=cpu,
-                mean_batch=images / runs if runs else None,
-                padding=delta("padding_size_sum") / images if images else None,
-            )
-            if result.error_codes:
-                print(f"    errors at c={c}: {result.error_codes}", flush=True)
-    finally:
-        # No graceful shutdown needed between points: it would only cost seconds.
+def stop_servers(servers: list[ServerProcess]) -> None:
+    for server in servers:  # no graceful shutdown needed: it would only cost seconds
         server.process.kill()
+    for server in servers:
         server.process.wait()
-    point.seconds = time.perf_counter() - began
-    print(
-        f"  [{stage}] {setting.name}: {setting.label()} "
-        f"({point.seconds:.0f} s, load {point.load:.1f})",
-        flush=True,
+
+
+def measure_level(server: ServerProcess, c: int, env: dict, warm_up: bool) -> Level:
+    load = parse_args(
+        [
+            "--protocol=grpc", f"--target=127.0.0.1:{server.grpc_port}", "--model-name=vit",
+            "--warmup=0", "--output=-", f"--timeout={env['request_timeout']}",
+        ]
+    )  # fmt: skip
+    if warm_up:
+        # Not measured: connections, and the batch sizes this level forms (oneDNN
+        # prepares its kernels per input shape).
+        run_level(_with(load, requests=c, duration=60.0), env["images"], c)
+    before, cpu_before = read_metrics(server.rest_port), cpu_seconds(server.process.pid)
+    result = run_level(_with(load, requests=10**6, duration=env["window"][c]), env["images"], c)
+    after, cpu_after = read_metrics(server.rest_port), cpu_seconds(server.process.pid)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    runs, images = delta("processed_batch_size_count"), delta("processed_batch_size_sum")
+    cpu = None
+    if cpu_before is not None and cpu_after is not None and result.requests:
+        cpu = 1000.0 * (cpu_after - cpu_before) / result.requests
+    if result.error_codes:
+        print(f"    errors at c={c}: {result.error_codes}", flush=True)
+    return Level(
+        concurrency=c,
+        throughput=result.rps,
+        errors=result.errors,
+        p50_ms=result.percentile(50),
+        p99_ms=result.percentile(99),
+        cpu_ms=cpu,
+        mean_batch=images / runs if runs else None,
+        padding=delta("padding_size_sum") / images if images else None,
     )
-    for level in point.levels.values():
-        print(
-            f"    c={level.concurrency:2d} {level.throughput:6.2f} img/s "
-            f"p50 {level.p50_ms:6.0f} ms p99 {level.p99_ms:6.0f} ms "
-            f"cpu {_fmt(level.cpu_ms, 0)} ms/img batch {_fmt(level.mean_batch)} "
-            f"errors {level.errors}",
-            flush=True,
-        )
-    return point
+
+
+def run_stage(settings: list[Setting], stage: str, rounds: int, env: dict) -> list[Point]:
+    """Every setting's server at once; each round measures every level of every setting,
+    round-robin with a rotating start, so that load from other jobs hits all alike."""
+    began = time.perf_counter()
+    servers = start_servers(settings, env)
+    print(f"  [{stage}] {len(servers)} servers up in {time.perf_counter() - began:.0f} s")
+    points = []
+    try:
+        for r in range(rounds):
+            row = {s.key(): Point(s, stage, r + 1, load=os.getloadavg()[0]) for s in settings}
+            for c in CONCURRENCIES:
+                shift = (r + CONCURRENCIES.index(c)) % len(settings)
+                pairs = list(zip(settings, servers, strict=True))
+                for setting, server in pairs[shift:] + pairs[:shift]:
+                    level = measure_level(server, c, env, warm_up=r == 0)
+                    row[setting.key()].levels[c] = level
+                    print(
+                        f"  [{stage} {r + 1}] {setting.name:18s} c={c:2d} "
+                        f"{level.throughput:6.2f} img/s p50 {level.p50_ms:6.0f} ms "
+                        f"p99 {level.p99_ms:6.0f} ms cpu {_fmt(level.cpu_ms, 0)} ms/img "
+                        f"batch {_fmt(level.mean_batch)}",
+                        flush=True,
+                    )
+            points += row.values()
+    finally:
+        stop_servers(servers)
+    print(f"  [{stage}] done in {time.perf_counter() - began:.0f} s", flush=True)
+    return points
 
 
 def _with(namespace: argparse.Namespace, **changes) -> argparse.Namespace:
@@ -293,38 +347,34 @@ def queue_for(max_batch_size: int) -> int:
     return math.ceil(max(CONCURRENCIES) / max_batch_size) + 1
 
 
-def anchors(cores: int) -> list[Setting]:
-    return [
-        # tensorflow_model_server without flags: no batching; intra/inter-op 0, which
-        # TensorFlow resolves to the schedulable CPUs (port::MaxParallelism()). Given
-        # explicitly, because our server's own default inter-op pool is larger.
-        Setting("tfs-default", cores, cores),
+def defaults(cores: int) -> Setting:
+    # tensorflow_model_server without flags: no batching; intra/inter-op 0, which
+    # TensorFlow resolves to the schedulable CPUs (port::MaxParallelism()). Given
+    # explicitly, because our server's own default inter-op pool is larger.
+    return Setting("tfs-default", cores, cores)
+
+
+def screen(cores: int) -> list[Setting]:
+    """Stage 1: the anchors and how the C cores are split between batches."""
+    half = math.ceil(cores / 2)
+    settings = [
+        defaults(cores),
         # TF Serving's example batching file (serving_config.md; tfserving-protocol.md
         # 3.4) with num_batch_threads = cores: a timeout of 0 forms batches only from
         # requests already waiting, and C batches at once share the C cores.
         Setting("common-mistake", cores, cores, Batching(128, 0, cores, 1000000)),
-    ]
-
-
-def coarse(cores: int, timeout_us: int) -> list[Setting]:
-    half = math.ceil(cores / 2)
-    settings = [
-        # What kubernetes/ shipped before this tuning: intra C, inter ceil(C/2).
+        # What kubernetes/ shipped before this tuning: intra C, inter ceil(C/2), one
+        # batch thread per two cores.
         Setting("previous-manifests", cores, half, Batching(8, 2000, half, 4)),
-        # One batch at a time, using every core.
-        Setting("serial-b16", cores, 1, Batching(16, timeout_us, 1, queue_for(16))),
     ]
     if cores > 1:
-        # C batches at once, one core each: more throughput, slower lone requests.
-        parallel = Batching(8, timeout_us, cores, queue_for(8))
-        settings.append(Setting("parallel-b8", 1, cores, parallel))
-        # C batch threads sharing a C-thread pool: a lone batch still gets every core.
-        settings.append(Setting("shared-b8", cores, cores, parallel))
+        # C batches at once, one core each: efficient, but a lone request gets one core.
+        settings.append(Setting("parallel-b8", 1, cores, Batching(8, 2000, cores, queue_for(8))))
     return settings
 
 
 def refine(best: Setting, cores: int) -> list[Setting]:
-    """Neighbours of the best batching setting, most telling first."""
+    """Neighbours of a batching setting, most telling first."""
     b = best.batching
 
     def sized(size: int) -> list[Setting]:
@@ -334,7 +384,12 @@ def refine(best: Setting, cores: int) -> list[Setting]:
         changed = replace(b, max_batch_size=size, max_enqueued_batches=queue_for(size))
         return [replace(best, name=f"b={size}", batching=changed)]
 
-    out = sized(b.max_batch_size * 2)
+    out = []
+    if b.num_batch_threads != 1:
+        # One batch at a time on every core (the lone-request latency of the defaults).
+        serial = replace(b, num_batch_threads=1)
+        out.append(Setting("serial", cores, 1, serial))
+    out += sized(b.max_batch_size * 2)
     out += [
         replace(best, name=f"t={t / 1000:g}ms", batching=replace(b, batch_timeout_micros=t))
         for t in (b.batch_timeout_micros * 4, b.batch_timeout_micros // 4)
@@ -343,7 +398,6 @@ def refine(best: Setting, cores: int) -> list[Setting]:
     sizes = [1 << i for i in range(b.max_batch_size.bit_length()) if 1 << i < b.max_batch_size]
     padded = replace(b, allowed_batch_sizes=(*sizes, b.max_batch_size))
     out.append(replace(best, name="pad-pow2", batching=padded))
-    out.append(Setting("threads-only", cores, 1))
     return out
 
 
@@ -378,21 +432,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2, help="pod size C: CPUs the server gets")
     parser.add_argument("--quick", action="store_true", help="tiny ViT, short windows")
-    parser.add_argument("--window", type=float, help="measured seconds per level (6; quick 2)")
-    parser.add_argument("--budget", type=float, help="seconds for the whole run (570; quick 240)")
+    parser.add_argument(
+        "--window", type=float, help="measured seconds per level at concurrency 16 (7; quick 2)"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds of the refine stage (2; quick 1)")
+    parser.add_argument(
+        "--servers", type=int, default=4, help="servers alive at once (each ViT-B/16 ~1.5 GB)"
+    )
     parser.add_argument(
         "--saved-model", type=Path, help="serve this base path (numbered versions); no export"
     )
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    window = args.window or (2.0 if args.quick else 6.0)
-    budget = args.budget or (240.0 if args.quick else 570.0)
+    window = args.window or (2.0 if args.quick else 7.0)
+    rounds = args.rounds or (1 if args.quick else 2)
     output = args.output or (RESULTS.with_name("tune_serving-quick.md") if args.quick else RESULTS)
 
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= args.cores <= len(available):
         parser.error(f"--cores must be between 1 and {len(available)} (this process's CPUs)")
+    memory = available_memory_bytes()
+    if not args.quick and memory is not None and memory < (args.servers * 1.6 + 2) * 2**30:
+        parser.error(
+            f"{args.servers} ViT-B/16 servers need about {args.servers * 1.6 + 2:.0f} GiB "
+            f"available; {memory / 2**30:.1f} GiB are: lower --servers"
+        )
     server_cpus = available[: args.cores]
     client_cpus = available[args.cores :] or available
     os.sched_setaffinity(0, client_cpus)  # the load generator stays off the pod's CPUs if it can
@@ -423,48 +488,48 @@ def main(argv=None) -> int:
         "monitoring": monitoring,
         "server_cpus": server_cpus,
         "images": tiny_jpegs(images) if args.quick else images,
-        "window": window,
+        # Lower concurrency answers faster: shorter windows hold as many requests.
+        "window": {c: window * (0.625 if c < max(CONCURRENCIES) else 1.0) for c in CONCURRENCIES},
         "request_timeout": args.request_timeout,
     }
-    points: list[Point] = []
-    measured: set[tuple] = set()
 
-    def run(setting: Setting, stage: str) -> None:
-        points.append(measure(setting, stage, env))
-        measured.add(setting.key())
-
-    def affordable(setting: Setting) -> bool:
-        # Room for this point and the two confirmation points after it.
-        left = budget - (time.perf_counter() - started)
-        need = 3 * max(p.seconds for p in points)
-        if left < need:
-            print(f"  budget: skipping {setting.name} ({left:.0f} s left, {need:.0f} s needed)")
-        return left >= need
-
-    for setting in anchors(args.cores):
-        run(setting, "anchor")
-    for setting in coarse(args.cores, 2000):
-        if affordable(setting):
-            run(setting, "coarse")
-    best = best_point(points).setting
-    if best.batching is not None:
-        for setting in refine(best, args.cores):
-            if setting.key() not in measured and affordable(setting):
-                run(setting, "refine")
-    best = best_point(points).setting
-    # Once more each, minutes after the first time: the gain rests on two measurements.
-    run(points[0].setting, "confirm")
-    run(best, "confirm")
-    text = report(points, args, window, info, time.perf_counter() - started, best)
+    # Stage 1, one round: the anchors and how the cores are split.
+    first = screen(args.cores)[: args.servers]
+    points = run_stage(first, "screen", 1, env)
+    best = best_setting(points)
+    # Stage 2: the defaults, the best so far, and the neighbours of the best batching
+    # setting, in interleaved rounds.
+    batching = [p for p in points if p.setting.batching is not None]
+    reference = best_setting(batching) if batching else best
+    second = [defaults(args.cores), best, reference]
+    for setting in refine(reference, args.cores):
+        if setting.key() not in {p.setting.key() for p in points}:
+            second.append(setting)
+    unique = list({s.key(): s for s in reversed(second)}.values())[::-1]
+    points += run_stage(unique[: args.servers], "refine", rounds, env)
+    best = best_setting(points)
+    text = report(points, args, env, info, time.perf_counter() - started, best)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     print(text)
     return 0
 
 
-def best_point(points: list[Point]) -> Point:
-    c1 = min(p.levels[1].p50_ms for p in points if p.ok())
-    return max(points, key=lambda p: (score(p, c1), p.levels[16].throughput))
+def merged_by_setting(points: list[Point]) -> dict[tuple, Point]:
+    keys = list(dict.fromkeys(p.setting.key() for p in points))
+    return {k: Point.merged([p for p in points if p.setting.key() == k]) for k in keys}
+
+
+def best_c1(merged) -> float:
+    return min(p.levels[1].p50_ms for p in merged if p.ok())
+
+
+def best_setting(points: list[Point]) -> Setting:
+    """The best setting by :func:`score` on the medians of its measurements."""
+    merged = list(merged_by_setting(points).values())
+    c1 = best_c1(merged)
+    top = max(CONCURRENCIES)
+    return max(merged, key=lambda p: (score(p, c1), p.levels[top].throughput)).setting
 
 
 # --- the report -------------------------------------------------------------------------
@@ -474,71 +539,78 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def medians(points: list[Point], setting: Setting) -> dict[int, dict[str, float]]:
-    same = [p for p in points if p.setting.key() == setting.key()]
-    return {
-        c: {
-            "img/s": statistics.median(p.levels[c].throughput for p in same),
-            "p50": statistics.median(p.levels[c].p50_ms for p in same),
-            "p99": statistics.median(p.levels[c].p99_ms for p in same),
-            "n": len(same),
-        }
-        for c in CONCURRENCIES
-    }
+def _level_cells(level: Level) -> list[str]:
+    return [
+        f"{level.throughput:.2f}",
+        f"{level.p50_ms:.0f}",
+        f"{level.p99_ms:.0f}",
+        _fmt(level.cpu_ms, 0),
+        _fmt(level.mean_batch),
+        "-" if level.padding is None else f"{100 * level.padding:.0f}%",
+        str(level.errors),
+    ]
 
 
-def report(points, args, window, info, elapsed, best) -> str:
-    c1_best = min(p.levels[1].p50_ms for p in points if p.ok())
+LEVEL_HEADERS = ["img/s", "p50 ms", "p99 ms", "server CPU ms/img", "batch", "padding", "errors"]
+
+
+def report(points, args, env, info, elapsed, best) -> str:
+    merged = merged_by_setting(points)
+    c1 = best_c1(merged.values())
+    top = max(CONCURRENCIES)
+    ranked = sorted(merged.values(), key=lambda p: -max(score(p, c1), -1e9))
+    summary_rows = []
+    for point in ranked:
+        value = score(point, c1)
+        for c, level in point.levels.items():
+            first = c == CONCURRENCIES[0]
+            summary_rows.append(
+                [
+                    f"`{point.setting.name}`" if first else "",
+                    point.setting.label() if first else "",
+                    point.round if first else "",
+                    c,
+                    *_level_cells(level),
+                    ("-" if value == -math.inf else f"{value:.2f}") if first else "",
+                ]
+            )
+    summary = markdown_table(["setting", "flags", "n", "c", *LEVEL_HEADERS, "score"], summary_rows)
     rows = []
-    for index, point in enumerate(points, 1):
-        value = score(point, c1_best)
+    for point in points:
         for c, level in point.levels.items():
             first = c == CONCURRENCIES[0]
             rows.append(
                 [
-                    index if first else "",
-                    point.stage if first else "",
-                    f"`{point.setting.name}` {point.setting.label()}" if first else "",
+                    f"{point.stage} {point.round}" if first else "",
+                    f"`{point.setting.name}`" if first else "",
                     f"{point.load:.1f}" if first else "",
                     c,
-                    f"{level.throughput:.2f}",
-                    f"{level.p50_ms:.0f}",
-                    f"{level.p99_ms:.0f}",
-                    _fmt(level.cpu_ms, 0),
-                    _fmt(level.mean_batch),
-                    "-" if level.padding is None else f"{100 * level.padding:.0f}%",
-                    level.errors,
-                    ("-" if value == -math.inf else f"{value:.2f}") if first else "",
+                    *_level_cells(level),
                 ]
             )
-    table = markdown_table(
-        [
-            "#", "stage", "setting", "load", "c", "img/s", "p50 ms", "p99 ms",
-            "server CPU ms/img", "batch", "padding", "errors", "score",
-        ],
-        rows,
-    )  # fmt: skip
+    table = markdown_table(["stage", "setting", "load", "c", *LEVEL_HEADERS], rows)
 
-    default = points[0].setting
-    base, tuned = medians(points, default), medians(points, best)
+    base, tuned = merged[defaults(args.cores).key()], merged[best.key()]
     gain = markdown_table(
         [
             "c", "defaults img/s", "tuned img/s", "img/s tuned / defaults",
-            "defaults p50 / p99 ms", "tuned p50 / p99 ms", "p50 tuned / defaults",
+            "defaults p50 / p99 ms", "tuned p50 / p99 ms", "p99 tuned / defaults",
+            "CPU ms/img defaults / tuned",
         ],
         [
             [
-                c, f"{base[c]['img/s']:.2f}", f"{tuned[c]['img/s']:.2f}",
-                f"**{tuned[c]['img/s'] / base[c]['img/s']:.2f}**",
-                f"{base[c]['p50']:.0f} / {base[c]['p99']:.0f}",
-                f"{tuned[c]['p50']:.0f} / {tuned[c]['p99']:.0f}",
-                f"{tuned[c]['p50'] / base[c]['p50']:.2f}",
+                c, f"{base.levels[c].throughput:.2f}", f"{tuned.levels[c].throughput:.2f}",
+                f"**{tuned.levels[c].throughput / base.levels[c].throughput:.2f}**",
+                f"{base.levels[c].p50_ms:.0f} / {base.levels[c].p99_ms:.0f}",
+                f"{tuned.levels[c].p50_ms:.0f} / {tuned.levels[c].p99_ms:.0f}",
+                f"**{tuned.levels[c].p99_ms / base.levels[c].p99_ms:.2f}**",
+                f"{_fmt(base.levels[c].cpu_ms, 0)} / {_fmt(tuned.levels[c].cpu_ms, 0)}",
             ]
             for c in CONCURRENCIES
         ],
     )  # fmt: skip
 
-    acceptable = [p for p in points if p.ok()]
+    acceptable = [p for p in merged.values() if p.ok()]
     per_c = []
     for c in CONCURRENCIES:
         if c == 1:
@@ -560,16 +632,20 @@ def report(points, args, window, info, elapsed, best) -> str:
         if args.quick
         else "ViT-B/16 (224 px, 86M parameters), random weights, fp32"
     )
-    levels = ", ".join(map(str, CONCURRENCIES))
+    windows = ", ".join(f"{w:g} s at {c}" for c, w in env["window"].items())
     return f"""# TF Serving settings for a {args.cores}-core pod, measured on our server
 
 {facts}
 - model: {model}; exported by `serving.export`, served by `python -m serving.server`
   pinned to the server CPUs, `--grpc_max_threads={GRPC_THREADS}` for every setting
 - load: gRPC, one JPEG per request (scikit-image and scikit-learn sample photos at their own
-  sizes, decoded and resized in the graph), closed loop at concurrency {levels}; per level two
-  requests per client of warm-up (not measured), then {window:g} s measured
-- whole run: {elapsed / 60:.1f} min, {len(points)} server starts
+  sizes, decoded and resized in the graph), closed loop at concurrency
+  {", ".join(map(str, CONCURRENCIES))}; one warm-up request per client (not measured), then
+  measured for {windows}
+- stages: `screen` (one round) then `refine` (interleaved rounds); the servers of a stage run
+  side by side, idle while another is measured, and each round measures every level of every
+  setting round-robin, so that load from other jobs on the machine hits all settings alike
+- whole run: {elapsed / 60:.1f} min
 - command: `python benchmarks/tune_serving.py {" ".join(sys.argv[1:])}`
 
 ## Objective
@@ -577,8 +653,8 @@ def report(points, args, window, info, elapsed, best) -> str:
 - Overall: the highest geometric mean of img/s at concurrency {LOADED[0]} and {LOADED[1]}, among
   settings with no failed request, a p99 at {LOADED[0]} and {LOADED[1]} within {P99_FACTOR}x the
   mean latency (concurrency / throughput, Little's law: no request starves), and a p50 at
-  concurrency 1 within {C1_SLACK}x the best of the run ({c1_best:.0f} ms), so that lone requests
-  pay little for batching.
+  concurrency 1 within {C1_SLACK}x the best setting's ({c1:.0f} ms), so that lone requests pay
+  little for batching. Each setting is judged on the medians of its `n` measurements.
 - Per concurrency: the lowest p50 at 1; the most img/s with the p99 bound at {LOADED[0]} and
   {LOADED[1]}.
 
@@ -586,7 +662,7 @@ def report(points, args, window, info, elapsed, best) -> str:
 
 ## Gain over TF Serving's defaults, same run
 
-Medians of the defaults' {base[1]["n"]} and the tuned setting's {tuned[1]["n"]} measurements.
+Medians of the defaults' {base.round} and the tuned setting's {tuned.round} measurements.
 
 {gain}
 
@@ -594,13 +670,19 @@ Medians of the defaults' {base[1]["n"]} and the tuned setting's {tuned[1]["n"]} 
 
 {per_c_table}
 
-## Every point
+## Every setting (medians of its `n` measurements, best score first)
 
-`load`: the machine's 1-minute load average when the point started (other jobs share the
-cores); `server CPU ms/img`: the server process's CPU time over the window per answered image;
+`server CPU ms/img`: the server process's CPU time over the window per answered image;
 `batch`: images per session run (the server's `processed_batch_size`, padding included);
-`padding`: the padded share of those; `score`: the objective (`-`: not acceptable).
-`nbt`: `num_batch_threads`, `q`: `max_enqueued_batches`, `pad`: `allowed_batch_sizes`.
+`padding`: the padded share of those; `score`: the objective (`-`: not acceptable; concurrency
+{top} img/s breaks ties). `nbt`: `num_batch_threads`, `q`: `max_enqueued_batches`, `pad`:
+`allowed_batch_sizes`.
+
+{summary}
+
+## Every measurement
+
+`load`: the machine's 1-minute load average when the round started (other jobs share the cores).
 
 {table}
 """
