@@ -16,9 +16,9 @@ measures every level of every setting round-robin with a rotating start:
 
 1. **screen**, one round: TF Serving's defaults (no batching; intra/inter-op
    threads 0, which TensorFlow resolves to the C schedulable CPUs), the
-   "common mistake" (TF Serving's documented example batching file, timeout 0,
-   with ``num_batch_threads`` = C), the previous manifests' batching, and C
-   batches at once on one core each;
+   "common mistake" (the CPU-only starting point of TF Serving's batching guide:
+   ``num_batch_threads`` = C, no batch size limit, timeout 0), the previous
+   manifests' batching, and C batches at once on one core each;
 2. **refine**, ``--rounds`` interleaved rounds: the defaults, the best so far,
    the best batching setting and its neighbours (one batch thread, batch size
    x2, timeout x4 and /4, batch size /2, padding to ``allowed_batch_sizes``),
@@ -359,9 +359,12 @@ def screen(cores: int) -> list[Setting]:
     half = math.ceil(cores / 2)
     settings = [
         defaults(cores),
-        # TF Serving's example batching file (serving_config.md; tfserving-protocol.md
-        # 3.4) with num_batch_threads = cores: a timeout of 0 forms batches only from
-        # requests already waiting, and C batches at once share the C cores.
+        # The CPU-only starting point of TF Serving's batching guide
+        # (tensorflow_serving/batching/README.md, "CPU-only: One Approach"):
+        # num_batch_threads = cores, max_batch_size "infinity" (128: more than ever
+        # queue here), timeout 0; max_enqueued_batches from its example file
+        # (serving_config.md). A timeout of 0 forms batches only from requests already
+        # waiting, and C batches at once share the C cores.
         Setting("common-mistake", cores, cores, Batching(128, 0, cores, 1000000)),
         # What kubernetes/ shipped before this tuning: intra C, inter ceil(C/2), one
         # batch thread per two cores.
