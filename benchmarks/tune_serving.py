@@ -629,6 +629,14 @@ def report(points, args, env, info, elapsed, best) -> str:
         per_c.append([c, f"`{chosen.setting.name}` {chosen.setting.label()}", why])
     per_c_table = markdown_table(["c", "best setting", "why"], per_c)
 
+    if score(merged[best.key()], c1) == -math.inf:
+        verdict = (
+            "**No setting met all the conditions in this run.** Below, the setting with the "
+            f"most img/s at concurrency {top} stands in for the best: `{best.name}`: "
+            f"{best.label()}."
+        )
+    else:
+        verdict = f"**Best overall: `{best.name}`: {best.label()}.**"
     facts = "\n".join(f"- {k}: {v}" for k, v in info.items())
     model = (
         "tiny ViT (32 px)"
@@ -661,7 +669,7 @@ def report(points, args, env, info, elapsed, best) -> str:
 - Per concurrency: the lowest p50 at 1; the most img/s with the p99 bound at {LOADED[0]} and
   {LOADED[1]}.
 
-**Best overall: `{best.name}`: {best.label()}.**
+{verdict}
 
 ## Gain over TF Serving's defaults, same run
 

@@ -112,3 +112,17 @@ def test_server_process_is_pinned_to_the_given_cpus(half_plus_two_base_path) -> 
             assert os.sched_getaffinity(int(task)) == {cpu}
     finally:
         server.stop()
+
+
+def test_report_says_when_no_setting_met_the_conditions() -> None:
+    import argparse
+
+    env = {"window": {c: 1.0 for c in tune.CONCURRENCIES}}
+    args = argparse.Namespace(cores=2, quick=False)
+    starved = point(100.0, 2500.0)  # p99 at 16 above the bound
+    text = tune.report([starved], args, env, {}, 60.0, starved.setting)
+    assert "No setting met all the conditions" in text
+    fine = point(100.0, 1800.0)
+    text = tune.report([fine], args, env, {}, 60.0, fine.setting)
+    assert "**Best overall: `tfs-default`" in text
+    assert "| 16 | 10.00 | 10.00 | **1.00** |" in text  # the gain table, defaults vs itself
