@@ -445,6 +445,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--saved-model", type=Path, help="serve this base path (numbered versions); no export"
     )
+    parser.add_argument(
+        "--only",
+        help="comma-separated setting names of the screen stage and its refine neighbours "
+        "(e.g. tfs-default,previous-manifests): measure just these, --rounds rounds, no sweep",
+    )
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -496,6 +501,26 @@ def main(argv=None) -> int:
         "request_timeout": args.request_timeout,
     }
 
+    if args.only:
+        catalogue = {}
+        for setting in screen(args.cores):
+            catalogue.setdefault(setting.name, setting)
+            for neighbour in refine(setting, args.cores) if setting.batching else []:
+                catalogue.setdefault(neighbour.name, neighbour)
+        names = args.only.split(",")
+        if "tfs-default" not in names:
+            parser.error("--only needs tfs-default: the gain is measured against it")
+        unknown = [name for name in names if name not in catalogue]
+        if unknown:
+            parser.error(f"unknown settings {unknown}; known: {', '.join(catalogue)}")
+        chosen = [catalogue[name] for name in names][: args.servers]
+        points = run_stage(chosen, "only", rounds, env)
+        best = best_setting(points)
+        text = report(points, args, env, info, time.perf_counter() - started, best)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(text)
+        return 0
     # Stage 1, one round: the anchors and how the cores are split.
     first = screen(args.cores)[: args.servers]
     points = run_stage(first, "screen", 1, env)
