@@ -56,6 +56,7 @@ bench: install
 	$(PY) benchmarks/export.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/tune_serving.py
 	$(PY) benchmarks/abuse.py
 	$(PY) benchmarks/rollout.py
 	$(PY) benchmarks/batch_predict.py

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -197,19 +197,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Runs ``python -m serving.server ARGS`` pinned to the CPUs in argv[1] ("0,1"): the
+# affinity is set before the interpreter starts a thread, so every thread (TensorFlow's
+# pools, which it sizes from the CPUs it may run on, included) inherits it.
+_PINNED_SERVER = (
+    "import os, runpy, sys; "
+    "os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')}); "
+    "sys.argv = ['serving.server', *sys.argv[2:]]; "
+    "runpy.run_module('serving.server', run_name='__main__', alter_sys=True)"
+)
+
+
 class ServerProcess:
     """``python -m serving.server`` in a subprocess, on free loopback ports.
 
     Serves ``base`` as model ``vit``; ``flags`` are appended to the command line.
+    With ``cpus``, the server runs only on those CPUs (like ``taskset -c``), as a pod
+    with that many dedicated cores would.
     """
 
-    def __init__(self, base: Path, flags: Sequence[str] = ()):
+    def __init__(self, base: Path, flags: Sequence[str] = (), cpus: Collection[int] = ()):
         self.grpc_port, self.rest_port = free_port(), free_port()
-        command = [
-            sys.executable, "-m", "serving.server",
+        args = [
             f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
             "--model_name=vit", f"--model_base_path={base}", *flags,
         ]  # fmt: skip
+        if cpus:
+            cpu_list = ",".join(str(cpu) for cpu in sorted(cpus))
+            command = [sys.executable, "-c", _PINNED_SERVER, cpu_list, *args]
+        else:
+            command = [sys.executable, "-m", "serving.server", *args]
         self.log = tempfile.TemporaryFile()
         root = Path(__file__).resolve().parents[1]
         self.process = subprocess.Popen(command, cwd=root, stdout=self.log, stderr=self.log)

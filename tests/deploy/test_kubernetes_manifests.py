@@ -285,6 +285,17 @@ def test_batching_flags(build: str, rendered, tfserving_parsers) -> None:
     # session_bundle_config.proto: "use 'max_batch_size * 2' client threads to achieve
     # high throughput with batching" (REST handler threads are those clients).
     assert int(given["rest_api_num_threads"]) >= 2 * params.max_batch_size.value
+    # The same for gRPC: TF Serving's default --grpc_max_threads is 4 x the schedulable
+    # CPUs (server.h), C in a pod with dedicated cores. A one-image request holds a
+    # handler thread while it waits, so fewer threads than that cap every batch
+    # (benchmarks/results/tune_serving.md).
+    grpc_threads = int(given.get("grpc_max_threads", 4 * cores))
+    assert grpc_threads >= 2 * params.max_batch_size.value
+    # A timeout of 0 (the CPU-only starting point of TF Serving's batching guide) forms
+    # batches of 1-2 images even with 16 requests waiting (tune_serving.md).
+    assert params.batch_timeout_micros.value > 0
+    # No padding on the CPU: padded images are computed for nothing.
+    assert not params.allowed_batch_sizes
 
 
 def test_gpu_overlay(rendered) -> None:
