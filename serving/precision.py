@@ -7,8 +7,9 @@ float32 (see :class:`keras_vit.ViTClassifier`). The export casts the logits to
 float32 before softmax and top-k, so every returned score is float32.
 
 A pure ``bfloat16`` policy (weights stored in bf16) ran no faster than
-``mixed_bfloat16`` (ViT-B/16, batch 8, graph mode: 1.85× vs 1.83× fp32 in the
-same run), so the exact float32 weights are kept.
+``mixed_bfloat16`` (ViT-B/16, batch 8, graph mode: 1.75× vs 1.81× float32 in the
+same run, benchmarks/results/precision-agreement.md), so the exact float32
+weights are kept.
 
 bfloat16 is only fast where oneDNN has bf16 kernels: CPUs with AVX512_BF16
 (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later) or AMX-BF16

@@ -92,7 +92,7 @@ def register(subparsers) -> None:
         "--precision",
         choices=PRECISIONS,
         default="float32",
-        help="bfloat16: the encoder computes in bf16 (about 1.8x faster on CPUs with "
+        help="bfloat16: the encoder computes in bf16 (about 2x faster on CPUs with "
         "AVX512_BF16 or AMX-BF16, several times slower without); preprocessing, softmax "
         "and every output stay float32, the signatures are unchanged (default float32)",
     )
