@@ -169,3 +169,12 @@ def test_bad_precision_combinations_are_refused(tiny_model, tmp_path, capsys):
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
     assert main([*argv, "--precision", "bfloat16", "--quantize", "int8"]) == 2
     assert "cannot be combined with --quantize int8" in capsys.readouterr().err
+
+
+def test_precision_docstring_example_runs() -> None:
+    import doctest
+
+    import serving.precision
+
+    result = doctest.testmod(serving.precision)
+    assert result.attempted >= 2 and result.failed == 0
