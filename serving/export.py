@@ -33,6 +33,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +41,14 @@ import tensorflow as tf
 
 from serving import warmup
 from serving.decode import DEFAULT_MAX_PIXELS, decode_images
+from serving.precision import (
+    BFLOAT16,
+    DEFAULT_PRECISION,
+    BF16CPUWarning,
+    bf16_cpu_warning,
+    check_precision,
+    model_for_precision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +85,7 @@ def export_saved_model(
     overwrite: bool = False,
     warmup_images: Sequence[bytes] | None = None,
     with_explain: bool = False,
+    precision: str = DEFAULT_PRECISION,
 ) -> Path:
     """Writes ``model`` as SavedModel version ``base_path/<version>/`` and returns that path.
 
@@ -99,6 +109,11 @@ def export_saved_model(
         warmup_images: encoded images for the warm-up requests; by default a
             few photos from ``skimage.data``.
         with_explain: also write the ``explain`` signature (attention rollout).
+        precision: ``"float32"`` (default) or ``"bfloat16"``: the encoder computes
+            in bfloat16 (Keras ``mixed_bfloat16``; see :mod:`serving.precision`),
+            preprocessing, logits, softmax, top-k and every output stay float32.
+            The signatures are the same. Warns (:class:`BF16CPUWarning`) when
+            this CPU has neither AVX512_BF16 nor AMX-BF16.
 
     Raises:
         ExportError: the version exists and ``overwrite`` is false, or the base
@@ -106,6 +121,11 @@ def export_saved_model(
         ValueError: invalid arguments or a model without the needed attributes.
     """
     _check_model(model)
+    check_precision(precision)
+    if precision == BFLOAT16:
+        message = bf16_cpu_warning()
+        if message:
+            warnings.warn(message, BF16CPUWarning, stacklevel=2)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
@@ -153,6 +173,8 @@ def export_saved_model(
             "to replace it, or choose another version"
         )
 
+    model = model_for_precision(model, precision)
+
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base))
     try:
@@ -186,6 +208,7 @@ def export_saved_model(
             "max_pixels": max_pixels,
             "max_request_pixels": max_request_pixels,
             "xla": bool(xla),
+            "precision": precision,
             "example_feature": EXAMPLE_FEATURE,
         }
         (extra / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")

@@ -66,6 +66,57 @@ _CONTAINER_MULTI_REGION = {
     "australia": "asia",
 }
 
+# `--precision bfloat16`: CPU machine series whose processors have hardware bf16, so
+# oneDNN runs the bf16 export fast (without it, several times slower than float32; see
+# serving/precision.py). N1, N2, N2D, C2, C2D and E2 processors have neither AVX512_BF16
+# nor AMX-BF16 (Compute Engine's CPU platforms page lists each series' processors).
+BF16_MACHINE_SERIES = {
+    "c3": "Intel Sapphire Rapids: AMX-BF16 and AVX512_BF16",
+    "c3d": "AMD Genoa (Zen 4): AVX512_BF16",
+    "n4": "Intel Emerald Rapids: AMX-BF16 and AVX512_BF16",
+    "c4": "Intel Emerald Rapids / Granite Rapids: AMX-BF16 and AVX512_BF16",
+    "c4d": "AMD Turin (Zen 5): AVX512_BF16",
+}
+DEFAULT_MACHINE_TYPES = {"float32": "n1-standard-4", "bfloat16": "c3-standard-4"}
+EXPORT_SETTINGS = "assets.extra/keras_vit_export.json"
+
+
+def export_precision(model_dir: Path | str | None) -> str | None:
+    """The precision ``keras-vit export`` wrote ``model_dir`` with; None when unknown.
+
+    Exports from before ``--precision`` have settings without the key: float32.
+    """
+    if model_dir is None:
+        return None
+    try:
+        settings = json.loads((Path(model_dir) / EXPORT_SETTINGS).read_text())
+    except (OSError, ValueError):
+        return None
+    return settings.get("precision", "float32") if isinstance(settings, dict) else None
+
+
+def _precision_problems(config: VertexDeployConfig) -> list[str]:
+    if config.precision not in (None, *DEFAULT_MACHINE_TYPES):
+        return [f"precision must be float32 or bfloat16, got {config.precision!r}"]
+    exported = None if config.container_image_uri else export_precision(config.model_dir)
+    if config.precision and exported and exported != config.precision:
+        return [
+            f"model_dir holds a {exported} export but precision is {config.precision}: "
+            f"export it with `keras-vit export --precision {config.precision}`"
+        ]
+    precision = config.precision or exported or "float32"
+    series = (config.machine_type or "").split("-", 1)[0]
+    if precision == "bfloat16" and not config.accelerator_type:
+        if series not in BF16_MACHINE_SERIES:
+            choices = ", ".join(f"{s} ({cpu})" for s, cpu in BF16_MACHINE_SERIES.items())
+            return [
+                f"machine_type {config.machine_type} has no hardware bfloat16 (AVX512_BF16 or "
+                "AMX-BF16), where the bfloat16 export runs several times slower than float32: "
+                f"use e.g. {DEFAULT_MACHINE_TYPES['bfloat16']} (series with it: {choices}), or "
+                "deploy the float32 export"
+            ]
+    return []
+
 
 def prebuilt_container_uri(
     region: str, gpu: bool = False, tf_version: str = PREBUILT_TF_VERSION
@@ -193,6 +244,8 @@ class VertexDeployConfig:
     predict_images: list[Path | str] = field(default_factory=list)
     cleanup: bool = False
     overwrite: bool = False
+    # float32 / bfloat16 (`keras-vit export --precision`); None: as the export says.
+    precision: str | None = None
 
     def validate(self) -> None:
         problems = []
@@ -224,6 +277,7 @@ class VertexDeployConfig:
                 f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})"
             )
         problems += _traffic_problems(self.traffic_percentage, self.traffic_split)
+        problems += _precision_problems(self)
         for image in self.predict_images:
             if not Path(image).is_file():
                 problems.append(f"predict image {str(image)!r} does not exist")

@@ -76,7 +76,18 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
     )
     endpoint.add_argument("--endpoint-id", help="an existing endpoint's id")
     how = parser.add_argument_group("how")
-    how.add_argument("--machine-type", default="n1-standard-4")
+    how.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="the export's precision (keras-vit export --precision); checked against "
+        "--model-dir's export (default: what the export says). bfloat16 needs a machine "
+        "series with AVX512_BF16 or AMX-BF16 (c3, c3d, n4, c4, c4d)",
+    )
+    how.add_argument(
+        "--machine-type",
+        help="default n1-standard-4, or c3-standard-4 (Sapphire Rapids, AMX-BF16) for a "
+        "bfloat16 export",
+    )
     how.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4, NVIDIA_L4")
     how.add_argument("--accelerator-count", type=int, default=None)
     how.add_argument("--min-replicas", type=int, default=1)
@@ -121,7 +132,12 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
 
 
 def config_from_args(args: argparse.Namespace):
-    from serving.vertex import VertexDeployConfig, parse_traffic_split
+    from serving.vertex import (
+        DEFAULT_MACHINE_TYPES,
+        VertexDeployConfig,
+        export_precision,
+        parse_traffic_split,
+    )
 
     labels = {"app": "keras-vit"}
     for item in args.label:
@@ -129,6 +145,10 @@ def config_from_args(args: argparse.Namespace):
         if not sep:
             raise ValueError(f"--label must be KEY=VALUE, got {item!r}")
         labels[key] = value
+    precision = args.precision
+    known = precision or (None if args.container_image_uri else export_precision(args.model_dir))
+    if known:
+        labels.setdefault("precision", known)
     accelerator_count = args.accelerator_count
     if accelerator_count is None:
         accelerator_count = 1 if args.accelerator_type else 0
@@ -141,7 +161,7 @@ def config_from_args(args: argparse.Namespace):
         endpoint_name=args.endpoint_name or (None if args.endpoint_id else args.model_display_name),
         endpoint_id=args.endpoint_id,
         model_display_name=args.model_display_name,
-        machine_type=args.machine_type,
+        machine_type=args.machine_type or DEFAULT_MACHINE_TYPES[known or "float32"],
         accelerator_type=args.accelerator_type,
         accelerator_count=accelerator_count,
         min_replicas=args.min_replicas,
@@ -154,6 +174,7 @@ def config_from_args(args: argparse.Namespace):
         predict_images=list(args.predict_image),
         cleanup=args.cleanup,
         overwrite=args.overwrite,
+        precision=precision,
     )
 
 

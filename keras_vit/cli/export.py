@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
+
+from serving.precision import PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -86,6 +89,14 @@ def register(subparsers) -> None:
         help="quantize the weights with Keras (model.quantize) before exporting",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="bfloat16: the encoder computes in bf16 (about 2x faster on CPUs with "
+        "AVX512_BF16 or AMX-BF16, several times slower without); preprocessing, softmax "
+        "and every output stay float32, the signatures are unchanged (default float32)",
+    )
+    parser.add_argument(
         "--warmup-image",
         action="append",
         default=None,
@@ -96,6 +107,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.quantize and args.precision != "float32":
+        # Keras int8 kernels run on TF's int8 matmuls whatever the policy: nothing to gain.
+        print(
+            f"error: --precision {args.precision} cannot be combined with --quantize "
+            f"{args.quantize}: choose one (bfloat16 is the faster on CPUs with AVX512_BF16 "
+            "or AMX-BF16; int8 only saves memory)",
+            file=sys.stderr,
+        )
+        return 2
     warmup_images = None
     if args.warmup_image:
         try:
@@ -106,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
 
     from serving.decode import DEFAULT_MAX_PIXELS
     from serving.export import ExportError, existing_versions, export_saved_model
+    from serving.precision import BF16CPUWarning, bf16_cpu_warning
+
+    if args.precision == "bfloat16":
+        message = bf16_cpu_warning()
+        if message:
+            print(f"warning: {message}", file=sys.stderr)
 
     if args.version is not None and not args.overwrite:
         # Fail before the (slow) model loading.
@@ -125,19 +151,22 @@ def run(args: argparse.Namespace) -> int:
         model.quantize(args.quantize)
     started = time.perf_counter()
     try:
-        path = export_saved_model(
-            model,
-            args.output,
-            args.version,
-            top_k=args.top_k,
-            with_probabilities=args.with_probabilities,
-            max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
-            max_request_pixels=args.max_request_pixels,
-            xla=args.xla,
-            overwrite=args.overwrite,
-            warmup_images=warmup_images,
-            with_explain=args.with_explain,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BF16CPUWarning)  # printed above, once
+            path = export_saved_model(
+                model,
+                args.output,
+                args.version,
+                top_k=args.top_k,
+                with_probabilities=args.with_probabilities,
+                max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
+                max_request_pixels=args.max_request_pixels,
+                xla=args.xla,
+                overwrite=args.overwrite,
+                warmup_images=warmup_images,
+                with_explain=args.with_explain,
+                precision=args.precision,
+            )
     except (ExportError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -157,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             "  explain          image_bytes -> label, score, attention_map "
             f"(float [-1, {rows}, {cols}]), overlay_bytes (PNG)"
         )
+    if args.precision != "float32":
+        print(f"precision: {args.precision} encoder; inputs, scores and embeddings float32")
     if args.xla:
         print("XLA: start TF Serving with --xla_cpu_compilation_enabled=true")
     return 0

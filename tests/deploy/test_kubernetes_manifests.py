@@ -264,6 +264,7 @@ def test_image_is_pinned(build: str, rendered) -> None:
     assert match.group("tag") != "latest"
     is_gpu = build == "overlays/gpu"
     assert match.group("tag").endswith("-gpu") == is_gpu
+    assert match.group("tag").endswith("-bf16") == (build == "overlays/bf16")
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -313,6 +314,33 @@ def test_gpu_overlay(rendered) -> None:
     for build in ("base", "overlays/cpu", "overlays/batching"):
         _, cpu_container = server(rendered[build])
         assert "nvidia.com/gpu" not in cpu_container["resources"]["limits"]
+
+
+NFD_CPUID = "feature.node.kubernetes.io/cpu-cpuid."
+
+
+def test_bf16_overlay_pins_pods_to_nodes_with_hardware_bf16(rendered) -> None:
+    from serving.precision import BF16_CPU_FLAGS
+
+    deployment, container = server(rendered["overlays/bf16"])
+    pod = deployment["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    keys = set()
+    for term in terms["nodeSelectorTerms"]:  # ORed: either feature will do
+        [expression] = term["matchExpressions"]
+        assert expression["operator"] == "In" and expression["values"] == ["true"]
+        keys.add(expression["key"])
+    # NFD names cpuid flags as klauspost/cpuid does: /proc/cpuinfo's avx512_bf16 is
+    # cpu-cpuid.AVX512BF16; the export's CPU check and the node selection agree.
+    assert keys == {NFD_CPUID + flag.replace("_", "").upper() for flag in BF16_CPU_FLAGS}
+    assert deployment["metadata"]["labels"]["keras-vit/precision"] == "bfloat16"
+    # Otherwise it is the cpu flavour: same server arguments, resources and probes.
+    _, cpu_container = server(rendered["overlays/cpu"])
+    for key in ("args", "resources", "readinessProbe", "livenessProbe", "ports"):
+        assert container.get(key) == cpu_container.get(key), key
+    for build in ("base", "overlays/cpu", "overlays/gpu", "overlays/batching"):
+        other, _ = server(rendered[build])
+        assert "affinity" not in other["spec"]["template"]["spec"], build
 
 
 def test_configmaps_are_copies_of_the_image_configs() -> None:
