@@ -58,6 +58,7 @@ bench: install
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/abuse.py
 	$(PY) benchmarks/rollout.py
+	$(PY) benchmarks/precision.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache
