@@ -60,6 +60,7 @@ bench: install
 	$(PY) benchmarks/abuse.py
 	$(PY) benchmarks/rollout.py
 	$(PY) benchmarks/batch_predict.py
+	$(PY) benchmarks/precision.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache
