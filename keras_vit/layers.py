@@ -206,12 +206,25 @@ class EncoderBlock(keras.layers.Layer):
             y = self.attention(y, y, training=training)
         y = self.attention_output_dropout(y, training=training)
         x = x + self.drop_path(y, training=training)
-        y = self.norm_2(x)
+        y = self._mlp(self.norm_2(x), training)
+        return x + self.drop_path(y, training=training)
+
+    def _mlp(self, x, training):
+        """The MLP over the flattened tokens: ``(B, N, D)`` -> ``(B*N, D)`` -> ``(B, N, D)``.
+
+        Same weights and values as the Dense layers on the 3-D tensor, but on the
+        TensorFlow backend a Dense on 3-D input becomes a ``Tensordot`` whose
+        reshape sits between MatMul and the bias add, so oneDNN cannot fuse
+        MatMul + bias + GELU; in bf16 the unfused exact GELU alone took 16% of
+        the encoder's op time (benchmarks/results/precision.md).
+        """
+        shape = ops.shape(x)
+        y = ops.reshape(x, (-1, self.hidden_dim))
         y = self.mlp_dense_1(y)
         y = self.mlp_dropout(y, training=training)
         y = self.mlp_dense_2(y)
         y = self.mlp_dropout(y, training=training)
-        return x + self.drop_path(y, training=training)
+        return ops.reshape(y, (shape[0], shape[1], self.hidden_dim))
 
     def _matmul_projections(self, training) -> bool:
         """Whether ``_self_attention`` computes exactly what ``self.attention`` would.
