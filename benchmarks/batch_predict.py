@@ -223,16 +223,6 @@ def export(base: Path, preset: str | None) -> Path:
     return Path(export_saved_model(model, base, version=1))
 
 
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return " ".join(flag for flag in wanted if flag in flags) or "none of avx/avx2/avx512/amx"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
@@ -245,7 +235,6 @@ def main() -> None:
         args.repeats = 1
 
     info = machine_info(["tensorflow", "keras", "apache-beam", "pyarrow", "protobuf"])
-    info["cpu flags"] = cpu_flags()
     print(f"cpu flags: {info['cpu flags']}", flush=True)
     files = write_images(CACHE / "images", args.images)
     os.environ[WARMUP_IMAGE] = str(files[0])

@@ -154,6 +154,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> str:
+    """The vector and matrix extensions (``avx*``, ``amx*``, ``fma``) ``/proc/cpuinfo`` lists.
+
+    What TensorFlow's and ONNX Runtime's CPU kernels can use; every results header shows it.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    prefixes = ("avx", "amx", "fma")
+                    found = [f for f in line.split(":", 1)[1].split() if f.startswith(prefixes)]
+                    return " ".join(found) or "none of avx/amx/fma"
+    except OSError:
+        pass
+    return "unknown"
+
+
 def package_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -169,6 +186,7 @@ def machine_info(packages: Sequence[str] = ()) -> dict[str, str]:
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         ),
         "cpu model": cpu_model(),
+        "cpu flags": cpu_flags(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }

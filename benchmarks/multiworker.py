@@ -132,24 +132,19 @@ def run_cluster(workers: int, args: argparse.Namespace) -> list[dict]:
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )  # fmt: skip
         )
+    return collect_results(processes, args.timeout)
+
+
+def collect_results(processes: list[subprocess.Popen], timeout: float) -> list[dict]:
+    """Each worker's ``RESULT {json}`` line; exits with the worker's stderr if one failed."""
     results = []
     for process in processes:
-        out, err = process.communicate(timeout=args.timeout)
+        out, err = process.communicate(timeout=timeout)
         line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
         if process.returncode != 0 or line is None:
             raise SystemExit(f"a worker failed:\n{err[-3000:]}")
         results.append(json.loads(line[len("RESULT ") :]))
     return results
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return " ".join(flag for flag in wanted if flag in flags) or "none of avx/avx2/avx512/amx"
 
 
 def main() -> None:
@@ -164,7 +159,6 @@ def main() -> None:
         return
 
     info = machine_info(["tensorflow", "keras"])
-    info["cpu flags"] = cpu_flags()
     rows, stats, cpu_stats = [], {}, {}
     for workers in (1, 2):
         print(f"{workers} worker(s)...", file=sys.stderr)

@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_info, markdown_table, write_results  # noqa: E402
-from benchmarks.multiworker import _free_ports, cpu_flags  # noqa: E402
+from benchmarks.multiworker import _free_ports, collect_results  # noqa: E402
 
 IMAGE_SIZE = (64, 64)
 
@@ -145,14 +145,7 @@ def run_cluster(args: argparse.Namespace) -> list[dict]:
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )  # fmt: skip
         )
-    results = []
-    for process in processes:
-        out, err = process.communicate(timeout=args.timeout)
-        line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
-        if process.returncode != 0 or line is None:
-            raise SystemExit(f"a worker failed:\n{err[-3000:]}")
-        results.append(json.loads(line[len("RESULT ") :]))
-    return results
+    return collect_results(processes, args.timeout)
 
 
 def main() -> None:
@@ -169,7 +162,6 @@ def main() -> None:
         return
 
     info = machine_info(["tensorflow", "keras"])
-    info["cpu flags"] = cpu_flags()
     with tempfile.TemporaryDirectory() as root:
         write_folder(root, args.images)
         args.data = root

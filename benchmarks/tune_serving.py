@@ -416,21 +416,6 @@ def tiny_jpegs(images: list[bytes]) -> list[bytes]:
     return out
 
 
-def cpu_flags() -> str:
-    """The vector and matrix extensions TensorFlow's CPU kernels can use."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    prefixes = ("avx", "amx", "fma")
-                    return " ".join(
-                        f for f in line.split(":", 1)[1].split() if f.startswith(prefixes)
-                    )
-    except OSError:
-        pass
-    return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2, help="pod size C: CPUs the server gets")
@@ -470,7 +455,6 @@ def main(argv=None) -> int:
     client_cpus = available[args.cores :] or available
     os.sched_setaffinity(0, client_cpus)  # the load generator stays off the pod's CPUs if it can
     info = machine_info(["tensorflow", "keras", "grpcio"])
-    info["cpu flags"] = cpu_flags()
     info["server CPUs (pinned)"] = ",".join(map(str, server_cpus))
     info["client CPUs"] = ",".join(map(str, client_cpus)) + (
         " (the server's too: no spare CPU)" if client_cpus == available else ""
