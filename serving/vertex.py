@@ -373,6 +373,15 @@ def _model_files(model_dir: Path) -> list[Path]:
     return sorted(p for p in model_dir.rglob("*") if p.is_file())
 
 
+def upload_step(name: str, path: str | Path, destination: str, overwrite: bool) -> Step:
+    """A ``Blob.upload_from_filename`` step; without ``overwrite`` it never replaces an object
+    (``if_generation_match=0``: another model's files or another job's input stay)."""
+    kwargs: dict[str, Any] = {"filename": str(path)}
+    if not overwrite:
+        kwargs["if_generation_match"] = 0
+    return Step(name, "google.cloud.storage.Blob.upload_from_filename", kwargs, target=destination)
+
+
 def model_upload_steps(config: Any) -> tuple[list[Step], list[str]]:
     """The steps that put the SavedModel in Vertex's Model Registry, and the uploaded URIs.
 
@@ -389,17 +398,7 @@ def model_upload_steps(config: Any) -> tuple[list[Step], list[str]]:
         for path in _model_files(model_dir):
             destination = f"{artifact_uri}/{path.relative_to(model_dir).as_posix()}"
             uploaded.append(destination)
-            kwargs: dict[str, Any] = {"filename": str(path)}
-            if not config.overwrite:
-                kwargs["if_generation_match"] = 0  # never replace another model's files
-            plan.append(
-                Step(
-                    "upload_artifact",
-                    "google.cloud.storage.Blob.upload_from_filename",
-                    kwargs,
-                    target=destination,
-                )
-            )
+            plan.append(upload_step("upload_artifact", path, destination, config.overwrite))
 
     upload: dict[str, Any] = {
         "display_name": config.model_display_name,

@@ -69,6 +69,7 @@ from serving.vertex import (
     _Runner,
     model_source_problems,
     model_upload_steps,
+    upload_step,
 )
 
 INPUT_NAME = "image_bytes"  # serving_default's input
@@ -344,17 +345,7 @@ def build_batch_plan(config: VertexBatchConfig, check_files: bool = True) -> lis
         if check_files:
             check_instances_file(source)
         destination = config.instances_uri(source)
-        kwargs: dict[str, Any] = {"filename": str(source)}
-        if not config.overwrite:
-            kwargs["if_generation_match"] = 0  # never replace another job's input
-        plan.append(
-            Step(
-                "upload_instances",
-                "google.cloud.storage.Blob.upload_from_filename",
-                kwargs,
-                target=destination,
-            )
-        )
+        plan.append(upload_step("upload_instances", source, destination, config.overwrite))
         sources.append(destination)
     if config.model is None:
         upload_steps, _ = model_upload_steps(config)
