@@ -19,7 +19,7 @@ finalising and shutting the workers down), and one more run with a tiny model
 
 Usage (from the repository root, with the batch extra installed; holds the bench lock)::
 
-    flock /work/notes/bench.lock .venv/bin/python benchmarks/batch_predict.py   # about 8 min
+    .venv/bin/python benchmarks/batch_predict.py   # about 8 min
     .venv/bin/python benchmarks/batch_predict.py --quick    # tiny model, a smoke run
 
 Writes ``benchmarks/results/batch_predict.md`` (``--output`` to change it).

@@ -1,6 +1,6 @@
 """Decode work per worker of multi-worker training on an image folder: DATA vs file shards.
 
-    flock /work/notes/bench.lock python benchmarks/multiworker_decode.py [--images 480]
+    python benchmarks/multiworker_decode.py [--images 480]
 
 Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, their own TF_CONFIG)
 read one image folder of JPEGs through the training pipeline for ``--epochs`` epochs:

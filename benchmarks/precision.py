@@ -43,9 +43,9 @@ Correctness, printed in the results: ONNX fp32 logits against the Keras model's
 (max abs difference), int8 and bf16 top-1 agreement with their fp32 model on
 real photos (8 skimage / scikit-learn photos, 8 views each).
 
-Usage (from the repository root; hold the shared benchmark lock)::
+Usage (from the repository root, alone on the machine)::
 
-    flock /work/notes/bench.lock .venv/bin/python benchmarks/precision.py   # ~8 min, 2 cores
+    .venv/bin/python benchmarks/precision.py   # ~8 min, 2 cores
     .venv/bin/python benchmarks/precision.py --quick       # batch 1 and 8, 2 rounds
 
 Writes ``benchmarks/results/precision.md`` (``--output`` to change the name)

@@ -15,7 +15,7 @@
 
 Usage (it loads ViT-B/16: take the lock)::
 
-    flock /work/notes/bench.lock .venv/bin/python benchmarks/precision_agreement.py
+    .venv/bin/python benchmarks/precision_agreement.py
 
 Writes ``benchmarks/results/precision-agreement.md``.
 """
