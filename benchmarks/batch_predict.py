@@ -17,7 +17,7 @@ window, file reads, the tail after the last batch: writing JSONL and Parquet,
 finalising and shutting the workers down), and one more run with a tiny model
 (negligible compute) gives the cost of the pipeline around the model.
 
-Usage (from the repository root, with the batch extra installed; holds the bench lock)::
+Usage (from the repository root, with the batch extra installed, alone on the machine)::
 
     .venv/bin/python benchmarks/batch_predict.py   # about 8 min
     .venv/bin/python benchmarks/batch_predict.py --quick    # tiny model, a smoke run
