@@ -1,30 +1,35 @@
 """Deploy an exported keras-vit SavedModel version to a Vertex AI endpoint.
 
-The deployment is a *plan*: a list of :class:`Step`, each one SDK call with the exact
-keyword arguments it will receive. :func:`build_plan` makes it without any network
-access or credentials (that is ``keras-vit deploy vertex --dry-run``), and
-:func:`execute` runs it with ``google-cloud-aiplatform`` / ``google-cloud-storage``,
-imported only then:
+:func:`deploy` makes the calls of ``google-cloud-aiplatform`` in order, on an
+:class:`~serving.vertex_sdk.Sdk`: the real SDK, or for ``--dry-run`` a
+:class:`~serving.vertex_sdk.RecordingSdk` that checks every call against the SDK's
+signatures and records it (no network, no credentials):
 
 1. ``aiplatform.init`` with the project, region and staging bucket;
-2. upload the SavedModel version directory to Cloud Storage, one object per file;
-3. ``aiplatform.Model.upload`` with Vertex's prebuilt TensorFlow serving container
-   (or our own TF Serving image, ``container_image_uri``);
-4. reuse the endpoint with the given display name (``Endpoint.list``) or create it;
-5. ``Endpoint.deploy`` with machine type, accelerator, replicas and traffic;
-6. predict through :class:`serving.client.VertexClient`;
-7. with ``cleanup``: undeploy, delete the endpoint (only if this run created it), the
-   model and the uploaded objects. A failure after the deployment still runs these, so
-   a failed smoke test does not leave paid replicas running.
+2. ``Model.upload`` of the local version directory: the SDK stages it under
+   ``BUCKET/vertex_ai_auto_staging/<timestamp>`` itself, never replacing an object, and
+   the container is Vertex's prebuilt TensorFlow one
+   (``aiplatform.helpers.get_prebuilt_prediction_container_uri``) or our own image
+   (``container_image_uri``, model baked in, TF Serving's REST routes);
+3. reuse the endpoint with the given display name (``Endpoint.list``) or create it;
+4. ``Endpoint.deploy`` with machine type, accelerator, replicas and traffic;
+5. a smoke-test prediction through :class:`serving.client.VertexClient`;
+6. with ``cleanup``: undeploy, delete the endpoint (only if this run created it), the
+   model and its staged files. They run after a failure too, so a failed smoke test
+   does not leave paid replicas running.
+
+What the SDK lacks and we keep: the validation of every value at once, the bf16
+machine-series check, the smoke test and the cleanup.
 
 Example:
+    >>> from serving.vertex_sdk import RecordingSdk
     >>> config = VertexDeployConfig(
-    ...     project="my-project", region="us-central1", bucket="gs://my-bucket/models",
-    ...     endpoint_name="vit", model_dir=None, container_image_uri="us-docker.pkg.dev/"
-    ...     "my-project/serving/keras-vit-serving:0.1.0")
-    >>> [step.call for step in build_plan(config)][:3]  # doctest: +NORMALIZE_WHITESPACE
-    ['google.cloud.aiplatform.init', 'google.cloud.aiplatform.Model.upload',
-     'google.cloud.aiplatform.Endpoint.list']
+    ...     project="my-project", region="us-central1", endpoint_name="vit", model_dir=None,
+    ...     container_image_uri="us-docker.pkg.dev/my-project/serving/keras-vit-serving:0.1.0")
+    >>> sdk = RecordingSdk()
+    >>> _ = deploy(config, sdk, log=lambda line: None)
+    >>> [call["call"].rsplit(".", 2)[-2:] for call in sdk.calls][:4]
+    [['aiplatform', 'init'], ['Model', 'upload'], ['Endpoint', 'list'], ['Endpoint', 'create']]
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from serving.vertex_sdk import Sdk
 
 # Newest TensorFlow version of Vertex AI's prebuilt prediction containers: the Vertex
 # docs' "Prebuilt containers for inference" table and google-cloud-aiplatform 2.7.0's
@@ -54,18 +61,6 @@ _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _BUCKET = re.compile(r"^gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(?:/(?P<prefix>.*))?$")
 _ACCELERATOR = re.compile(r"^(NVIDIA|TPU)_[A-Z0-9_]+$")
 _LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-# Artifact Registry multi-regions holding the prebuilt containers, by region prefix.
-_CONTAINER_MULTI_REGION = {
-    "us": "us",
-    "northamerica": "us",
-    "southamerica": "us",
-    "europe": "europe",
-    "me": "europe",
-    "africa": "europe",
-    "asia": "asia",
-    "australia": "asia",
-}
-
 # `--precision bfloat16`: CPU machine series whose processors have hardware bf16, so
 # oneDNN runs the bf16 export fast (without it, several times slower than float32; see
 # serving/precision.py). N1, N2, N2D, C2, C2D and E2 processors have neither AVX512_BF16
@@ -118,108 +113,6 @@ def _precision_problems(config: VertexDeployConfig) -> list[str]:
     return []
 
 
-def prebuilt_container_uri(
-    region: str, gpu: bool = False, tf_version: str = PREBUILT_TF_VERSION
-) -> str:
-    """URI of Vertex AI's prebuilt TensorFlow serving container nearest to ``region``.
-
-    The images exist only with the ``latest`` tag (Vertex rejects others), e.g.
-    ``us-docker.pkg.dev/vertex-ai/prediction/tf2-gpu.2-15:latest``.
-    """
-    if not re.fullmatch(r"2\.\d+", tf_version):
-        raise ValueError(f"tf_version must look like 2.15, got {tf_version!r}")
-    prefix = region.split("-", 1)[0]
-    if prefix not in _CONTAINER_MULTI_REGION:
-        raise ValueError(f"no prebuilt-container repository for region {region!r}")
-    device = "gpu" if gpu else "cpu"
-    version = tf_version.replace(".", "-")
-    return (
-        f"{_CONTAINER_MULTI_REGION[prefix]}-docker.pkg.dev/vertex-ai/prediction/"
-        f"tf2-{device}.{version}:latest"
-    )
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A value that an earlier step produces: ``Ref("endpoint", "resource_name")``."""
-
-    name: str
-    attribute: str = ""
-
-    def __str__(self) -> str:
-        return f"${{{self.name}{'.' + self.attribute if self.attribute else ''}}}"
-
-
-@dataclass(frozen=True)
-class SyntheticImage:
-    """A generated JPEG, sent when no smoke-test image is given."""
-
-    size: int = 224
-
-    def __str__(self) -> str:
-        return f"<synthetic {self.size}x{self.size} JPEG>"
-
-    def encode(self) -> bytes:
-        import numpy as np
-        from PIL import Image
-
-        ramp = np.linspace(0, 255, self.size, dtype=np.uint8)
-        pixels = np.stack(
-            [
-                np.tile(ramp, (self.size, 1)),
-                np.tile(ramp[:, None], self.size),
-                np.full((self.size, self.size), 128, np.uint8),
-            ],
-            axis=-1,
-        )
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-        return buffer.getvalue()
-
-
-@dataclass
-class Step:
-    """One SDK call of the plan.
-
-    ``call`` is the fully qualified API (``google.cloud.aiplatform.Model.upload``),
-    ``kwargs`` exactly the keyword arguments it receives, ``target`` the object a method
-    is called on (a ``gs://`` object or a :class:`Ref`), ``produces`` the name later
-    steps use to refer to its result, and ``condition`` when it only runs sometimes.
-    """
-
-    name: str
-    call: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    target: str | Ref | None = None
-    produces: str | None = None
-    condition: str | None = None
-    cleanup: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        step: dict[str, Any] = {
-            "step": self.name,
-            "call": self.call,
-            "kwargs": _jsonable(self.kwargs),
-        }
-        for key in ("target", "produces", "condition"):
-            value = getattr(self, key)
-            if value is not None:
-                step[key] = _jsonable(value)
-        if self.cleanup:
-            step["cleanup"] = True
-        return step
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (Ref, SyntheticImage, Path)):
-        return str(value)
-    return value
-
-
 @dataclass
 class VertexDeployConfig:
     """What to deploy where. :meth:`validate` explains every bad value at once."""
@@ -243,7 +136,6 @@ class VertexDeployConfig:
     labels: dict[str, str] = field(default_factory=lambda: {"app": "keras-vit"})
     predict_images: list[Path | str] = field(default_factory=list)
     cleanup: bool = False
-    overwrite: bool = False
     # float32 / bfloat16 (`keras-vit export --precision`); None: as the export says.
     precision: str | None = None
 
@@ -291,31 +183,12 @@ class VertexDeployConfig:
     def gpu(self) -> bool:
         return bool(self.accelerator_type and self.accelerator_type.startswith("NVIDIA"))
 
-    def serving_container_uri(self) -> str:
-        return self.container_image_uri or prebuilt_container_uri(self.region, gpu=self.gpu)
-
-    def artifact_uri(self) -> str | None:
-        """``gs://BUCKET/PREFIX/<display name>/<version>``: the SavedModel version directory
-        (the prebuilt container wants saved_model.pb directly under the artifact URI)."""
-        if self.container_image_uri is not None or self.model_dir is None:
-            return None
-        match = _BUCKET.match(self.bucket or "")
-        assert match, "validate() first"
-        prefix = (match["prefix"] or "").strip("/")
-        parts = [p for p in (prefix, self.model_display_name, Path(self.model_dir).name) if p]
-        return f"gs://{match['bucket']}/" + "/".join(parts)
-
 
 def model_source_problems(config: Any) -> list[str]:
     """What is wrong with a config's model source: a SavedModel version directory and a
     bucket for the prebuilt container, or a pinned image of our own."""
     problems = []
     if config.container_image_uri is None:
-        if _REGION.match(config.region or ""):
-            try:
-                prebuilt_container_uri(config.region)
-            except ValueError as error:
-                problems.append(str(error))
         if config.model_dir is None:
             problems.append("model_dir is required with the prebuilt container")
         else:
@@ -330,7 +203,10 @@ def model_source_problems(config: Any) -> list[str]:
                     "directory of the export (BASE/1), not its base directory"
                 )
         if not _BUCKET.match(config.bucket or ""):
-            problems.append(f"bucket {config.bucket!r} must look like gs://BUCKET[/PREFIX]")
+            problems.append(
+                f"bucket {config.bucket!r} must look like gs://BUCKET[/PREFIX] (where "
+                "Model.upload stages the model files)"
+            )
     elif not re.match(
         r"^[\w.-]+(:\d+)?/[\w./-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$", config.container_image_uri
     ):
@@ -369,45 +245,53 @@ def parse_traffic_split(text: str) -> dict[str, int]:
     return split
 
 
-def _model_files(model_dir: Path) -> list[Path]:
-    return sorted(p for p in model_dir.rglob("*") if p.is_file())
+def synthetic_jpeg(size: int = 224) -> bytes:
+    """A generated JPEG (colour ramps), the smoke test's image when none is given."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, size, dtype=np.uint8)
+    pixels = np.stack(
+        [np.tile(ramp, (size, 1)), np.tile(ramp[:, None], size), np.full((size, size), 128)],
+        axis=-1,
+    ).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
-def upload_step(name: str, path: str | Path, destination: str, overwrite: bool) -> Step:
-    """A ``Blob.upload_from_filename`` step; without ``overwrite`` it never replaces an object
-    (``if_generation_match=0``: another model's files or another job's input stay)."""
-    kwargs: dict[str, Any] = {"filename": str(path)}
-    if not overwrite:
-        kwargs["if_generation_match"] = 0
-    return Step(name, "google.cloud.storage.Blob.upload_from_filename", kwargs, target=destination)
+def serving_container_uri(aiplatform: Any, config: Any) -> str:
+    """Our image when given, else Vertex's prebuilt TensorFlow container for the region
+    (the SDK's own lookup; it raises ValueError for a region without one)."""
+    if config.container_image_uri:
+        return config.container_image_uri
+    return aiplatform.helpers.get_prebuilt_prediction_container_uri(
+        framework="tensorflow",
+        framework_version=PREBUILT_TF_VERSION,
+        region=config.region,
+        accelerator="gpu" if config.gpu else "cpu",
+    )
 
 
-def model_upload_steps(config: Any) -> tuple[list[Step], list[str]]:
-    """The steps that put the SavedModel in Vertex's Model Registry, and the uploaded URIs.
+def init(aiplatform: Any, config: Any) -> None:
+    staging = {"staging_bucket": config.bucket} if config.bucket else {}
+    aiplatform.init(project=config.project, location=config.region, **staging)
 
-    Every file of ``config.model_dir`` to ``config.artifact_uri()`` (none with our own
-    serving image, which holds the model), then ``Model.upload``, producing ``model``.
-    ``config`` is a :class:`VertexDeployConfig` or has its fields and methods (the batch
-    prediction job's config does).
+
+def upload_model(aiplatform: Any, config: Any) -> Any:
+    """``Model.upload`` of ``config.model_dir`` (staged by the SDK) or of our serving image.
+
+    ``config`` is a :class:`VertexDeployConfig` or has its fields (the batch job's does).
     """
-    artifact_uri = config.artifact_uri()
-    plan: list[Step] = []
-    uploaded: list[str] = []
-    if artifact_uri is not None:
-        model_dir = Path(config.model_dir)  # type: ignore[arg-type]
-        for path in _model_files(model_dir):
-            destination = f"{artifact_uri}/{path.relative_to(model_dir).as_posix()}"
-            uploaded.append(destination)
-            plan.append(upload_step("upload_artifact", path, destination, config.overwrite))
-
     upload: dict[str, Any] = {
         "display_name": config.model_display_name,
-        "serving_container_image_uri": config.serving_container_uri(),
+        "serving_container_image_uri": serving_container_uri(aiplatform, config),
         "labels": dict(config.labels),
         "sync": True,
     }
-    if artifact_uri is not None:
-        upload["artifact_uri"] = artifact_uri
+    if config.container_image_uri is None:
+        # A local directory: Model.upload copies it to the staging bucket itself.
+        upload["artifact_uri"] = str(config.model_dir)
     else:
         # Our own TF Serving image, model baked in: tell Vertex its REST routes and port.
         upload |= {
@@ -415,60 +299,39 @@ def model_upload_steps(config: Any) -> tuple[list[Step], list[str]]:
             "serving_container_health_route": CUSTOM_CONTAINER_HEALTH_ROUTE,
             "serving_container_ports": [CUSTOM_CONTAINER_PORT],
         }
-    plan.append(
-        Step("upload_model", "google.cloud.aiplatform.Model.upload", upload, produces="model")
-    )
-    return plan, uploaded
+    return aiplatform.Model.upload(**upload)
 
 
-def build_plan(config: VertexDeployConfig) -> list[Step]:
-    """Every SDK call the deployment makes, in order. Makes no network call."""
-    config.validate()
-    plan = [
-        Step(
-            "init",
-            "google.cloud.aiplatform.init",
-            {"project": config.project, "location": config.region}
-            | ({"staging_bucket": config.bucket} if config.bucket else {}),
-        )
-    ]
-    upload_steps, uploaded = model_upload_steps(config)
-    plan += upload_steps
+def delete_model(sdk: Sdk, config: Any, model: Any) -> None:
+    """Deletes a model this run uploaded, and the files the SDK staged for it."""
+    staged = model.uri if config.container_image_uri is None else None
+    model.delete(sync=True)
+    if staged:
+        bucket, _, prefix = staged.removeprefix("gs://").partition("/")
+        client = sdk.storage.Client(project=config.project)
+        for blob in client.list_blobs(bucket, prefix=prefix.rstrip("/") + "/"):
+            blob.delete()
 
+
+def _endpoint(aiplatform: Any, config: VertexDeployConfig, log) -> tuple[Any, bool]:
+    """The endpoint to deploy to, and whether this run created it."""
     if config.endpoint_id:
-        plan.append(
-            Step(
-                "get_endpoint",
-                "google.cloud.aiplatform.Endpoint",
-                {"endpoint_name": config.endpoint_id},
-                produces="endpoint",
-            )
-        )
-    else:
-        plan.append(
-            Step(
-                "find_endpoint",
-                "google.cloud.aiplatform.Endpoint.list",
-                {
-                    "filter": f'display_name="{config.endpoint_name}"',
-                    "order_by": "create_time desc",
-                },
-                produces="endpoint",
-                condition="reuses the newest endpoint with this display name",
-            )
-        )
-        plan.append(
-            Step(
-                "create_endpoint",
-                "google.cloud.aiplatform.Endpoint.create",
-                {"display_name": config.endpoint_name, "labels": dict(config.labels), "sync": True},
-                produces="endpoint",
-                condition="only when find_endpoint found none",
-            )
-        )
+        return aiplatform.Endpoint(endpoint_name=config.endpoint_id), False
+    found = aiplatform.Endpoint.list(
+        filter=f'display_name="{config.endpoint_name}"', order_by="create_time desc"
+    )
+    if found:
+        log(f"reusing endpoint {found[0].resource_name}")
+        return found[0], False
+    endpoint = aiplatform.Endpoint.create(
+        display_name=config.endpoint_name, labels=dict(config.labels), sync=True
+    )
+    log(f"created endpoint {endpoint.resource_name}")
+    return endpoint, True
 
+
+def _deploy_arguments(config: VertexDeployConfig) -> dict[str, Any]:
     deploy: dict[str, Any] = {
-        "model": Ref("model"),
         "deployed_model_display_name": config.model_display_name,
         "machine_type": config.machine_type,
         "min_replica_count": config.min_replicas,
@@ -487,159 +350,7 @@ def build_plan(config: VertexDeployConfig) -> list[Step]:
         )
     if config.service_account:
         deploy["service_account"] = config.service_account
-    deploy["sync"] = True
-    plan.append(
-        Step(
-            "deploy",
-            "google.cloud.aiplatform.Endpoint.deploy",
-            deploy,
-            target=Ref("endpoint"),
-            produces="deployed_model_id",
-        )
-    )
-
-    images = [str(p) for p in config.predict_images] or [SyntheticImage()]
-    plan.append(
-        Step(
-            "predict",
-            "serving.client.VertexClient.predict",
-            {"images": images},
-            target=Ref("endpoint", "resource_name"),
-            produces="predictions",
-        )
-    )
-
-    if config.cleanup:
-        plan.append(
-            Step(
-                "undeploy",
-                "google.cloud.aiplatform.Endpoint.undeploy",
-                {"deployed_model_id": Ref("deployed_model_id"), "sync": True},
-                target=Ref("endpoint"),
-                cleanup=True,
-            )
-        )
-        if not config.endpoint_id:
-            plan.append(
-                Step(
-                    "delete_endpoint",
-                    "google.cloud.aiplatform.Endpoint.delete",
-                    {"force": False, "sync": True},
-                    target=Ref("endpoint"),
-                    condition="only when create_endpoint created it",
-                    cleanup=True,
-                )
-            )
-        plan.append(
-            Step(
-                "delete_model",
-                "google.cloud.aiplatform.Model.delete",
-                {"sync": True},
-                target=Ref("model"),
-                cleanup=True,
-            )
-        )
-        plan += [
-            Step(
-                "delete_artifact", "google.cloud.storage.Blob.delete", {}, target=uri, cleanup=True
-            )
-            for uri in uploaded
-        ]
-    return plan
-
-
-def plan_to_json(plan: list[Step], config: VertexDeployConfig) -> str:
-    return json.dumps(
-        {
-            "dry_run": True,
-            "project": config.project,
-            "region": config.region,
-            "steps": [step.to_dict() for step in plan],
-        },
-        indent=2,
-    )
-
-
-class _Runner:
-    """Executes a plan's steps against the SDK modules (injected for tests)."""
-
-    def __init__(self, config, aiplatform, storage, vertex_client, log):
-        self.config = config
-        self.aiplatform = aiplatform
-        self.storage = storage
-        self.vertex_client = vertex_client
-        self.log = log
-        self.values: dict[str, Any] = {}
-        self.created_endpoint = False
-        self._storage_client = None
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, Ref):
-            if value.name not in self.values:
-                raise RuntimeError(f"{value} is not available: its step did not run")
-            result = self.values[value.name]
-            return getattr(result, value.attribute) if value.attribute else result
-        if isinstance(value, SyntheticImage):
-            return value.encode()
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
-        return value
-
-    def blob(self, uri: str):
-        match = _BUCKET.match(uri)
-        assert match and match["prefix"], uri
-        if self._storage_client is None:
-            self._storage_client = self.storage.Client(project=self.config.project)
-        return self._storage_client.bucket(match["bucket"]).blob(match["prefix"])
-
-    def run(self, step: Step) -> None:
-        kwargs = self.resolve(step.kwargs)
-        target = self.resolve(step.target) if isinstance(step.target, Ref) else step.target
-        ai = self.aiplatform
-        if step.call == "google.cloud.aiplatform.init":
-            ai.init(**kwargs)
-        elif step.call == "google.cloud.storage.Blob.upload_from_filename":
-            self.blob(target).upload_from_filename(**kwargs)
-        elif step.call == "google.cloud.storage.Blob.delete":
-            self.blob(target).delete(**kwargs)
-        elif step.call == "google.cloud.aiplatform.Model.upload":
-            self.values["model"] = ai.Model.upload(**kwargs)
-            self.log(f"model: {self.values['model'].resource_name}")
-        elif step.call == "google.cloud.aiplatform.Endpoint":
-            self.values["endpoint"] = ai.Endpoint(**kwargs)
-        elif step.call == "google.cloud.aiplatform.Endpoint.list":
-            found = ai.Endpoint.list(**kwargs)
-            if found:
-                self.values["endpoint"] = found[0]
-                self.log(f"reusing endpoint {found[0].resource_name}")
-        elif step.call == "google.cloud.aiplatform.Endpoint.create":
-            if "endpoint" not in self.values:
-                self.values["endpoint"] = ai.Endpoint.create(**kwargs)
-                self.created_endpoint = True
-                self.log(f"created endpoint {self.values['endpoint'].resource_name}")
-        elif step.call == "google.cloud.aiplatform.Endpoint.deploy":
-            target.deploy(**kwargs)
-            self.values["deployed_model_id"] = _deployed_model_id(target, self.values["model"])
-            self.log(f"deployed model id: {self.values['deployed_model_id']}")
-        elif step.call == "serving.client.VertexClient.predict":
-            with self.vertex_client(
-                target, project=self.config.project, region=self.config.region
-            ) as client:
-                predictions = client.predict(**kwargs)
-            self.values["predictions"] = predictions
-            for prediction in predictions:
-                self.log(f"prediction: {prediction.label} ({prediction.score:.4f})")
-        elif step.call == "google.cloud.aiplatform.Endpoint.undeploy":
-            target.undeploy(**kwargs)
-        elif step.call == "google.cloud.aiplatform.Endpoint.delete":
-            if self.created_endpoint:
-                target.delete(**kwargs)
-        elif step.call == "google.cloud.aiplatform.Model.delete":
-            target.delete(**kwargs)
-        else:
-            raise ValueError(f"unknown plan call {step.call}")
+    return deploy | {"sync": True}
 
 
 def _deployed_model_id(endpoint: Any, model: Any) -> str:
@@ -651,46 +362,63 @@ def _deployed_model_id(endpoint: Any, model: Any) -> str:
     return ids[-1]
 
 
-def execute(
-    plan: list[Step],
-    config: VertexDeployConfig,
-    *,
-    aiplatform: Any = None,
-    storage: Any = None,
-    vertex_client: Callable[..., Any] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Runs the plan; returns the values its steps produced (model, endpoint, ...).
+@dataclass
+class Deployment:
+    """What :func:`deploy` made: the model, the endpoint, our model's id on it, and the
+    smoke test's predictions."""
 
-    The SDK modules are imported here unless given (tests pass autospecced fakes).
-    """
-    if aiplatform is None:
-        try:
-            from google.cloud import aiplatform
-        except ImportError as error:
-            raise RuntimeError(
-                "Vertex deployment needs google-cloud-aiplatform: "
-                "pip install 'google-cloud-aiplatform>=2.7'"
-            ) from error
-    if storage is None and any(s.call.startswith("google.cloud.storage") for s in plan):
-        from google.cloud import storage
-    if vertex_client is None:
-        from serving.client import VertexClient as vertex_client
+    model: Any = None
+    endpoint: Any = None
+    created_endpoint: bool = False
+    deployed_model_id: str | None = None
+    predictions: list[Any] = field(default_factory=list)
 
-    runner = _Runner(config, aiplatform, storage, vertex_client, log)
-    done = 0
+
+def deploy(config: VertexDeployConfig, sdk: Sdk, log: Callable[[str], None] = print) -> Deployment:
+    """Uploads, deploys and smoke-tests ``config``'s model; see the module docstring."""
+    config.validate()
+    ai = sdk.aiplatform
+    done = Deployment()
+    init(ai, config)
+    done.model = upload_model(ai, config)
+    log(f"model: {done.model.resource_name}")
     try:
-        for done, step in enumerate(plan, start=1):
-            log(f"[{done}/{len(plan)}] {step.call}" + (f" {step.target}" if step.target else ""))
-            runner.run(step)
-    except Exception:
-        # Never leave paid replicas or half a deployment behind a failure.
-        for step in plan[done:]:
-            if not step.cleanup:
-                continue
-            try:
-                runner.run(step)
-            except Exception as cleanup_error:  # noqa: BLE001 - report and go on cleaning
-                log(f"cleanup step {step.name} failed: {cleanup_error}")
-        raise
-    return runner.values
+        done.endpoint, done.created_endpoint = _endpoint(ai, config, log)
+        done.endpoint.deploy(model=done.model, **_deploy_arguments(config))
+        done.deployed_model_id = _deployed_model_id(done.endpoint, done.model)
+        log(f"deployed model id: {done.deployed_model_id}")
+        images = [str(p) for p in config.predict_images] or [synthetic_jpeg()]
+        with sdk.vertex_client(
+            done.endpoint.resource_name, project=config.project, region=config.region
+        ) as client:
+            done.predictions = client.predict(images=images)
+        for prediction in done.predictions:
+            log(f"prediction: {prediction.label} ({prediction.score:.4f})")
+    finally:
+        if config.cleanup:
+            _clean_up(sdk, config, done, log)
+    return done
+
+
+def _clean_up(sdk: Sdk, config: VertexDeployConfig, done: Deployment, log) -> None:
+    """Undeploy, delete the endpoint (if created here), the model and its staged files.
+
+    Each step runs even when an earlier one failed; failures are logged, not raised."""
+    steps = []
+    if done.deployed_model_id is not None:
+        steps.append(
+            lambda: done.endpoint.undeploy(deployed_model_id=done.deployed_model_id, sync=True)
+        )
+    if done.created_endpoint:
+        steps.append(lambda: done.endpoint.delete(force=False, sync=True))
+    steps.append(lambda: delete_model(sdk, config, done.model))
+    for step in steps:
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - report and go on cleaning
+            log(f"cleanup failed: {type(error).__name__}: {error}")
+
+
+def plan_json(sdk: Any, config: Any) -> str:
+    """The dry run's output: every recorded call, with the project and region."""
+    return json.dumps(sdk.plan(project=config.project, region=config.region), indent=2)

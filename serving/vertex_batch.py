@@ -23,14 +23,14 @@ listed. Shrink those images, or use the Beam pipeline, which has no such limit. 
 are batched ``batch_size`` at a time, so keep ``batch_size`` times the typical line
 size in mind too: the replica holds a whole batch in memory.
 
-**Plan.** As in :mod:`serving.vertex`, the job is a list of SDK calls with their exact
-arguments, and ``--dry-run`` prints it without network or credentials:
+**Calls.** :func:`batch_predict` makes them on an :class:`~serving.vertex_sdk.Sdk`, the
+real one or, for ``--dry-run``, the recording one (no network or credentials):
 
 1. ``aiplatform.init``;
-2. upload local instance files to ``gs://BUCKET/PREFIX/<job name>/instances/``;
-3. with ``--model-dir``: the model upload of ``keras-vit deploy vertex`` (files, then
-   ``Model.upload``). With ``--model``, a Model Registry resource name or id, nothing
-   is uploaded;
+2. upload local instance files (checked first) to ``gs://BUCKET/PREFIX/<job name>/instances/``,
+   never replacing an object without ``overwrite``;
+3. with ``--model-dir``: ``Model.upload`` as ``keras-vit deploy vertex`` does. With
+   ``--model``, a Model Registry resource name or id, nothing is uploaded;
 4. ``aiplatform.BatchPredictionJob.create`` with ``instances_format="jsonl"``,
    ``predictions_format="jsonl"``, the ``gcs_source`` list, ``gcs_destination_prefix``,
    machine type, accelerator and replica counts.
@@ -50,7 +50,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,14 +63,12 @@ from serving.vertex import (
     _LABEL,
     _PROJECT,
     _REGION,
-    Ref,
-    Step,
     VertexDeployConfig,
-    _Runner,
+    init,
     model_source_problems,
-    model_upload_steps,
-    upload_step,
+    upload_model,
 )
+from serving.vertex_sdk import Sdk
 
 INPUT_NAME = "image_bytes"  # serving_default's input
 MAX_LINE_BYTES = VERTEX_MAX_REQUEST_BYTES - len('{"instances": []}')
@@ -261,9 +259,7 @@ class VertexBatchConfig:
     labels: dict[str, str] = field(default_factory=lambda: {"app": "keras-vit"})
     overwrite: bool = False
 
-    # The model upload of `keras-vit deploy vertex` reads these.
-    artifact_uri = VertexDeployConfig.artifact_uri
-    serving_container_uri = VertexDeployConfig.serving_container_uri
+    # The model upload of `keras-vit deploy vertex` reads it.
     gpu = VertexDeployConfig.gpu
 
     def validate(self) -> None:
@@ -323,36 +319,36 @@ class VertexBatchConfig:
         return f"gs://{match['bucket']}/" + "/".join(parts)
 
 
-def build_batch_plan(config: VertexBatchConfig, check_files: bool = True) -> list[Step]:
-    """Every SDK call of the job, in order; local instance files are checked first.
+def batch_predict(
+    config: VertexBatchConfig,
+    sdk: Sdk,
+    check_files: bool = True,
+    log: Callable[[str], None] = print,
+) -> Any:
+    """Checks and uploads the instances, uploads the model if asked, creates the job.
 
-    Makes no network call.
-    """
+    Returns the ``BatchPredictionJob``; see the module docstring for the calls."""
     config.validate()
-    plan = [
-        Step(
-            "init",
-            "google.cloud.aiplatform.init",
-            {"project": config.project, "location": config.region}
-            | ({"staging_bucket": config.bucket} if config.bucket else {}),
-        )
-    ]
+    if check_files:
+        for source in config.instances:
+            if not source.startswith("gs://"):
+                check_instances_file(source)
+    init(sdk.aiplatform, config)
     sources = []
+    client = None
     for source in config.instances:
         if source.startswith("gs://"):
             sources.append(source)
             continue
-        if check_files:
-            check_instances_file(source)
         destination = config.instances_uri(source)
-        plan.append(upload_step("upload_instances", source, destination, config.overwrite))
+        client = client or sdk.storage.Client(project=config.project)
+        blob = sdk.storage.Blob.from_string(destination, client=client)
+        # Without overwrite, never replace an object: another job's input stays.
+        keep = {} if config.overwrite else {"if_generation_match": 0}
+        blob.upload_from_filename(filename=str(source), **keep)
+        log(f"uploaded {source} to {destination}")
         sources.append(destination)
-    if config.model is None:
-        upload_steps, _ = model_upload_steps(config)
-        plan += upload_steps
-        model: str | Ref = Ref("model")
-    else:
-        model = config.model
+    model = config.model if config.model is not None else upload_model(sdk.aiplatform, config)
     create: dict[str, Any] = {
         "job_display_name": config.job_display_name,
         "model_name": model,
@@ -374,49 +370,6 @@ def build_batch_plan(config: VertexBatchConfig, check_files: bool = True) -> lis
         }
     if config.service_account:
         create["service_account"] = config.service_account
-    plan.append(
-        Step(
-            "batch_predict",
-            "google.cloud.aiplatform.BatchPredictionJob.create",
-            create,
-            produces="job",
-        )
-    )
-    return plan
-
-
-class _BatchRunner(_Runner):
-    def run(self, step: Step) -> None:
-        if step.call == "google.cloud.aiplatform.BatchPredictionJob.create":
-            job = self.aiplatform.BatchPredictionJob.create(**self.resolve(step.kwargs))
-            self.values["job"] = job
-            self.log(f"batch prediction job: {job.resource_name}")
-        else:
-            super().run(step)
-
-
-def execute_batch_plan(
-    plan: Iterable[Step],
-    config: VertexBatchConfig,
-    *,
-    aiplatform: Any = None,
-    storage: Any = None,
-    log: Callable[[str], None] = print,
-) -> Any:
-    """Runs the plan with ``google-cloud-aiplatform`` (imported here); returns the job."""
-    if aiplatform is None:
-        try:
-            from google.cloud import aiplatform
-        except ImportError as error:
-            raise RuntimeError(
-                "Vertex batch prediction needs google-cloud-aiplatform: "
-                "pip install 'google-cloud-aiplatform>=2.7'"
-            ) from error
-    plan = list(plan)
-    if storage is None and any(s.call.startswith("google.cloud.storage") for s in plan):
-        from google.cloud import storage
-    runner = _BatchRunner(config, aiplatform, storage, None, log)
-    for number, step in enumerate(plan, start=1):
-        log(f"[{number}/{len(plan)}] {step.call}" + (f" {step.target}" if step.target else ""))
-        runner.run(step)
-    return runner.values["job"]
+    job = sdk.aiplatform.BatchPredictionJob.create(**create)
+    log(f"batch prediction job: {job.resource_name}")
+    return job

@@ -1,18 +1,16 @@
-"""Multi-worker fine-tuning on Vertex AI: a ``CustomJob`` of a chief pool and a worker pool.
+"""Multi-worker fine-tuning on Vertex AI: a ``CustomContainerTrainingJob`` of our image.
 
-Like :mod:`serving.vertex`, the job is a *plan* of SDK calls with their exact
-keyword arguments; ``keras-vit deploy vertex train --dry-run`` prints it
-without network or credentials:
+:func:`train` makes the calls on an :class:`~serving.vertex_sdk.Sdk` (the real SDK, or
+for ``keras-vit deploy vertex train --dry-run`` the recording one):
 
 1. ``aiplatform.init`` with project, region and staging bucket;
-2. ``aiplatform.CustomJob`` with two worker pools running our training image:
-   pool 0, one replica, is the chief (Vertex sets its ``TF_CONFIG`` task type to
-   ``chief``); pool 1 holds the other workers (``worker``, index 0..N-2). Every
-   replica runs ``keras-vit train --strategy multi_worker`` with the same
-   arguments;
-3. ``CustomJob.run`` with the service account, a timeout and
-   ``restart_job_on_worker_restart``: when one VM is restarted every worker
-   restarts, and all resume from the chief's backup.
+2. ``aiplatform.CustomContainerTrainingJob`` with our training image; every replica
+   runs ``keras-vit train --strategy multi_worker`` with the same arguments;
+3. ``job.run`` with ``replica_count``: the SDK makes worker pool 0 the chief (one
+   replica; Vertex sets its ``TF_CONFIG`` task type to ``chief``) and pool 1 the other
+   workers. Also the service account, a timeout and ``restart_job_on_worker_restart``:
+   when one VM is restarted every worker restarts, and all resume from the chief's
+   backup.
 
 Vertex mounts Cloud Storage buckets at ``/gcs/BUCKET`` in every replica, so
 ``--output`` and ``--data`` are given as ``/gcs/...`` paths: the chief's
@@ -26,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.vertex import _ACCELERATOR, _BUCKET, _LABEL, _PROJECT, _REGION, Ref, Step
+from serving.vertex import _ACCELERATOR, _BUCKET, _LABEL, _PROJECT, _REGION
+from serving.vertex_sdk import Sdk
 
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
 
@@ -109,72 +108,37 @@ class VertexTrainConfig:
             *self.train_args,
         ]
 
-    def worker_pool_specs(self) -> list[dict[str, Any]]:
-        machine: dict[str, Any] = {"machine_type": self.machine_type}
-        if self.accelerator_type:
-            machine["accelerator_type"] = self.accelerator_type
-            machine["accelerator_count"] = self.accelerator_count
 
-        def pool(replicas: int) -> dict[str, Any]:
-            return {
-                "machine_spec": dict(machine),
-                "replica_count": replicas,
-                "container_spec": {
-                    "image_uri": self.image_uri,
-                    "command": ["keras-vit"],
-                    "args": self.container_args(),
-                },
-                "disk_spec": {"boot_disk_type": "pd-ssd", "boot_disk_size_gb": self.boot_disk_gb},
-            }
-
-        return [pool(1), pool(self.workers - 1)]  # the chief, then the other workers
-
-
-def build_train_plan(config: VertexTrainConfig) -> list[Step]:
-    """Every SDK call of the training job, in order. Makes no network call."""
+def train(config: VertexTrainConfig, sdk: Sdk, log=print) -> Any:
+    """Starts the job and waits for it; returns the ``CustomContainerTrainingJob``."""
     config.validate()
+    ai = sdk.aiplatform
+    ai.init(project=config.project, location=config.region, staging_bucket=config.bucket)
+    job = ai.CustomContainerTrainingJob(
+        display_name=config.display_name,
+        container_uri=config.image_uri,
+        command=["keras-vit"],
+        labels=dict(config.labels),
+        staging_bucket=config.bucket,
+    )
     run: dict[str, Any] = {
+        "args": config.container_args(),
+        "replica_count": config.workers,  # the chief and workers - 1 (the SDK splits them)
+        "machine_type": config.machine_type,
+        "boot_disk_type": "pd-ssd",
+        "boot_disk_size_gb": config.boot_disk_gb,
+        "base_output_dir": config.output,
         "timeout": config.timeout_seconds,
         "restart_job_on_worker_restart": True,
         "sync": True,
     }
+    if config.accelerator_type:
+        run |= {
+            "accelerator_type": config.accelerator_type,
+            "accelerator_count": config.accelerator_count,
+        }
     if config.service_account:
         run["service_account"] = config.service_account
-    return [
-        Step(
-            "init",
-            "google.cloud.aiplatform.init",
-            {"project": config.project, "location": config.region, "staging_bucket": config.bucket},
-        ),
-        Step(
-            "custom_job",
-            "google.cloud.aiplatform.CustomJob",
-            {
-                "display_name": config.display_name,
-                "worker_pool_specs": config.worker_pool_specs(),
-                "base_output_dir": config.output,
-                "staging_bucket": config.bucket,
-                "labels": dict(config.labels),
-            },
-            produces="job",
-        ),
-        Step("run", "google.cloud.aiplatform.CustomJob.run", run, target=Ref("job")),
-    ]
-
-
-def execute_train_plan(plan: list[Step], aiplatform=None, log=print) -> Any:
-    """Runs the plan with ``google-cloud-aiplatform`` (imported here); returns the job."""
-    if aiplatform is None:
-        from google.cloud import aiplatform
-    job = None
-    for step in plan:
-        log(f"{step.name}: {step.call}")
-        if step.name == "init":
-            aiplatform.init(**step.kwargs)
-        elif step.name == "custom_job":
-            job = aiplatform.CustomJob(**step.kwargs)
-        elif step.name == "run":
-            job.run(**step.kwargs)
-        else:  # pragma: no cover - the plan has only the steps above
-            raise ValueError(f"unknown step {step.name}")
+    log(f"starting {config.workers} replicas of {config.image_uri}")
+    job.run(**run)
     return job

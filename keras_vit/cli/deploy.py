@@ -7,8 +7,8 @@
 
 Without ``--endpoint-name`` or ``--endpoint-id`` the endpoint is the one named
 after ``--model-display-name`` (reused, or created). ``--dry-run`` prints the
-plan (every SDK call with its arguments) as JSON and needs neither network nor
-credentials. Kubernetes needs no command: see docs/deployment.md.
+SDK calls (each checked against google-cloud-aiplatform's signatures) as JSON and
+needs neither network nor credentials. Kubernetes needs no command: see docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets.required = True
     vertex = targets.add_parser(
         "vertex",
-        help="upload to GCS, Model.upload, deploy to an endpoint, predict, optionally clean up",
+        help="Model.upload, deploy to an endpoint, predict, optionally clean up",
         description="Deploy to a Vertex AI endpoint with google-cloud-aiplatform. Steps: "
-        "upload the SavedModel to GCS, Model.upload with the prebuilt TF serving container "
-        "(or --container-image-uri), reuse or create the endpoint, deploy, predict through "
-        "serving.client.VertexClient, and with --cleanup undeploy and delete everything.",
+        "Model.upload of the SavedModel version (staged to --bucket by the SDK) with the "
+        "prebuilt TF serving container (or --container-image-uri), reuse or create the "
+        "endpoint, deploy, predict through serving.client.VertexClient, and with --cleanup "
+        "undeploy and delete everything.",
         epilog="example (prints every call; drop --dry-run to run it):\n"
         "  keras-vit deploy vertex --model-dir models/vit/1 --project my-project \\\n"
         "      --region europe-west4 --bucket gs://my-bucket --dry-run",
@@ -54,8 +55,8 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
     where.add_argument("--region", required=required, help="Vertex AI region, e.g. us-central1")
     where.add_argument(
         "--bucket",
-        help="gs://BUCKET[/PREFIX] for the model artifacts (required with the prebuilt "
-        "container); files go to PREFIX/<model display name>/<version>/",
+        help="gs://BUCKET[/PREFIX] where Model.upload stages the model (required with the "
+        "prebuilt container): PREFIX/vertex_ai_auto_staging/<timestamp>/",
     )
     what = parser.add_argument_group("what")
     what.add_argument(
@@ -122,12 +123,10 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
         "and the uploaded files",
     )
     run_group.add_argument(
-        "--overwrite", action="store_true", help="replace existing objects in the bucket"
-    )
-    run_group.add_argument(
         "--dry-run",
         action="store_true",
-        help="print every call with its arguments as JSON; no network, no credentials",
+        help="print every SDK call with its arguments as JSON (checked against the SDK's "
+        "signatures); no network, no credentials",
     )
 
 
@@ -173,13 +172,45 @@ def config_from_args(args: argparse.Namespace):
         labels=labels,
         predict_images=list(args.predict_image),
         cleanup=args.cleanup,
-        overwrite=args.overwrite,
         precision=precision,
     )
 
 
+def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
+    """Validates ``config``, then runs ``function(config, sdk, ...)`` on the SDK, or on the
+    recording SDK with ``dry_run`` (then prints its calls as JSON).
+
+    Returns ``(exit code, result)``: 2 for a bad configuration, 1 for a failure of the run.
+    """
+    from serving.vertex import plan_json
+    from serving.vertex_sdk import RecordingSdk, real_sdk
+
+    try:
+        config.validate()
+    except ValueError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2, None
+    try:
+        sdk = RecordingSdk() if dry_run else real_sdk()
+    except RuntimeError as error:  # the vertex extra is not installed
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2, None
+    log = (lambda line: None) if dry_run else (lambda line: print(line, file=sys.stderr))
+    try:
+        result = function(config, sdk, log=log, **kwargs)
+    except ValueError as error:  # our checks of the inputs (instance files, regions)
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2, None
+    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
+        print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1, None
+    if dry_run:
+        print(plan_json(sdk, config))
+    return 0, result
+
+
 def run(args: argparse.Namespace) -> int:
-    from serving.vertex import build_plan, execute, plan_to_json
+    from serving.vertex import deploy
 
     missing = [flag for flag in ("project", "region") if not getattr(args, flag)]
     if missing:
@@ -187,19 +218,10 @@ def run(args: argparse.Namespace) -> int:
         args.vertex_parser.error(f"the following arguments are required: {wanted}")
     try:
         config = config_from_args(args)
-        plan = build_plan(config)
     except ValueError as error:
         print(f"keras-vit deploy vertex: {error}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print(plan_to_json(plan, config))
-        return 0
-    try:
-        values = execute(plan, config, log=lambda line: print(line, file=sys.stderr))
-    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
-        print(f"keras-vit deploy vertex: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    endpoint = values.get("endpoint")
-    if endpoint is not None and not config.cleanup:
-        print(endpoint.resource_name)
-    return 0
+    code, done = run_on_sdk("keras-vit deploy vertex", config, deploy, args.dry_run)
+    if done is not None and not args.dry_run and not config.cleanup:
+        print(done.endpoint.resource_name)
+    return code

@@ -14,7 +14,7 @@ neither network nor credentials. See serving/vertex_batch.py.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -131,11 +131,12 @@ def run_input(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from keras_vit.cli.deploy import run_on_sdk
     from serving.vertex_batch import (
         InstanceError,
         VertexBatchConfig,
-        build_batch_plan,
-        execute_batch_plan,
+        batch_predict,
+        check_instances_file,
     )
 
     labels = {"app": "keras-vit"}
@@ -172,23 +173,16 @@ def run_predict(args: argparse.Namespace) -> int:
         labels=labels,
         overwrite=args.overwrite,
     )
+    command = "keras-vit deploy vertex batch-predict"
     try:
-        plan = build_batch_plan(config)
-    except ValueError as error:  # InstanceError too
-        kind = "bad instances" if isinstance(error, InstanceError) else "error"
-        print(f"keras-vit deploy vertex batch-predict: {kind}: {error}", file=sys.stderr)
+        for source in config.instances:
+            if not source.startswith("gs://") and os.path.isfile(source):
+                check_instances_file(source)
+    except InstanceError as error:
+        print(f"{command}: bad instances: {error}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        steps = [step.to_dict() for step in plan]
-        document = {"dry_run": True, "project": config.project, "region": config.region}
-        print(json.dumps(document | {"steps": steps}, indent=2))
-        return 0
-    try:
-        job = execute_batch_plan(plan, config, log=lambda line: print(line, file=sys.stderr))
-    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
-        name = type(error).__name__
-        print(f"keras-vit deploy vertex batch-predict: {name}: {error}", file=sys.stderr)
-        return 1
-    print(job.resource_name)
-    print(f"predictions: {job.output_info.gcs_output_directory}")
-    return 0
+    code, job = run_on_sdk(command, config, batch_predict, args.dry_run, check_files=False)
+    if job is not None and not args.dry_run:
+        print(job.resource_name)
+        print(f"predictions: {job.output_info.gcs_output_directory}")
+    return code

@@ -1,4 +1,4 @@
-"""``keras-vit deploy vertex train``: multi-worker fine-tuning as a Vertex AI CustomJob.
+"""``keras-vit deploy vertex train``: multi-worker fine-tuning on Vertex AI.
 
     keras-vit deploy vertex train --project my-project --region us-central1 \\
         --bucket gs://my-bucket/staging \\
@@ -8,7 +8,7 @@
         -- --model google/vit-base-patch16-224-in21k --epochs 5 --lr 3e-5 --dry-run
 
 Arguments after ``--`` go to ``keras-vit train`` on every replica. ``--dry-run``
-prints the plan (every SDK call with its arguments) as JSON; no network, no credentials.
+prints every SDK call with its arguments as JSON; no network, no credentials.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import sys
 def register(vertex_actions: argparse._SubParsersAction) -> None:
     parser = vertex_actions.add_parser(
         "train",
-        help="multi-worker fine-tuning: a CustomJob with a chief pool and a worker pool",
+        help="multi-worker fine-tuning: a CustomContainerTrainingJob of our training image",
         description="Run `keras-vit train --strategy multi_worker` on Vertex AI: one "
-        "CustomJob, worker pool 0 the chief (1 replica), worker pool 1 the other workers, "
-        "all running our training image. Vertex sets TF_CONFIG in every replica.",
+        "CustomContainerTrainingJob of our training image with --workers replicas (the "
+        "SDK makes one the chief and the rest workers). Vertex sets TF_CONFIG in each.",
     )
     parser.add_argument("--project", required=True, help="Google Cloud project id")
     parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
@@ -48,9 +48,8 @@ def register(vertex_actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from serving.vertex_training import VertexTrainConfig, build_train_plan, execute_train_plan
+    from keras_vit.cli.deploy import run_on_sdk
+    from serving.vertex_training import VertexTrainConfig, train
 
     train_args = list(args.train_args)
     if train_args[:1] == ["--"]:
@@ -75,22 +74,14 @@ def run(args: argparse.Namespace) -> int:
         timeout_seconds=args.timeout,
     )
     try:
-        plan = build_train_plan(config)
         _check_train_args(train_args)
     except ValueError as error:
         print(f"keras-vit deploy vertex train: {error}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        steps = [step.to_dict() for step in plan]
-        print(json.dumps({"dry_run": True, "project": config.project, "steps": steps}, indent=2))
-        return 0
-    try:
-        job = execute_train_plan(plan, log=lambda line: print(line, file=sys.stderr))
-    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
-        print(f"keras-vit deploy vertex train: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(job.resource_name)
-    return 0
+    code, job = run_on_sdk("keras-vit deploy vertex train", config, train, args.dry_run)
+    if job is not None and not args.dry_run:
+        print(job.resource_name)
+    return code
 
 
 def _check_train_args(train_args: list[str]) -> None:

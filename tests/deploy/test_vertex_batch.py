@@ -1,6 +1,6 @@
 """Vertex AI batch prediction: ``keras-vit deploy vertex batch-input`` writes JSON Lines that
 decode back to the image bytes and that our TF-Serving-compatible REST server answers;
-``batch-predict --dry-run`` builds a BatchPredictionJob plan whose arguments bind to
+``batch-predict --dry-run`` records a BatchPredictionJob's calls, each bound to
 google-cloud-aiplatform's real signatures, and runs against autospecced SDK objects."""
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from serving.vertex_batch import (
     MAX_LINE_BYTES,
     InstanceError,
     VertexBatchConfig,
-    build_batch_plan,
+    batch_predict,
     check_instances_file,
     decode_instance,
-    execute_batch_plan,
     instance_line,
 )
+from serving.vertex_sdk import RecordingSdk, Sdk
 
 
 def _image(fmt: str, size=(40, 56), seed=0) -> bytes:
@@ -242,7 +242,7 @@ def _config(local_instances, local_model, **changes) -> VertexBatchConfig:
     return VertexBatchConfig(**(fields | changes))
 
 
-def test_dry_run_plan(capsys, instances, model_dir):
+def test_dry_run_calls(capsys, instances, model_dir):
     args = [
         "deploy", "vertex", "batch-predict", "--project", "my-project", "--region",
         "europe-west4", "--bucket", "gs://my-bucket/batch", "--instances", str(instances),
@@ -254,21 +254,20 @@ def test_dry_run_plan(capsys, instances, model_dir):
     assert main(args) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["dry_run"] is True
-    steps = plan["steps"]
-    assert [s["step"] for s in steps] == [
-        "init", "upload_instances", "upload_artifact", "upload_artifact", "upload_model",
-        "batch_predict",
+    calls = plan["calls"]
+    assert [c["call"].removeprefix("google.cloud.") for c in calls] == [
+        "aiplatform.init", "storage.Client", "storage.Blob.from_string",
+        "storage.Blob.upload_from_filename", "aiplatform.Model.upload",
+        "aiplatform.BatchPredictionJob.create",
     ]  # fmt: skip
     uploaded = "gs://my-bucket/batch/keras-vit-batch/instances/instances.jsonl"
-    assert steps[1]["target"] == uploaded
-    assert steps[1]["kwargs"] == {"filename": str(instances), "if_generation_match": 0}
-    assert steps[4]["kwargs"]["artifact_uri"] == "gs://my-bucket/batch/keras-vit/1"
-    assert steps[4]["kwargs"]["serving_container_image_uri"].startswith(
-        "europe-docker.pkg.dev/vertex-ai/prediction/tf2-gpu."
+    assert calls[2]["args"] == [uploaded]
+    assert calls[3]["kwargs"] == {"filename": str(instances), "if_generation_match": 0}
+    assert calls[4]["kwargs"]["artifact_uri"] == str(model_dir)
+    assert calls[4]["kwargs"]["serving_container_image_uri"] == (
+        "europe-docker.pkg.dev/vertex-ai/prediction/tf2-gpu.2-15:latest"
     )
-    create = steps[5]
-    assert create["call"] == "google.cloud.aiplatform.BatchPredictionJob.create"
-    assert create["kwargs"] == {
+    assert calls[5]["kwargs"] == {
         "job_display_name": "keras-vit-batch",
         "model_name": "${model}",
         "instances_format": "jsonl",
@@ -286,17 +285,26 @@ def test_dry_run_plan(capsys, instances, model_dir):
     }
 
 
+def test_overwrite_drops_the_generation_guard(instances, model_dir):
+    sdk = RecordingSdk()
+    batch_predict(_config(instances, model_dir, overwrite=True), sdk, log=lambda line: None)
+    (upload,) = [c for c in sdk.calls if c["call"].endswith("upload_from_filename")]
+    assert upload["kwargs"] == {"filename": str(instances)}
+
+
 def test_a_registered_model_is_used_as_it_is(instances, model_dir):
     name = "projects/123/locations/europe-west4/models/456"
-    plan = build_batch_plan(
-        _config(instances, None, model=name, instances=["gs://my-bucket/in.jsonl"], bucket=None)
+    sdk = RecordingSdk()
+    config = _config(
+        instances, None, model=name, instances=["gs://my-bucket/in.jsonl"], bucket=None
     )
-    assert [step.name for step in plan] == ["init", "batch_predict"]
-    assert plan[-1].kwargs["model_name"] == name
-    assert plan[-1].kwargs["gcs_source"] == ["gs://my-bucket/in.jsonl"]
+    batch_predict(config, sdk, log=lambda line: None)
+    assert [c["call"].rsplit(".", 1)[-1] for c in sdk.calls] == ["init", "create"]
+    assert sdk.calls[-1]["kwargs"]["model_name"] == name
+    assert sdk.calls[-1]["kwargs"]["gcs_source"] == ["gs://my-bucket/in.jsonl"]
 
 
-def test_dry_run_is_offline_and_imports_no_sdk(instances, model_dir, tmp_path):
+def test_dry_run_is_offline(instances, model_dir, tmp_path):
     code = f"""
 import socket, sys
 def refuse(*args, **kwargs):
@@ -308,14 +316,13 @@ rc = main(["deploy", "vertex", "batch-predict", "--project", "my-project", "--re
            "us-central1", "--bucket", "gs://my-bucket", "--instances", {str(instances)!r},
            "--output", "gs://my-bucket/out", "--model-dir", {str(model_dir)!r}, "--dry-run"])
 assert rc == 0, rc
-assert "google.cloud.aiplatform" not in sys.modules
 """
     env = {"PATH": "/usr/bin:/bin", "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none")}
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["steps"][-1]["kwargs"]["instances_format"] == "jsonl"
+    assert json.loads(result.stdout)["calls"][-1]["kwargs"]["instances_format"] == "jsonl"
 
 
 @pytest.mark.parametrize(
@@ -334,8 +341,10 @@ assert "google.cloud.aiplatform" not in sys.modules
     ],
 )
 def test_bad_configuration_is_explained(instances, model_dir, changes, message):
+    sdk = RecordingSdk()
     with pytest.raises(ValueError, match=message):
-        build_batch_plan(_config(instances, model_dir, **changes))
+        batch_predict(_config(instances, model_dir, **changes), sdk, log=lambda line: None)
+    assert sdk.calls == []  # refused before any call
 
 
 def test_bad_instances_stop_the_plan(tmp_path, model_dir, capsys):
@@ -349,48 +358,19 @@ def test_bad_instances_stop_the_plan(tmp_path, model_dir, capsys):
     assert "bad instances" in capsys.readouterr().err
 
 
-# --- against the real google-cloud-aiplatform -----------------------------------------
+# --- against autospecced google-cloud-aiplatform objects --------------------------------
 
 
-@pytest.fixture(scope="module")
-def sdk():
-    aiplatform = pytest.importorskip(
-        "google.cloud.aiplatform", reason="google-cloud-aiplatform is not installed"
-    )
-    storage = pytest.importorskip("google.cloud.storage")
-    return aiplatform, storage
-
-
-def test_plan_binds_to_the_sdk_signatures(sdk, instances, model_dir):
-    aiplatform, storage = sdk
-    functions = {
-        "google.cloud.aiplatform.init": (aiplatform.init, False),
-        "google.cloud.storage.Blob.upload_from_filename": (storage.Blob.upload_from_filename, True),
-        "google.cloud.aiplatform.Model.upload": (aiplatform.Model.upload, False),  # classmethod
-        "google.cloud.aiplatform.BatchPredictionJob.create": (
-            aiplatform.BatchPredictionJob.create,
-            False,
-        ),
-    }
-    assert isinstance(inspect.getattr_static(aiplatform.BatchPredictionJob, "create"), classmethod)
-    container = "us-docker.pkg.dev/p/r/keras-vit-serving:0.1.0"
-    for changes in ({}, {"model_dir": None, "container_image_uri": container}):
-        for step in build_batch_plan(_config(instances, model_dir, **changes)):
-            function, is_method = functions[step.call]
-            args = (object(),) if is_method else ()
-            try:
-                inspect.signature(function).bind(*args, **step.kwargs)
-            except TypeError as error:
-                pytest.fail(f"{step.call}{sorted(step.kwargs)}: {error}")
-    # What the SDK itself accepts for the two formats.
+def test_the_sdk_takes_jsonl_in_and_out():
     from google.cloud.aiplatform import jobs
 
     source = inspect.getsource(jobs.BatchPredictionJob.create)
     assert '"jsonl"' in source or "'jsonl'" in source
 
 
-def test_execute_uploads_then_creates_the_job(sdk, instances, model_dir):
-    aiplatform, storage = sdk
+def test_run_uploads_then_creates_the_job(instances, model_dir):
+    from google.cloud import aiplatform, storage
+
     model = mock.create_autospec(aiplatform.Model, instance=True)
     model.resource_name = "projects/1/locations/europe-west4/models/77"
     job = mock.create_autospec(aiplatform.BatchPredictionJob, instance=True)
@@ -399,34 +379,28 @@ def test_execute_uploads_then_creates_the_job(sdk, instances, model_dir):
         init=mock.create_autospec(aiplatform.init),
         Model=mock.create_autospec(aiplatform.Model),
         BatchPredictionJob=mock.create_autospec(aiplatform.BatchPredictionJob),
+        helpers=aiplatform.helpers,
     )
     ai.Model.upload.return_value = model
     ai.BatchPredictionJob.create.return_value = job
     blobs: dict[str, mock.MagicMock] = {}
-    bucket = mock.create_autospec(storage.Bucket, instance=True)
-    bucket.blob.side_effect = lambda name: blobs.setdefault(
-        name, mock.create_autospec(storage.Blob, instance=True)
+    blob_class = mock.create_autospec(storage.Blob)
+    blob_class.from_string.side_effect = lambda uri, client=None: blobs.setdefault(
+        uri, mock.create_autospec(storage.Blob, instance=True)
     )
     client = mock.create_autospec(storage.Client, instance=True)
-    client.bucket.return_value = bucket
+    store = SimpleNamespace(Client=mock.Mock(return_value=client), Blob=blob_class)
     config = _config(instances, model_dir)
-    result = execute_batch_plan(
-        build_batch_plan(config),
-        config,
-        aiplatform=ai,
-        storage=SimpleNamespace(Client=mock.Mock(return_value=client)),
-        log=lambda line: None,
-    )
+    result = batch_predict(config, Sdk(ai, store, None), log=lambda line: None)
     assert result is job
-    blobs[
-        "batch/keras-vit-batch/instances/instances.jsonl"
-    ].upload_from_filename.assert_called_once_with(filename=str(instances), if_generation_match=0)
-    assert "batch/keras-vit/1/saved_model.pb" in blobs
+    uploaded = "gs://my-bucket/batch/keras-vit-batch/instances/instances.jsonl"
+    blobs[uploaded].upload_from_filename.assert_called_once_with(
+        filename=str(instances), if_generation_match=0
+    )
+    assert ai.Model.upload.call_args.kwargs["artifact_uri"] == str(model_dir)
     kwargs = ai.BatchPredictionJob.create.call_args.kwargs
     assert kwargs["model_name"] is model  # the uploaded model object
-    assert (
-        kwargs["gcs_source"][0] == "gs://my-bucket/batch/keras-vit-batch/instances/instances.jsonl"
-    )
+    assert kwargs["gcs_source"][0] == uploaded
 
 
 def test_docstring_and_help_name_the_same_limit(capsys):

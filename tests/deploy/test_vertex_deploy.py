@@ -1,10 +1,9 @@
-"""`keras-vit deploy vertex`: the dry-run plan (order, container, arguments), its
-arguments checked against google-cloud-aiplatform's real signatures, and the execution
-of the plan against autospecced SDK objects (no network anywhere)."""
+"""`keras-vit deploy vertex`: the dry run's calls (order, container, arguments), each bound to
+google-cloud-aiplatform's real signatures by the recording SDK, and the deployment run
+against autospecced SDK objects (no network anywhere)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -17,11 +16,15 @@ from keras_vit.cli import main
 from serving.vertex import (
     PREBUILT_TF_VERSION,
     VertexDeployConfig,
-    build_plan,
-    execute,
+    deploy,
     parse_traffic_split,
-    prebuilt_container_uri,
 )
+from serving.vertex_sdk import RecordingSdk, Sdk
+
+aiplatform = pytest.importorskip(
+    "google.cloud.aiplatform", reason="the vertex extra (google-cloud-aiplatform) is not installed"
+)
+storage = pytest.importorskip("google.cloud.storage")
 
 
 @pytest.fixture
@@ -42,7 +45,12 @@ def model_dir(tmp_path):
 
 def cli_plan(capsys, *args: str) -> list[dict]:
     assert main(["deploy", "vertex", *args, "--dry-run"]) == 0
-    return json.loads(capsys.readouterr().out)["steps"]
+    return json.loads(capsys.readouterr().out)["calls"]
+
+
+def short(call: dict) -> str:
+    """``Model.upload`` for ``google.cloud.aiplatform.Model.upload``."""
+    return ".".join(call["call"].split(".")[-2:]).removeprefix("aiplatform.")
 
 
 GPU_ARGS = (
@@ -54,34 +62,30 @@ GPU_ARGS = (
 )  # fmt: skip
 
 
-def test_dry_run_plan_order_and_arguments(capsys, model_dir) -> None:
-    steps = cli_plan(capsys, "--model-dir", str(model_dir), *GPU_ARGS)
-    names = [s["step"] for s in steps]
-    files = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
-    assert names == (
-        ["init"]
-        + ["upload_artifact"] * len(files)
-        + ["upload_model", "find_endpoint", "create_endpoint", "deploy", "predict"]
-        + ["undeploy", "delete_endpoint", "delete_model"]
-        + ["delete_artifact"] * len(files)
-    )
-    artifact_uri = "gs://my-bucket/models/keras-vit/1"
-    uploads = [s for s in steps if s["step"] == "upload_artifact"]
-    assert [s["target"] for s in uploads] == [f"{artifact_uri}/{f}" for f in files]
-    assert all(s["kwargs"]["if_generation_match"] == 0 for s in uploads)
-    assert {s["kwargs"]["filename"] for s in uploads} == {str(model_dir / f) for f in files}
-
-    upload = steps[names.index("upload_model")]
-    assert upload["call"] == "google.cloud.aiplatform.Model.upload"
-    assert upload["kwargs"]["artifact_uri"] == artifact_uri
-    # GPU accelerator -> the GPU build of the prebuilt container, from the europe repository.
-    version = PREBUILT_TF_VERSION.replace(".", "-")
+def test_dry_run_calls_order_and_arguments(capsys, model_dir) -> None:
+    calls = cli_plan(capsys, "--model-dir", str(model_dir), *GPU_ARGS)
+    assert [short(c) for c in calls] == [
+        "init", "Model.upload", "Endpoint.list", "Endpoint.create", "Endpoint.deploy",
+        "Endpoint.list_models", "client.VertexClient", "VertexClient.predict",
+        "Endpoint.undeploy", "Endpoint.delete", "Model.delete", "storage.Client",
+        "Client.list_blobs",
+    ]  # fmt: skip
+    by_name = {short(c): c for c in calls}
+    assert by_name["init"]["kwargs"] == {
+        "project": "my-project", "location": "europe-west4",
+        "staging_bucket": "gs://my-bucket/models",
+    }  # fmt: skip
+    upload = by_name["Model.upload"]
+    # The local version directory: Model.upload stages it under the staging bucket itself.
+    assert upload["kwargs"]["artifact_uri"] == str(model_dir)
+    # GPU accelerator -> the GPU build of the prebuilt container, from the europe repository
+    # (the URI as Vertex's "Prebuilt containers for inference" page lists it).
     assert upload["kwargs"]["serving_container_image_uri"] == (
-        f"europe-docker.pkg.dev/vertex-ai/prediction/tf2-gpu.{version}:latest"
+        "europe-docker.pkg.dev/vertex-ai/prediction/tf2-gpu.2-15:latest"
     )
-    deploy = steps[names.index("deploy")]
-    assert deploy["target"] == "${endpoint}"
-    assert deploy["kwargs"] == {
+    deploy_call = by_name["Endpoint.deploy"]
+    assert deploy_call["target"] == "${endpoint}"
+    assert deploy_call["kwargs"] == {
         "model": "${model}",
         "deployed_model_display_name": "keras-vit",
         "machine_type": "n1-standard-8",
@@ -92,36 +96,53 @@ def test_dry_run_plan_order_and_arguments(capsys, model_dir) -> None:
         "traffic_percentage": 100,
         "sync": True,
     }
-    assert steps[names.index("find_endpoint")]["kwargs"]["filter"] == 'display_name="vit"'
-    predict = steps[names.index("predict")]
-    assert predict["call"] == "serving.client.VertexClient.predict"
-    assert predict["target"] == "${endpoint.resource_name}"
-    undeploy = steps[names.index("undeploy")]
-    assert undeploy["kwargs"]["deployed_model_id"] == "${deployed_model_id}"
+    assert by_name["Endpoint.list"]["kwargs"]["filter"] == 'display_name="vit"'
+    assert by_name["client.VertexClient"]["args"] == ["${endpoint.resource_name}"]
+    (image,) = by_name["VertexClient.predict"]["kwargs"]["images"]
+    assert image.endswith(" bytes>")  # the generated smoke-test JPEG
+    assert by_name["Endpoint.undeploy"]["kwargs"]["deployed_model_id"] == "${deployed_model_id}"
+    # The files Model.upload staged go with the model.
+    assert by_name["Client.list_blobs"]["args"] == ["${staging_bucket}"]
+    assert by_name["Client.list_blobs"]["kwargs"] == {
+        "prefix": "vertex_ai_auto_staging/${timestamp}/"
+    }
 
 
 def test_cpu_custom_container_and_canary_split(capsys) -> None:
     image = "us-docker.pkg.dev/my-project/serving/keras-vit-serving:0.1.0"
-    steps = cli_plan(
+    calls = cli_plan(
         capsys, "--project", "my-project", "--region", "us-central1", "--endpoint-id", "123",
         "--container-image-uri", image, "--traffic-split", "0=10,4567=90",
         "--predict-image", __file__,
     )  # fmt: skip
-    names = [s["step"] for s in steps]
-    # The model is baked into our image: nothing to upload, no cleanup asked for.
-    assert names == ["init", "upload_model", "get_endpoint", "deploy", "predict"]
-    upload = steps[1]["kwargs"]
+    # The model is baked into our image: nothing to stage, no cleanup asked for.
+    assert [short(c) for c in calls] == [
+        "init", "Model.upload", "Endpoint", "Endpoint.deploy",
+        "Endpoint.list_models", "client.VertexClient", "VertexClient.predict",
+    ]  # fmt: skip
+    upload = calls[1]["kwargs"]
     assert upload["serving_container_image_uri"] == image
     assert "artifact_uri" not in upload
     assert upload["serving_container_predict_route"] == "/v1/models/vit:predict"
     assert upload["serving_container_health_route"] == "/v1/models/vit"
     assert upload["serving_container_ports"] == [8501]
-    assert steps[3]["kwargs"]["traffic_split"] == {"0": 10, "4567": 90}
-    assert "accelerator_type" not in steps[3]["kwargs"]
-    assert steps[4]["kwargs"] == {"images": [__file__]}
+    assert calls[2]["kwargs"] == {"endpoint_name": "123"}
+    assert calls[3]["kwargs"]["traffic_split"] == {"0": 10, "4567": 90}
+    assert "accelerator_type" not in calls[3]["kwargs"]
+    assert calls[6]["kwargs"] == {"images": [__file__]}
 
 
-def test_dry_run_needs_no_network_no_credentials_no_sdk(model_dir, tmp_path) -> None:
+def test_an_argument_the_sdk_does_not_take_fails_the_dry_run(model_dir) -> None:
+    # The recording SDK binds every call to the real signature, as the SDK itself would.
+    sdk = RecordingSdk()
+    with pytest.raises(TypeError, match="machine"):
+        sdk.aiplatform.Endpoint.create(display_name="vit", machine="n1-standard-4")
+    with pytest.raises(TypeError):
+        sdk.aiplatform.Model.upload(display_name="vit", artifact="models/vit/1")
+    assert [short(c) for c in sdk.calls] == []
+
+
+def test_dry_run_needs_no_network_no_credentials(model_dir, tmp_path) -> None:
     code = f"""
 import socket, sys
 def refuse(*args, **kwargs):
@@ -132,7 +153,6 @@ from keras_vit.cli import main
 rc = main(["deploy", "vertex", "--model-dir", {str(model_dir)!r}, *{list(GPU_ARGS)!r},
            "--dry-run"])
 assert rc == 0, rc
-assert "google.cloud.aiplatform" not in sys.modules
 """
     env = {"PATH": "/usr/bin:/bin", "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none")}
     result = subprocess.run(
@@ -188,29 +208,7 @@ def test_parse_traffic_split() -> None:
 # --- against the real google-cloud-aiplatform ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sdk():
-    aiplatform = pytest.importorskip(
-        "google.cloud.aiplatform", reason="google-cloud-aiplatform is not installed"
-    )
-    storage = pytest.importorskip("google.cloud.storage")
-    return aiplatform, storage
-
-
-@pytest.mark.parametrize("region", ["us-central1", "europe-west4", "asia-northeast1"])
-@pytest.mark.parametrize("gpu", [False, True])
-def test_container_uri_matches_the_sdk(sdk, region, gpu) -> None:
-    aiplatform, _ = sdk
-    expected = aiplatform.helpers.get_prebuilt_prediction_container_uri(
-        framework="tensorflow",
-        framework_version=PREBUILT_TF_VERSION,
-        region=region,
-        accelerator="gpu" if gpu else "cpu",
-    )
-    assert prebuilt_container_uri(region, gpu=gpu) == expected
-
-
-def test_prebuilt_version_is_the_newest_the_sdk_knows(sdk) -> None:
+def test_prebuilt_version_is_the_newest_the_sdk_knows() -> None:
     from google.cloud.aiplatform.constants import prediction
 
     versions = prediction._SERVING_CONTAINER_URI_MAP["us"]["tensorflow"]["cpu"].keys()
@@ -218,50 +216,12 @@ def test_prebuilt_version_is_the_newest_the_sdk_knows(sdk) -> None:
     assert PREBUILT_TF_VERSION == newest
 
 
-def _sdk_function(sdk, call: str):
-    aiplatform, storage = sdk
-    from serving.client import VertexClient
-
-    owners = {
-        "google.cloud.aiplatform": aiplatform,
-        "google.cloud.aiplatform.Model": aiplatform.Model,
-        "google.cloud.aiplatform.Endpoint": aiplatform.Endpoint,
-        "google.cloud.storage.Blob": storage.Blob,
-        "serving.client.VertexClient": VertexClient,
-    }
-    if call in owners and inspect.isclass(owners[call]):
-        return owners[call].__init__, True
-    owner, _, name = call.rpartition(".")
-    function = getattr(owners[owner], name)
-    is_method = inspect.isclass(owners[owner]) and not isinstance(
-        inspect.getattr_static(owners[owner], name), (classmethod, staticmethod)
-    )
-    return function, is_method
-
-
-def test_plan_arguments_bind_to_the_sdk_signatures(sdk, model_dir) -> None:
-    for container in (None, "us-docker.pkg.dev/p/r/keras-vit-serving:0.1.0"):
-        config = VertexDeployConfig(
-            project="my-project", region="us-central1", model_dir=model_dir,
-            bucket="gs://my-bucket/p", endpoint_name="vit", accelerator_type="NVIDIA_L4",
-            accelerator_count=1, service_account="sa@my-project.iam.gserviceaccount.com",
-            container_image_uri=container, cleanup=True,
-        )  # fmt: skip
-        for step in build_plan(config):
-            function, is_method = _sdk_function(sdk, step.call)
-            args = (object(),) if is_method else ()
-            try:
-                inspect.signature(function).bind(*args, **step.kwargs)
-            except TypeError as error:
-                pytest.fail(f"{step.call}{sorted(step.kwargs)}: {error}")
-
-
-def _fakes(sdk, *, existing_endpoint=False, predict_error=None):
-    aiplatform, storage = sdk
+def _fakes(*, existing_endpoint=False, predict_error=None):
     from serving.client import VertexClient
 
     model = mock.create_autospec(aiplatform.Model, instance=True)
     model.resource_name = "projects/1/locations/us-central1/models/77"
+    model.uri = "gs://my-bucket/models/vertex_ai_auto_staging/2026-12-07-10:00:00.000"
     endpoint = mock.create_autospec(aiplatform.Endpoint, instance=True)
     endpoint.resource_name = "projects/1/locations/us-central1/endpoints/55"
     endpoint.list_models.return_value = [
@@ -272,19 +232,14 @@ def _fakes(sdk, *, existing_endpoint=False, predict_error=None):
         init=mock.create_autospec(aiplatform.init),
         Model=mock.create_autospec(aiplatform.Model),
         Endpoint=mock.create_autospec(aiplatform.Endpoint),
+        helpers=aiplatform.helpers,
     )
     ai.Model.upload.return_value = model
     ai.Endpoint.list.return_value = [endpoint] if existing_endpoint else []
     ai.Endpoint.create.return_value = endpoint
-    blobs: dict[str, mock.MagicMock] = {}
-
-    def blob(name):
-        return blobs.setdefault(name, mock.create_autospec(storage.Blob, instance=True))
-
-    bucket = mock.create_autospec(storage.Bucket, instance=True)
-    bucket.blob.side_effect = blob
+    staged = [mock.create_autospec(storage.Blob, instance=True) for _ in range(3)]
     client = mock.create_autospec(storage.Client, instance=True)
-    client.bucket.return_value = bucket
+    client.list_blobs.return_value = staged
     store = SimpleNamespace(Client=mock.Mock(return_value=client))
     vertex = mock.create_autospec(VertexClient, instance=True)
     vertex.__enter__.return_value = vertex
@@ -293,12 +248,12 @@ def _fakes(sdk, *, existing_endpoint=False, predict_error=None):
         vertex.predict.side_effect = predict_error
     vertex_factory = mock.Mock(return_value=vertex)
     return SimpleNamespace(
-        ai=ai, model=model, endpoint=endpoint, blobs=blobs, bucket=client.bucket,
+        ai=ai, model=model, endpoint=endpoint, staged=staged, client=client,
         storage=store, vertex=vertex, vertex_factory=vertex_factory,
     )  # fmt: skip
 
 
-def _run(sdk, model_dir, fakes, **overrides):
+def _run(model_dir, fakes, **overrides):
     config = VertexDeployConfig(
         **(
             dict(
@@ -308,34 +263,17 @@ def _run(sdk, model_dir, fakes, **overrides):
             | overrides
         )
     )  # fmt: skip
-    return execute(
-        build_plan(config),
-        config,
-        aiplatform=fakes.ai,
-        storage=fakes.storage,
-        vertex_client=fakes.vertex_factory,
-        log=lambda line: None,
-    )
+    sdk = Sdk(fakes.ai, fakes.storage, fakes.vertex_factory)
+    return deploy(config, sdk, log=lambda line: None)
 
 
-def test_execute_runs_every_step_and_cleans_up(sdk, model_dir) -> None:
-    fakes = _fakes(sdk)
-    values = _run(sdk, model_dir, fakes)
-    files = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+def test_deploy_makes_every_call_and_cleans_up(model_dir) -> None:
+    fakes = _fakes()
+    done = _run(model_dir, fakes)
     fakes.ai.init.assert_called_once_with(
         project="my-project", location="us-central1", staging_bucket="gs://my-bucket/models"
     )
-    fakes.bucket.assert_called_with("my-bucket")
-    assert sorted(fakes.blobs) == [f"models/keras-vit/1/{f}" for f in files]
-    for relative in files:
-        blob = fakes.blobs[f"models/keras-vit/1/{relative}"]
-        blob.upload_from_filename.assert_called_once_with(
-            filename=str(model_dir / relative), if_generation_match=0
-        )
-        blob.delete.assert_called_once_with()
-    assert fakes.ai.Model.upload.call_args.kwargs["artifact_uri"] == (
-        "gs://my-bucket/models/keras-vit/1"
-    )
+    assert fakes.ai.Model.upload.call_args.kwargs["artifact_uri"] == str(model_dir)
     fakes.ai.Endpoint.create.assert_called_once()
     fakes.endpoint.deploy.assert_called_once()
     assert fakes.endpoint.deploy.call_args.kwargs["model"] is fakes.model
@@ -347,25 +285,38 @@ def test_execute_runs_every_step_and_cleans_up(sdk, model_dir) -> None:
     fakes.endpoint.undeploy.assert_called_once_with(deployed_model_id="42", sync=True)
     fakes.endpoint.delete.assert_called_once_with(force=False, sync=True)
     fakes.model.delete.assert_called_once_with(sync=True)
-    assert values["deployed_model_id"] == "42"
+    # The files Model.upload staged: listed under the model's URI and deleted.
+    fakes.client.list_blobs.assert_called_once_with(
+        "my-bucket", prefix="models/vertex_ai_auto_staging/2026-12-07-10:00:00.000/"
+    )
+    assert all(blob.delete.call_count == 1 for blob in fakes.staged)
+    assert done.deployed_model_id == "42" and done.created_endpoint
 
 
-def test_reused_endpoint_is_not_deleted(sdk, model_dir) -> None:
-    fakes = _fakes(sdk, existing_endpoint=True)
-    _run(sdk, model_dir, fakes)
+def test_reused_endpoint_is_not_deleted(model_dir) -> None:
+    fakes = _fakes(existing_endpoint=True)
+    _run(model_dir, fakes)
     fakes.ai.Endpoint.create.assert_not_called()
     fakes.endpoint.undeploy.assert_called_once()
     fakes.endpoint.delete.assert_not_called()
 
 
-def test_failed_prediction_still_cleans_up(sdk, model_dir) -> None:
-    fakes = _fakes(sdk, predict_error=RuntimeError("503 from the endpoint"))
+def test_failed_prediction_still_cleans_up(model_dir) -> None:
+    fakes = _fakes(predict_error=RuntimeError("503 from the endpoint"))
     with pytest.raises(RuntimeError, match="503"):
-        _run(sdk, model_dir, fakes)
+        _run(model_dir, fakes)
     fakes.endpoint.undeploy.assert_called_once_with(deployed_model_id="42", sync=True)
     fakes.endpoint.delete.assert_called_once()
     fakes.model.delete.assert_called_once()
-    assert all(blob.delete.called for blob in fakes.blobs.values())
+    assert all(blob.delete.called for blob in fakes.staged)
+
+
+def test_a_failed_cleanup_step_does_not_stop_the_others(model_dir) -> None:
+    fakes = _fakes()
+    fakes.endpoint.undeploy.side_effect = RuntimeError("undeploy timed out")
+    _run(model_dir, fakes)
+    fakes.endpoint.delete.assert_called_once()
+    fakes.model.delete.assert_called_once()
 
 
 def test_docstring_example_runs() -> None:
@@ -382,6 +333,6 @@ def test_endpoint_defaults_to_the_model_display_name(capsys, model_dir) -> None:
     args = ("--model-dir", str(model_dir), "--project", "my-project", "--region",
             "europe-west4", "--bucket", "gs://my-bucket")  # fmt: skip
     for extra, name in (((), "keras-vit"), (("--model-display-name", "vit"), "vit")):
-        steps = {s["step"]: s for s in cli_plan(capsys, *args, *extra)}
-        assert steps["find_endpoint"]["kwargs"]["filter"] == f'display_name="{name}"'
-        assert steps["create_endpoint"]["kwargs"]["display_name"] == name
+        calls = {short(c): c for c in cli_plan(capsys, *args, *extra)}
+        assert calls["Endpoint.list"]["kwargs"]["filter"] == f'display_name="{name}"'
+        assert calls["Endpoint.create"]["kwargs"]["display_name"] == name

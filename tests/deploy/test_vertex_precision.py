@@ -30,7 +30,10 @@ def version_dir(tmp_path, precision: str | None):
 
 def plan(capsys, *args: str) -> dict[str, dict]:
     assert main(["deploy", "vertex", *WHERE, *args, "--dry-run"]) == 0, capsys.readouterr().err
-    return {step["step"]: step["kwargs"] for step in json.loads(capsys.readouterr().out)["steps"]}
+    calls = json.loads(capsys.readouterr().out)["calls"]
+    names = {"Endpoint.deploy": "deploy", "Model.upload": "upload_model"}
+    by_call = {".".join(c["call"].split(".")[-2:]): c["kwargs"] for c in calls}
+    return {short: by_call[name] for name, short in names.items()}
 
 
 def test_settings_path_is_the_one_export_writes() -> None:

@@ -1,17 +1,22 @@
-"""``keras-vit deploy vertex train --dry-run``: the CustomJob plan of multi-worker fine-tuning,
-checked against google-cloud-aiplatform's real signatures and protos; the TF_CONFIG Vertex
-sets (chief + workers) makes exactly one chief."""
+"""``keras-vit deploy vertex train --dry-run``: the CustomContainerTrainingJob calls of
+multi-worker fine-tuning, bound to google-cloud-aiplatform's real signatures; the SDK's own
+split of the replicas into worker pools and protos; the TF_CONFIG Vertex sets (chief +
+workers) makes exactly one chief."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from types import SimpleNamespace
 
 import pytest
 
 from keras_vit.cli import main
-from serving.vertex_training import VertexTrainConfig, build_train_plan, gcs_fuse_path
+from serving.vertex_sdk import RecordingSdk
+from serving.vertex_training import VertexTrainConfig, gcs_fuse_path, train
+
+pytest.importorskip(
+    "google.cloud.aiplatform", reason="the vertex extra (google-cloud-aiplatform) is not installed"
+)
 
 ARGS = [
     "deploy", "vertex", "train", "--project", "my-project", "--region", "us-central1",
@@ -40,31 +45,52 @@ def _config(**changes) -> VertexTrainConfig:
     return VertexTrainConfig(**(fields | changes))
 
 
-def test_dry_run_builds_a_chief_pool_and_a_worker_pool(capsys) -> None:
+def test_dry_run_runs_one_container_job_on_every_replica(capsys) -> None:
     assert main(ARGS) == 0
-    plan = json.loads(capsys.readouterr().out)
-    assert [s["call"] for s in plan["steps"]] == [
+    calls = json.loads(capsys.readouterr().out)["calls"]
+    assert [c["call"] for c in calls] == [
         "google.cloud.aiplatform.init",
-        "google.cloud.aiplatform.CustomJob",
-        "google.cloud.aiplatform.CustomJob.run",
+        "google.cloud.aiplatform.CustomContainerTrainingJob",
+        "google.cloud.aiplatform.CustomContainerTrainingJob.run",
     ]
-    chief, workers = plan["steps"][1]["kwargs"]["worker_pool_specs"]
-    assert (chief["replica_count"], workers["replica_count"]) == (1, 2)
-    for pool in (chief, workers):
-        container = pool["container_spec"]
-        assert container["image_uri"].endswith("/keras-vit-train:0.1.0")
-        assert container["command"] == ["keras-vit"]
-        assert container["args"][:4] == [
-            "train",
-            "--strategy=multi_worker",
-            "--data=/gcs/my-bucket/flowers/train",
-            "--output=/gcs/my-bucket/runs/flowers",
-        ]
-        assert container["args"][4:] == ARGS[ARGS.index("--") + 1 :]
-        assert pool["machine_spec"]["accelerator_type"] == "NVIDIA_L4"
-    assert chief["container_spec"] == workers["container_spec"]  # every replica, one command
-    run = plan["steps"][2]
-    assert run["target"] == "${job}" and run["kwargs"]["restart_job_on_worker_restart"] is True
+    job = calls[1]["kwargs"]
+    assert job["container_uri"].endswith("/keras-vit-train:0.1.0")
+    assert job["command"] == ["keras-vit"]
+    run = calls[2]
+    assert run["target"] == "${job}"
+    assert run["kwargs"]["replica_count"] == 3
+    assert run["kwargs"]["args"][:4] == [
+        "train",
+        "--strategy=multi_worker",
+        "--data=/gcs/my-bucket/flowers/train",
+        "--output=/gcs/my-bucket/runs/flowers",
+    ]
+    assert run["kwargs"]["args"][4:] == ARGS[ARGS.index("--") + 1 :]
+    assert run["kwargs"]["accelerator_type"] == "NVIDIA_L4"
+    assert run["kwargs"]["restart_job_on_worker_restart"] is True
+
+
+def test_the_sdk_splits_the_replicas_into_a_chief_and_workers() -> None:
+    """What CustomContainerTrainingJob.run does with replica_count: the SDK's own pool specs,
+    checked against the API's protos (proto-plus rejects unknown fields and wrong types)."""
+    from google.cloud.aiplatform.utils import worker_spec_utils
+    from google.cloud.aiplatform_v1.types import custom_job
+
+    sdk = RecordingSdk()
+    train(_config(), sdk, log=lambda line: None)
+    run = sdk.calls[-1]["kwargs"]
+    pools = worker_spec_utils._DistributedTrainingSpec.chief_worker_pool(
+        replica_count=run["replica_count"],
+        machine_type=run["machine_type"],
+        accelerator_count=run["accelerator_count"],
+        accelerator_type=run["accelerator_type"],
+        boot_disk_type=run["boot_disk_type"],
+        boot_disk_size_gb=run["boot_disk_size_gb"],
+    ).pool_specs
+    assert [pool["replica_count"] for pool in pools] == [1, 2]  # the chief, then the workers
+    for pool in pools:
+        spec = custom_job.WorkerPoolSpec(**pool)
+        assert spec.machine_spec.accelerator_type.name == "NVIDIA_L4"
 
 
 @pytest.mark.parametrize(
@@ -78,8 +104,10 @@ def test_dry_run_builds_a_chief_pool_and_a_worker_pool(capsys) -> None:
     ],
 )
 def test_bad_configuration_is_explained(changes, message) -> None:
+    sdk = RecordingSdk()
     with pytest.raises(ValueError, match=message):
-        build_train_plan(_config(**changes))
+        train(_config(**changes), sdk, log=lambda line: None)
+    assert sdk.calls == []
 
 
 def test_cli_rejects_train_arguments_that_keras_vit_train_rejects(capsys) -> None:
@@ -93,23 +121,6 @@ def test_gcs_fuse_path() -> None:
     assert gcs_fuse_path("gs://bkt") == "/gcs/bkt"
     with pytest.raises(ValueError):
         gcs_fuse_path("s3://b/x")
-
-
-def test_plan_binds_to_the_sdk_signatures_and_protos() -> None:
-    aiplatform = pytest.importorskip(
-        "google.cloud.aiplatform", reason="google-cloud-aiplatform is not installed"
-    )
-    from google.cloud.aiplatform_v1.types import custom_job
-
-    init, create, run = build_train_plan(_config())
-    inspect.signature(aiplatform.init).bind(**init.kwargs)
-    inspect.signature(aiplatform.CustomJob.__init__).bind(object(), **create.kwargs)
-    inspect.signature(aiplatform.CustomJob.run).bind(object(), **run.kwargs)
-    for pool in create.kwargs["worker_pool_specs"]:
-        # proto-plus rejects unknown fields and wrong types, as the API would.
-        spec = custom_job.WorkerPoolSpec(**pool)
-        assert spec.container_spec.image_uri == pool["container_spec"]["image_uri"]
-        assert spec.machine_spec.accelerator_type.name == "NVIDIA_L4"
 
 
 def test_vertex_tf_config_makes_one_chief() -> None:
