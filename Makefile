@@ -22,6 +22,7 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt
 test: install $(CHECKOV_VENV)/bin/checkov $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # The UI test drives Debian's chromium with Playwright (Playwright's own browser
@@ -37,9 +38,11 @@ demo: install
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/serving/test_fuzz.py $(PYTEST_ARGS)
 
+## make lint: ruff, and import-linter's layer contracts (pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff check --fix .

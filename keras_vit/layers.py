@@ -7,6 +7,7 @@ exactly those from ``get_config()``. Model code uses ``keras.ops`` only.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -329,3 +330,13 @@ def interpolate_position_embedding(position_embedding, grid_size, num_prefix_tok
     grid = ops.image.resize(grid, (new_h, new_w), interpolation="bicubic", antialias=False)
     grid = ops.reshape(grid, (1, new_h * new_w, dim))
     return ops.convert_to_numpy(ops.concatenate([prefix, grid], axis=1))
+
+
+def pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``224`` or ``(224, 224)`` -> ``(224, 224)``: an image size as (height, width)."""
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"image_size must be an int or (height, width), got {size!r}")
+    return size

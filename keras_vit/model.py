@@ -12,6 +12,7 @@ from keras_vit.layers import (
     EncoderBlock,
     PatchEmbedding,
     PositionEmbedding,
+    pair,
 )
 from keras_vit.preprocessing import (
     DEFAULT_MEAN,
@@ -72,7 +73,7 @@ class ViTClassifier(keras.Model):
         dtype=None,
         **kwargs,
     ):
-        image_size = _pair(image_size)
+        image_size = pair(image_size)
         if image_size[0] % patch_size or image_size[1] % patch_size:
             raise ValueError(
                 f"image_size {image_size} is not a multiple of patch_size {patch_size}"
@@ -255,7 +256,7 @@ class ViTClassifier(keras.Model):
 
         With ``load_weights=True`` (the default) it loads the checkpoint the
         preset names in ``keras_vit.presets.CHECKPOINTS`` (from the Hugging Face
-        Hub or its cache; ``kwargs`` go to :func:`keras_vit.loading.load_pretrained`).
+        Hub or its cache; ``kwargs`` go to :meth:`from_pretrained`).
         A preset without a published checkpoint, or a checkpoint that cannot be
         fetched (offline), raises an error that says so.
 
@@ -280,9 +281,7 @@ class ViTClassifier(keras.Model):
                     f"Preset {preset!r} has no published checkpoint to load; pass "
                     f"load_weights=False for random weights. Presets with weights: {with_weights}"
                 )
-            from keras_vit.loading import load_pretrained
-
-            return load_pretrained(name, **kwargs)  # resolved to CHECKPOINTS[name]
+            return cls.from_pretrained(name, **kwargs)  # resolved to CHECKPOINTS[name]
         config.update(kwargs)
         if config.get("labels") is None and config.get("num_classes", 1000) == 1000:
             from keras_vit.imagenet import imagenet_1k_labels
@@ -294,11 +293,13 @@ class ViTClassifier(keras.Model):
     def from_pretrained(cls, source: str, **kwargs) -> ViTClassifier:
         """Loads a checkpoint: an HF directory or hub id, a Google ``.npz`` or a ``.keras`` file.
 
-        See :func:`keras_vit.loading.load_pretrained` for the options.
+        See :func:`keras_vit.convert.loader.load_checkpoint` for the options.
         """
-        from keras_vit.loading import load_pretrained
+        # Here, not at the top: the readers import h5py, safetensors and huggingface_hub,
+        # which building a model does not need.
+        from keras_vit.convert.loader import load_checkpoint
 
-        return load_pretrained(source, **kwargs)
+        return load_checkpoint(cls, source, **kwargs)
 
     def get_config(self):
         return {
@@ -329,12 +330,3 @@ class ViTClassifier(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"image_size must be an int or (height, width), got {size!r}")
-    return size
