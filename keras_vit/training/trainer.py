@@ -258,7 +258,8 @@ def train(
 
     # Before fit: a damaged newest backup falls back to the previous one, and the history
     # is cut to the epochs of the backup actually loaded. BackupError says what to do.
-    backup = backup_lib.restore(vit, backup_dir)
+    # --no-resume: no worker restores, whether or not the chief has deleted the backup yet.
+    backup = backup_lib.restore(vit, backup_dir) if config.resume else None
     if backup is not None:
         # Rows of epochs the backup does not hold are trained again: drop them.
         callbacks_lib.trim_history(os.path.join(output_dir, output.HISTORY_FILE), backup.epochs)
