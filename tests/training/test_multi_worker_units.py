@@ -34,3 +34,17 @@ def test_only_the_chief_writes_or_deletes_the_backup(tmp_path):
     chief = ResumableBackup(str(backup), is_chief=True, delete_checkpoint=True)
     chief.on_train_end()
     assert not backup.exists()
+
+
+def test_a_worker_says_it_waits_for_the_cluster(capsys):
+    from keras_vit.training.distribute import _announce_cluster
+
+    _announce_cluster(
+        {
+            "cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+            "task": {"type": "worker", "index": 1},
+        }
+    )
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("multi-worker: task worker 1 of 3 workers;")
+    assert "once every worker has started" in line
