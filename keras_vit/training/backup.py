@@ -195,12 +195,23 @@ def restore(model: keras.Model, directory: str) -> Backup | None:
         try:
             if not file_utils.exists(weights):
                 raise FileNotFoundError(f"{os.path.basename(weights)} is missing")
-            model.load_weights(weights)
+            _load_weights(model, weights)
         except Exception as error:  # noqa: BLE001 - h5py and Keras raise OSError, ValueError...
             skipped.append(f"the backup of epoch {epochs} does not load ({_first_line(error)})")
             continue
         return Backup(directory, epochs, batch, weights, skipped)
     raise BackupError(unusable_message(directory, "; ".join(skipped)))
+
+
+def _load_weights(model: keras.Model, path: str) -> None:
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    # Keras' ".weights.h5.bkp": load_weights goes by the name, so a copy that ends right.
+    with tempfile.TemporaryDirectory() as local:
+        copy = os.path.join(local, "previous.weights.h5")
+        file_utils.copy(path, copy)
+        model.load_weights(copy)
 
 
 def saved_epochs(directory: str) -> int | None:
@@ -230,9 +241,10 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     ``backup`` is what :func:`restore` loaded before ``fit`` (None: start
     from scratch), whose epochs ``fit`` skips; ``is_chief=False`` (another
-    worker of a cluster) restores but never writes or deletes. The backup is kept when training ends
-    (``delete_checkpoint=False``): the trainer deletes it once the model
-    directory is written, so that a stop in between loses no training.
+    worker of a cluster) restores but never writes or deletes. The backup is
+    kept when training ends (``delete_checkpoint=False``): the trainer deletes
+    it once the model directory is written, so that a stop in between loses
+    no training.
     """
 
     def __init__(
@@ -277,22 +289,20 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         name += ".weights.h5"
         final = _join(directory, name)
         if file_utils.is_remote_path(directory):
+            # Written locally, copied up under a temporary name, then renamed.
             with tempfile.TemporaryDirectory() as local:
-                partial = os.path.join(local, name)
-                self.model.save_weights(partial, overwrite=True)
+                self.model.save_weights(os.path.join(local, name), overwrite=True)
                 _hook("weights-partial")
-                file_utils.copy(partial, final + _PARTIAL)
+                file_utils.copy(os.path.join(local, name), final + _PARTIAL)
+            _replace(final + _PARTIAL, final)
         else:
-            # save_weights wants a name ending in .weights.h5: the partial one does too.
-            partial = _join(directory, _PARTIAL.lstrip(".") + "-" + name)
+            # save_weights wants a name ending in .weights.h5: the temporary one does too.
+            partial = _join(directory, "partial-" + name)
             self.model.save_weights(partial, overwrite=True)
             _hook("weights-partial")
             _fsync_file(partial)
             os.replace(partial, final)
-            partial = None
-        if partial is not None:
-            _replace(final + _PARTIAL, final)
-        _fsync_dir(directory)
+            _fsync_dir(directory)
         _hook("weights-written")
         current = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
         write_json_atomically(

@@ -202,7 +202,8 @@ def _drop_arrays(path):
 
 
 def _tiny_model():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    # Named: weights files find layers by name.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")], name="tiny")
     model.compile("adam", "mse")
     return model
 
@@ -231,3 +232,24 @@ def test_keras_backup_and_restore_still_ignores_its_bkp_copy_on_a_truncated_file
     _drop_arrays(tmp_path / "latest.weights.h5")
     with pytest.raises(ValueError, match="expected 2 variables, but received 0"):
         _tiny_model().fit(x, y, epochs=3, callbacks=[callback], verbose=0)
+
+
+def test_a_backup_in_keras_own_layout_is_restored_with_its_fallback(tmp_path):
+    """Backups written by Keras' BackupAndRestore (earlier keras-vit versions) still resume."""
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    keras_callback = keras.callbacks.BackupAndRestore(
+        str(tmp_path), double_checkpoint=True, delete_checkpoint=False
+    )
+    _tiny_model().fit(x, y, epochs=3, callbacks=[keras_callback], verbose=0)
+    model = _tiny_model()
+    model.optimizer.build(model.trainable_variables)
+    found = backup_lib.restore(model, str(tmp_path))
+    assert (found.epochs, found.skipped) == (3, [])
+    assert int(model.optimizer.iterations) == 3  # one step an epoch
+    _drop_arrays(tmp_path / "latest.weights.h5")
+    model = _tiny_model()
+    model.optimizer.build(model.trainable_variables)
+    found = backup_lib.restore(model, str(tmp_path))
+    assert found.epochs == 2 and found.weights.endswith(".bkp")
+    assert "the backup of epoch 3 does not load" in found.skipped[0]
+    assert int(model.optimizer.iterations) == 2
