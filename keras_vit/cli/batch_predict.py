@@ -94,6 +94,17 @@ def register(subparsers) -> None:
         help="one model copy per machine shared by the worker processes (Beam's "
         "share_model_across_processes): less memory, one process computing",
     )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar of the job's counters on stderr (default: when stderr is a "
+        "terminal and the runner is local; remote runners show counters in their own UI)",
+    )
+    progress.add_argument(
+        "--no-progress", "--quiet", dest="progress", action="store_false", help="no progress bar"
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -120,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         WorkerOptions,
     )
 
-    from serving.batch import pipeline
+    from serving.batch import pipeline, progress
     from serving.batch.model_dir import ModelDirError, resolve_model_dir
     from serving.batch.model_handler import QUIET_WORKERS
 
@@ -179,10 +190,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {model_dir}, runner {runner}, batch size {settings.batch_size}", flush=True)
     started = time.perf_counter()
     local = runner == LOCAL_RUNNER
+    show = local and (sys.stderr.isatty() if args.progress is None else args.progress)
+    live = progress.LiveCounters()
     try:
-        counts, state = pipeline.run(
-            settings, options, runner=pipeline.local_runner(options) if local else None
-        )
+        if show:
+            total = pipeline.count_inputs(args.input)
+            bar = progress.ProgressBar(live, total, enabled=True)
+            with progress.live_counters(live), bar:
+                counts, state = pipeline.run(
+                    settings, options, runner=pipeline.local_runner(options, progress.FREQUENCY)
+                )
+                bar.finish(counts)
+        else:
+            counts, state = pipeline.run(
+                settings, options, runner=pipeline.local_runner(options) if local else None
+            )
     except Exception as error:  # noqa: BLE001 - the runner's failure, in one message
         print(f"error: the pipeline failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
@@ -192,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
         f"{counts.dead_letters} dead letter{'' if counts.dead_letters == 1 else 's'} "
         f"({seconds:.1f} s, state {state})"
     )
+    print(progress.counts_table(counts, seconds))
     for name, files in pipeline.output_files(args.output).items():
         if files:
             shown = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"

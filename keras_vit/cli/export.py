@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    # Loading and exporting a large model take minutes: say what is going on (stderr, so
+    # that stdout stays the result).
+    loading = time.perf_counter()
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     try:
         model = _load(args.model)
     except (OSError, ValueError) as error:
@@ -150,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize:
         model.quantize(args.quantize)
     started = time.perf_counter()
+    print(
+        f"loaded in {started - loading:.1f} s; tracing the signatures and writing the "
+        "SavedModel ...",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BF16CPUWarning)  # printed above, once

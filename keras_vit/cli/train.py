@@ -17,8 +17,9 @@ examples:
   keras-vit train --model runs/flowers --data flowers/ --output runs/probe \\
       --freeze-backbone --unfreeze-at-epoch 2
 
-A killed run resumes from its last finished epoch when the same command is run
-again (the backup lives in OUTPUT/backup unless --backup-dir says otherwise).
+A stopped run (Ctrl-C, SIGTERM, even SIGKILL) resumes from its last finished
+epoch when the same command is run again (the backup lives in OUTPUT/backup
+unless --backup-dir says otherwise); --no-resume deletes it and starts over.
 """
 
 
@@ -158,6 +159,11 @@ def register(subparsers) -> None:
         "--backup-dir", help="BackupAndRestore directory (default OUTPUT/backup)"
     )
     run_group.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="delete the backup of an earlier run of this command and start over",
+    )
+    run_group.add_argument(
         "--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE bad epochs"
     )
     run_group.add_argument(
@@ -234,6 +240,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict, dict | None]:
         )
     if args.freeze_backbone:
         options["freeze_backbone"] = True
+    if args.no_resume:
+        options["resume"] = False
     if args.lora_rank is not None and args.lora_rank < 1:
         raise ValueError("--lora-rank must be at least 1")
     if args.unfreeze_at_epoch is not None:
@@ -275,19 +283,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from keras_vit.training.data import DataError
-    from keras_vit.training.trainer import train
+    from keras_vit.training.interrupt import Stopped, stop_on_signals, stopped_message
+    from keras_vit.training.trainer import TrainingConfig, train
 
     try:
-        result = train(
-            args.model,
-            args.data,
-            args.output,
-            preset=args.preset,
-            model_config=model_config,
-            validation_data=args.validation_data,
-            test_data=args.test_data,
-            **options,
-        )
+        with stop_on_signals():
+            result = train(
+                args.model,
+                args.data,
+                args.output,
+                preset=args.preset,
+                model_config=model_config,
+                validation_data=args.validation_data,
+                test_data=args.test_data,
+                **options,
+            )
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Stopped)
+        backup_dir = args.backup_dir or os.path.join(args.output, "backup")
+        epochs = options.get("epochs", TrainingConfig.epochs)
+        print(stopped_message(stop, backup_dir, epochs), file=sys.stderr, flush=True)
+        return stop.exit_status if isinstance(stop, Stopped) else 130
     except (DataError, ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

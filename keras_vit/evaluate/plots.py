@@ -1,4 +1,7 @@
-"""The report's figures, drawn with matplotlib and scikit-learn's displays, saved as PNG."""
+"""The report's figures, drawn with matplotlib and scikit-learn's displays, saved as PNG.
+
+Labels are drawn as the characters they hold (no mathtext, see keras_vit.plot_text).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from keras_vit.plot_text import display_label, save_figure
 
 # Beyond this many classes the cells are too small for their numbers.
 _MAX_ANNOTATED_CLASSES = 30
@@ -33,7 +38,9 @@ def confusion_matrix_png(matrix, labels: Sequence[str], path: Path, normalize: b
     side = min(4 + 0.45 * len(labels), 30)
     figure = _figure(side + 1, side)
     axes = figure.subplots()
-    display = ConfusionMatrixDisplay(matrix, display_labels=list(labels))
+    display = ConfusionMatrixDisplay(
+        matrix, display_labels=[display_label(label) for label in labels]
+    )
     display.plot(
         ax=axes,
         cmap="Blues",
@@ -43,7 +50,7 @@ def confusion_matrix_png(matrix, labels: Sequence[str], path: Path, normalize: b
         xticks_rotation="vertical",
     )
     axes.set_title("confusion matrix, " + ("normalised by true class" if normalize else "counts"))
-    figure.savefig(path, format="png")
+    save_figure(figure, path, format="png")
     return path
 
 
@@ -64,7 +71,7 @@ def reliability_png(correct, confidences, n_bins: int, ece: float, path: Path) -
     axes.set_xlabel("top-1 confidence")
     axes.set_ylabel("accuracy")
     axes.set_title(f"reliability diagram (ECE {ece:.4f}, {n_bins} bins)")
-    figure.savefig(path, format="png")
+    save_figure(figure, path, format="png")
     return path
 
 
@@ -83,9 +90,13 @@ def gallery_png(items: Sequence[tuple[bytes, str, str, float]], path: Path) -> P
     for axes, (data, true, predicted, score) in zip(grid.flat, items, strict=False):
         with Image.open(io.BytesIO(data)) as image:
             axes.imshow(np.asarray(image.convert("RGB")))
-        axes.set_title(f"true: {true}\npredicted: {predicted} ({score:.2f})", fontsize=9)
+        axes.set_title(
+            f"true: {display_label(true, 30)}\n"
+            f"predicted: {display_label(predicted, 30)} ({score:.2f})",
+            fontsize=9,
+        )
     figure.suptitle("most confident misclassifications")
-    figure.savefig(path, format="png")
+    save_figure(figure, path, format="png")
     return path
 
 
@@ -102,5 +113,5 @@ def latency_png(seconds: Sequence[float], path: Path, title: str) -> Path:
     axes.set_ylabel("requests")
     axes.set_title(title)
     axes.legend()
-    figure.savefig(path, format="png")
+    save_figure(figure, path, format="png")
     return path

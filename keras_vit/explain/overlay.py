@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_vit.plot_text import display_label, save_figure
+
 # Perceptually uniform, and readable in grey and by colour-blind readers.
 DEFAULT_COLORMAP = "inferno"
 DEFAULT_ALPHA = 0.5
@@ -69,9 +71,9 @@ def explanation_figure(
     figure = Figure(figsize=(8, 4), dpi=100, layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(1, 1))
     left.imshow(overlay_image(image, attention_map, alpha=alpha))
-    left.set_title(title)
+    left.set_title(display_label(title, 60))
     left.axis("off")
-    labels = [label for label, _ in top][::-1]
+    labels = [display_label(label) for label, _ in top][::-1]
     scores = [score for _, score in top][::-1]
     bars = right.barh(range(len(labels)), scores, color="#4c72b0")
     right.set_yticks(range(len(labels)), labels)
@@ -80,5 +82,5 @@ def explanation_figure(
     right.set_xlabel("probability")
     right.set_title(f"top-{len(top)}")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    save_figure(figure, buffer, format="png")  # labels drawn literally, never as mathtext
     return buffer.getvalue()

@@ -1,7 +1,8 @@
 """The callbacks of a training run: best checkpoint, history, backup, early stop, TensorBoard.
 
-All are Keras' own. What a resumed run needs beyond them lives in the
-trainer: it cuts ``history.csv`` back to the epochs the backup holds (so
+All are Keras' own, the backup through :mod:`keras_vit.training.backup`.
+What a resumed run needs beyond them lives in the trainer: it cuts
+``history.csv`` back to the epochs the backup holds (so
 ``CSVLogger(append=True)`` adds no duplicate rows) and starts
 ``ModelCheckpoint`` at the best value of the rows kept
 (``initial_value_threshold``).
@@ -10,11 +11,12 @@ trainer: it cuts ``history.csv`` back to the epochs the backup holds (so
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 
 import keras
+
+from keras_vit.training.backup import Backup, ResumableBackup
 
 BEST_WEIGHTS = "best.weights.h5"
 
@@ -66,17 +68,6 @@ def _epoch_of(line: str) -> float:
         return math.inf
 
 
-def backed_up_epochs(backup_dir: str) -> int | None:
-    """Epochs finished according to ``BackupAndRestore``'s metadata; None without a backup."""
-    try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            return int(json.load(f)["epoch"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
 def monitor_mode(monitor: str | None) -> str:
     return "max" if monitor is None or "acc" in monitor else "min"
 
@@ -105,6 +96,7 @@ def best_epoch(history: list[dict], monitor: str | None) -> tuple[int | None, fl
 def build_callbacks(
     output_dir: str,
     backup_dir: str | None,
+    backup: Backup | None = None,
     monitor: str | None = "val_accuracy",
     best_so_far: float | None = None,
     early_stopping_patience: int | None = None,
@@ -116,6 +108,7 @@ def build_callbacks(
     Last, because at the end of an epoch the history row and the best
     checkpoint must be on disk before the backup says the epoch is done: a
     kill in between then trains that epoch again (its row is cut on resume).
+    ``backup`` is the backup to resume from (loaded by ``backup.restore``).
     ``monitor=None`` keeps the last epoch; ``best_so_far`` is the best value of
     the epochs a resumed run already trained.
     """
@@ -149,6 +142,6 @@ def build_callbacks(
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
     if backup_dir:
-        # double_checkpoint: a kill while the backup is being written leaves the previous one.
-        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+        # Written atomically: a kill while the backup is being written leaves the previous one.
+        callbacks.append(ResumableBackup(backup_dir, backup))
     return callbacks

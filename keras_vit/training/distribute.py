@@ -55,9 +55,10 @@ def resolve_strategy(
                 '"task": {"type": "worker", "index": 0}}'
             )
         try:
-            json.loads(os.environ["TF_CONFIG"])
+            cluster_config = json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from error
+        _announce_cluster(cluster_config)
         patch_keras_for_multi_worker()  # keras-team/keras#20585: see multi_worker.py
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
@@ -67,6 +68,21 @@ def resolve_strategy(
                 f"operation in this process: {error}"
             ) from error
     raise ValueError(f"Unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+
+
+def _announce_cluster(tf_config) -> None:
+    """One line before the (silent) wait for the other workers of a cluster."""
+    if not isinstance(tf_config, dict):
+        return
+    cluster = tf_config.get("cluster") or {}
+    task = tf_config.get("task") or {}
+    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker") and v)
+    print(
+        f"multi-worker: task {task.get('type', '?')} {task.get('index', '?')} of {workers} "
+        "workers; training starts once every worker has started and connected (until then "
+        "nothing more is printed)",
+        flush=True,
+    )
 
 
 def worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:

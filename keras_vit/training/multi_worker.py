@@ -36,6 +36,8 @@ import keras
 import tensorflow as tf
 from packaging.version import Version
 
+from keras_vit.training.backup import ResumableBackup
+
 # Keras versions given the workaround: Keras 3 up to the installed 3.15, where both
 # failures were reproduced; the end is the first version not checked.
 AFFECTED_KERAS = (Version("3.0"), Version("3.16"))
@@ -117,41 +119,16 @@ PEER_LOST = (
 )
 
 
-class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` for a cluster: every worker restores, only the chief writes.
+def cluster_callbacks(callbacks: list, strategy, is_chief: bool) -> list:
+    """``callbacks``, the backup made chief-aware under a multi-worker strategy.
 
     All workers must resume from the same epoch and weights, so they all read
     the chief's backup directory (storage every worker sees: a shared volume,
     or ``gs://`` on Vertex AI); the others never write or delete it, which
     keeps two processes from writing one file.
     """
-
-    def __init__(self, backup_dir: str, is_chief: bool, **kwargs):
-        super().__init__(backup_dir, **kwargs)
-        self.is_chief = is_chief
-
-    def _save_model(self):
-        if self.is_chief:
-            super()._save_model()
-
-    def on_train_end(self, logs=None):
-        if self.is_chief:
-            super().on_train_end(logs)
-
-
-def cluster_callbacks(callbacks: list, strategy, is_chief: bool) -> list:
-    """``callbacks``, each ``BackupAndRestore`` made chief-aware under a multi-worker strategy."""
-    if not in_multi_worker_mode(strategy):
-        return list(callbacks)
-    swapped = []
-    for callback in callbacks:
-        if type(callback) is keras.callbacks.BackupAndRestore:
-            callback = ChiefBackupAndRestore(
-                callback.backup_dir,
-                is_chief,
-                save_freq=callback.save_freq,
-                double_checkpoint=callback.double_checkpoint,
-                delete_checkpoint=callback.delete_checkpoint,
-            )
-        swapped.append(callback)
-    return swapped
+    if in_multi_worker_mode(strategy):
+        for callback in callbacks:
+            if isinstance(callback, ResumableBackup):
+                callback.is_chief = is_chief
+    return list(callbacks)

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras_vit.loading import adapt_model, load_pretrained
 from keras_vit.model import ViTClassifier
 from keras_vit.presets import get_preset
+from keras_vit.training import backup as backup_lib
 from keras_vit.training import callbacks as callbacks_lib
 from keras_vit.training import multi_worker, output, sharding
 from keras_vit.training.curve import write_training_curve
@@ -62,7 +63,7 @@ class TrainingConfig:
     ``accuracy`` without validation data; ties go to the later epoch); None
     keeps the last epoch. ``backup_dir`` defaults to ``OUTPUT/backup``:
     running the same command again after a kill resumes from the last
-    finished epoch.
+    finished epoch; ``resume=False`` deletes the backup and starts over.
     """
 
     epochs: int = 10
@@ -95,6 +96,7 @@ class TrainingConfig:
     on_corrupt: str = "skip"
     seed: int = 0
     verbose: str | int = "auto"
+    resume: bool = True
 
     def __post_init__(self):
         if isinstance(self.augment, dict):
@@ -199,17 +201,8 @@ def train(
         config = dataclasses.replace(config, monitor=config.monitor[4:])
 
     backup_dir = shared_backup_dir
-    epochs_done = callbacks_lib.backed_up_epochs(backup_dir)
-    resuming = epochs_done is not None
-    if resuming:
-        # Rows of epochs the backup does not hold are trained again: drop them.
-        callbacks_lib.trim_history(os.path.join(output_dir, output.HISTORY_FILE), epochs_done)
-    else:
-        # A fresh run: no best checkpoint or history of an earlier run may leak into this one.
-        shutil.rmtree(os.path.join(output_dir, "checkpoints"), ignore_errors=True)
-        for name in (output.HISTORY_FILE, output.METRICS_FILE):
-            if os.path.exists(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
+    if not config.resume and is_chief and backup_lib.remove_backup(backup_dir):
+        print(f"Deleted the backup in {backup_dir} (--no-resume)")
     output.write_json(
         {**config.to_dict(), "model": _describe(model, preset, model_config), "labels": labels},
         os.path.join(output_dir, output.CONFIG_FILE),
@@ -263,6 +256,29 @@ def train(
             steps_per_execution=config.steps_per_execution,
         )
 
+    # Before fit: a damaged newest backup falls back to the previous one, and the history
+    # is cut to the epochs of the backup actually loaded. BackupError says what to do.
+    # --no-resume: no worker restores, whether or not the chief has deleted the backup yet.
+    backup = backup_lib.restore(vit, backup_dir) if config.resume else None
+    if backup is not None:
+        # Rows of epochs the backup does not hold are trained again: drop them.
+        callbacks_lib.trim_history(os.path.join(output_dir, output.HISTORY_FILE), backup.epochs)
+        for reason in backup.skipped:
+            print(f"Warning: {reason}; using the previous backup")
+        print(
+            f"Resuming from the backup in {backup_dir}: "
+            f"{backup.epochs} of {config.epochs} epochs done"
+        )
+    else:
+        # A fresh run: no best checkpoint or history of an earlier run may leak into this one.
+        if is_chief:
+            backup_lib.remove_backup(backup_dir)  # leftovers of a first backup never committed
+        shutil.rmtree(os.path.join(output_dir, "checkpoints"), ignore_errors=True)
+        for name in (output.HISTORY_FILE, output.METRICS_FILE):
+            if os.path.exists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        print(f"Starting a new run (no backup in {backup_dir})")
+
     eval_batch = max(config.batch_size, 1)
     val_ds = (
         eval_pipeline(
@@ -283,6 +299,7 @@ def train(
     all_callbacks = list(callbacks) + callbacks_lib.build_callbacks(
         output_dir,
         backup_dir,
+        backup,
         monitor=config.monitor,
         best_so_far=callbacks_lib.best_epoch(
             callbacks_lib.read_history(history_path), config.monitor
@@ -292,8 +309,6 @@ def train(
         unfreeze_at_epoch=config.unfreeze_at_epoch if config.freeze_backbone else None,
     )
     all_callbacks = multi_worker.cluster_callbacks(all_callbacks, strategy, is_chief)
-    if resuming:
-        print(f"Resuming from the backup in {backup_dir}")
     started = time.monotonic()
     try:
         vit.fit(
@@ -347,6 +362,9 @@ def train(
             }
     write_training_curve(history, os.path.join(output_dir, output.CURVE_FILE))
     output.write_json(results, os.path.join(output_dir, output.METRICS_FILE))
+    if is_chief:
+        # Only now: a stop before this point reruns no epoch (the backup says all are done).
+        backup_lib.remove_backup(backup_dir)
     return TrainResult(final, output_dir, history, results, labels)
 
 

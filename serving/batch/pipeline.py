@@ -36,6 +36,18 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 FORMATS = ("jsonl", "parquet")
 
 
+# Where in-process workers also report each count as it happens (the local runner's
+# in_memory mode, whose bundles report their counters only when they end):
+# serving/batch/progress.py installs a LiveCounters here while it shows a bar.
+LOCAL_PROGRESS: list = []
+
+
+def _count(counter, name: str) -> None:
+    counter.inc()
+    for live in LOCAL_PROGRESS:
+        live.tick(name)
+
+
 @dataclass
 class BatchSettings:
     """What ``keras-vit batch-predict`` was asked to do."""
@@ -71,7 +83,7 @@ class ReadImage(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
-        self.images_in.inc()
+        _count(self.images_in, IMAGES_IN)
         limit = self.max_file_bytes
         size = readable.metadata.size_in_bytes
         data, reason = b"", None
@@ -87,7 +99,7 @@ class ReadImage(beam.DoFn):
             if reason is None and len(data) > limit:  # it grew since it was matched
                 reason = _too_large(f"more than {limit}", limit)
         if reason is not None:
-            self.dead.inc()
+            _count(self.dead, DEAD)
             yield beam.pvalue.TaggedOutput(DEAD, records.dead_letter(path, reason))
         else:
             yield path, data
@@ -103,10 +115,10 @@ class SplitResults(beam.DoFn):
     def process(self, element):
         path, result = element
         if "error" in result:
-            self.dead.inc()
+            _count(self.dead, DEAD)
             yield beam.pvalue.TaggedOutput(DEAD, records.dead_letter(path, result["error"]))
         else:
-            self.predicted.inc()
+            _count(self.predicted, PREDICTED)
             yield records.prediction_row(path, result)
 
 
@@ -169,8 +181,11 @@ def run(settings: BatchSettings, options, runner=None) -> tuple[Counts, str]:
     return counts(result), str(state)
 
 
-def local_runner(options):
+def local_runner(options, progress_frequency: float | None = None):
     """Beam's Python ``FnApiRunner``, given the pipeline options its workers should see.
+
+    ``progress_frequency``: ask the workers for in-flight counters this often
+    (seconds; serving/batch/progress.py shows them).
 
     What Beam's ``DirectRunner`` falls back to, without its first attempt at the Prism
     runner (a binary it downloads, which cannot work offline). The options travel in
@@ -183,7 +198,10 @@ def local_runner(options):
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(info),
+        progress_request_frequency=progress_frequency,
+    )
 
 
 def counts(result) -> Counts:
@@ -196,6 +214,14 @@ def counts(result) -> Counts:
         if name in (IMAGES_IN, PREDICTED, DEAD):
             setattr(found, name, getattr(found, name) + int(value or 0))
     return found
+
+
+def count_inputs(pattern: str) -> int | None:
+    """How many files ``pattern`` matches (the progress bar's total); None if it cannot list."""
+    try:
+        return len(FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # noqa: BLE001 - the job reports listing errors itself
+        return None
 
 
 def existing_outputs(output: str) -> list[str]:

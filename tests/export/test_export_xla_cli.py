@@ -78,8 +78,10 @@ def test_cli_exports_a_keras_file_with_the_given_options(model_file, tmp_path, c
     argv = ["export", "--model", str(model_file), "--output", str(base), "--version", "3"]
     argv += ["--top-k", "2", "--max-pixels", "1000000"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"exported {base / '3'}" in out
+    # The slow steps are announced as they start (stderr: stdout stays the result).
+    assert err.index(f"loading {model_file} ...") < err.index("tracing the signatures")
     settings = json.loads((base / "3" / "assets.extra" / "keras_vit_export.json").read_text())
     assert settings["top_k"] == 2 and settings["max_pixels"] == 1_000_000
     assert not settings["with_probabilities"]

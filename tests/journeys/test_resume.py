@@ -56,12 +56,13 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
     pytest.importorskip("datasets", reason="the hf: source needs the datasets package")
     env = {**environment(), "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
     started, cpu = time.monotonic(), children_cpu()
+    stderr_path = tmp_path / "first.stderr"
     first = subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr_path.open("w"),
     )
     try:
         deadline = time.monotonic() + 180
@@ -78,10 +79,18 @@ def test_killed_fine_tune_resumes_and_finishes(checkpoints, photo_folder, tmp_pa
     journey.note("train (stopped by SIGTERM)", time.monotonic() - started, children_cpu() - cpu)
     done = _epochs_backed_up(run_dir / "backup")
     assert 1 <= done < EPOCHS and not (run_dir / "model.keras").exists()
+    # One line says what was saved and how to go on; the exit status is the shell's for SIGTERM.
+    assert first.returncode == 128 + signal.SIGTERM
+    stopped = [line for line in stderr_path.read_text().splitlines() if "Stopped by" in line]
+    assert stopped == [
+        f"Stopped by SIGTERM: epochs 1-{done} of {EPOCHS} are saved in {run_dir / 'backup'}; "
+        f"run the same command again to resume at epoch {done + 1}, or add --no-resume to "
+        "start over."
+    ]
 
     again = journey.run("train (same command)", *command[1:], timeout=240, env=env)
     log = again.stdout + again.stderr
-    assert "Resuming from the backup" in log
+    assert f"Resuming from the backup in {run_dir / 'backup'}: {done} of {EPOCHS}" in log
     epochs = [int(n) for n in re.findall(rf"^Epoch (\d+)/{EPOCHS}$", log, flags=re.MULTILINE)]
     assert epochs == list(range(done + 1, EPOCHS + 1)), log
     assert (run_dir / "model.keras").is_file() and not (run_dir / "backup").exists()
