@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import io
 import json
 import logging
 import threading
@@ -273,7 +274,9 @@ class PredictHandler(_Handler):
     def prepare(self):
         self.reservation = None
         self.predicting = False
-        self.chunks: list[bytes] = []
+        # Chunks are written into one buffer as they come; getvalue() hands that buffer
+        # over without a copy, so an upload takes about its own size, not twice it.
+        self.body = io.BytesIO()
         super().prepare()
         if self._finished:
             return
@@ -311,11 +314,11 @@ class PredictHandler(_Handler):
             self.refuse(HTTPStatus.SERVICE_UNAVAILABLE, self.ui.budget.refusal(length), close=True)
 
     def data_received(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
+        self.body.write(chunk)
 
     async def post(self) -> None:
-        image = b"".join(self.chunks)
-        self.chunks = []
+        image = self.body.getvalue()
+        self.body = None
         if self.ui.pending >= self.ui.max_pending:
             self.set_header("Retry-After", "1")
             self.refuse(
@@ -361,6 +364,6 @@ class PredictHandler(_Handler):
             self._release()
 
     def _release(self) -> None:
-        self.chunks = []
+        self.body = None
         if self.reservation is not None and self.ui.budget.release(self.reservation):
             self.ui.released(self.reservation.size)

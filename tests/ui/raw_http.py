@@ -103,10 +103,12 @@ class StubBackend:
 
     def __init__(self, delay: float = 0.0):
         self.delay = delay
+        self.calls = 0
 
     def answer(self, image: bytes):
         from keras_vit.ui.backends import Answer
 
+        self.calls += 1
         if not image.startswith(JPEG_MAGIC):
             raise ValueError("not a JPEG")
         time.sleep(self.delay)
