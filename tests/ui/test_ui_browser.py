@@ -141,6 +141,8 @@ def test_bad_uploads_get_clear_errors(model):
 
     def post(body: bytes, length: int | None = None):
         request = urllib.request.Request(ui.url + "api/predict", data=body, method="POST")
+        request.add_header("X-Keras-Vit-Token", ui.guard.token)  # a local script's request
+        request.add_header("Content-Type", "application/octet-stream")
         if length is not None:
             request.add_header("Content-Length", str(length))
         try:
@@ -268,7 +270,7 @@ def test_another_site_in_the_browser_cannot_use_the_page(browser):
     other = UIServer(StubBackend(), port=0).start()
     page = browser.new_page()
     try:
-        page.goto(other.url)
+        page.goto(other.url + "api/info")  # a document of that origin without the page's CSP
         shown = page.evaluate(ATTACK_JS, target.url)
     finally:
         page.close()
