@@ -42,6 +42,7 @@ def register(subparsers) -> None:
         "--upload-budget-mib",
         type=float,
         default=UPLOAD_BUDGET_MIB,
+        metavar="MIB",
         help=f"MiB of uploads all requests in flight may hold together; past it 503 "
         f"(default {UPLOAD_BUDGET_MIB:g}, at least {MAX_IMAGE_MIB:g}: one largest image)",
     )
@@ -49,6 +50,7 @@ def register(subparsers) -> None:
         "--upload-timeout",
         type=float,
         default=UPLOAD_TIMEOUT_S,
+        metavar="SECONDS",
         help=f"seconds an upload may take to arrive (default {UPLOAD_TIMEOUT_S:g})",
     )
     group = parser.add_argument_group("server")
