@@ -29,18 +29,28 @@ ARTIFACTS = Path(
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright per module: its sync API cannot run two at once in a thread."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(f"no chromium at {CHROMIUM} (`make test` installs Debian's chromium)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield playwright
+
+
+def _launch(playwright, *args: str):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *args]
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = _launch(playwright)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -280,34 +290,24 @@ def test_another_site_in_the_browser_cannot_use_the_page(browser):
     assert target.backend.calls == 0  # the simple POST reached the page and was refused
 
 
-def test_dns_rebinding_in_the_browser_gets_421():
+def test_dns_rebinding_in_the_browser_gets_421(playwright):
     """Chromium resolving evil.example to 127.0.0.1 (what a rebinding DNS server does)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        pytest.skip(f"no chromium at {CHROMIUM} (`make test` installs Debian's chromium)")
     from keras_vit.ui.app import UIServer
     from tests.ui.raw_http import StubBackend
 
     ui = UIServer(StubBackend(), port=0).start()
     try:
-        with sync_api.sync_playwright() as playwright:
-            rebinding = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                headless=True,
-                args=[
-                    "--no-sandbox",
-                    "--no-proxy-server",
-                    "--host-resolver-rules=MAP evil.example 127.0.0.1",
-                ],
-            )
-            try:
-                page = rebinding.new_page()
-                response = page.goto(f"http://evil.example:{ui.port}/")
-                status, text = response.status, page.text_content("body")
-                own = page.goto(f"http://localhost:{ui.port}/")  # the same browser, own name
-                own_status = own.status
-            finally:
-                rebinding.close()
+        rebinding = _launch(
+            playwright, "--no-proxy-server", "--host-resolver-rules=MAP evil.example 127.0.0.1"
+        )
+        try:
+            page = rebinding.new_page()
+            response = page.goto(f"http://evil.example:{ui.port}/")
+            status, text = response.status, page.text_content("body")
+            own = page.goto(f"http://localhost:{ui.port}/")  # the same browser, own name
+            own_status = own.status
+        finally:
+            rebinding.close()
     finally:
         ui.stop()
     assert status == 421 and "DNS rebinding" in text
