@@ -100,7 +100,12 @@ class UIServer:
         self.pending = 0  # predictions running or queued (event-loop thread only)
         self.sockets = tornado.netutil.bind_sockets(port, host)
         self.host, self.port = host, self.sockets[0].getsockname()[1]
-        self.guard = RequestGuard(host, self.port, allowed_hosts)
+        try:
+            self.guard = RequestGuard(host, self.port, allowed_hosts)
+        except ValueError:
+            for sock in self.sockets:
+                sock.close()
+            raise
         template = resources.files("keras_vit.ui").joinpath("page.html").read_bytes()
         self.page = template.replace(TOKEN_PLACEHOLDER, self.guard.token.encode())
         # The in-process model is not shared across threads: it runs on one.

@@ -319,6 +319,7 @@ def test_many_large_uploads_at_once_stay_within_the_budget():
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+        process.stdout.close()
     assert process.returncode == 0
 
 
