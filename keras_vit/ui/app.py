@@ -279,9 +279,7 @@ class PredictHandler(_Handler):
     def prepare(self):
         self.reservation = None
         self.predicting = False
-        # Chunks are written into one buffer as they come; getvalue() hands that buffer
-        # over without a copy, so an upload takes about its own size, not twice it.
-        self.body = io.BytesIO()
+        self.body: io.BytesIO | None = None
         super().prepare()
         if self._finished:
             return
@@ -317,9 +315,18 @@ class PredictHandler(_Handler):
         if self.reservation is None:
             self.set_header("Retry-After", "1")
             self.refuse(HTTPStatus.SERVICE_UNAVAILABLE, self.ui.budget.refusal(length), close=True)
+            return
+        # One buffer of the declared size, allocated once (what the budget reserved); the
+        # chunks are written into it and getvalue() hands it over without a copy. Growing
+        # it chunk by chunk could copy it on a realloc: twice the upload for a moment.
+        self.body = io.BytesIO()
+        self.body.seek(length - 1)
+        self.body.write(b"\0")
+        self.body.seek(0)
 
     def data_received(self, chunk: bytes) -> None:
-        self.body.write(chunk)
+        if self.body is not None:
+            self.body.write(chunk)
 
     async def post(self) -> None:
         image = self.body.getvalue()
