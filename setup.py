@@ -25,7 +25,8 @@ setup(
         "vertex": ["google-cloud-aiplatform>=2.7"],
         # keras-vit evaluate / explain: metrics, plots, progress bar.
         "evaluate": ["scikit-learn>=1.4", "matplotlib>=3.8", "tqdm>=4.66"],
-        # keras-vit ui: the page itself is standard library; overlays use matplotlib's colormaps.
+        # keras-vit ui: the page is served by tornado (requirements.txt); overlays use
+        # matplotlib's colormaps.
         "ui": ["matplotlib>=3.8"],
         # keras-vit batch-predict (docs/batch.md). Beam 2.77 needs protobuf < 7, and
         # grpcio-health-checking >= 1.82 needs protobuf >= 7: 1.81 is the newest that fits.

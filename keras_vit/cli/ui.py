@@ -2,14 +2,20 @@
 
 Drop or choose an image: the page shows the top-5 as bars and, when the model
 has an ``explain`` signature (``keras-vit export --with-explain``) or runs
-in-process, the attention-rollout overlay. Standard library HTTP, no
-external assets: it works offline.
+in-process, the attention-rollout overlay. No external assets: it works
+offline. The page answers only for its own address (``--allowed-host`` adds
+names) and takes predictions only from itself (docs/evaluate.md, "Security").
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+# The defaults of keras_vit/ui/app.py, here so --help does not import tornado.
+UPLOAD_BUDGET_MIB = 64
+MAX_IMAGE_MIB = 20
+UPLOAD_TIMEOUT_S = 60.0
 
 
 def register(subparsers) -> None:
@@ -23,6 +29,30 @@ def register(subparsers) -> None:
     which.add_argument("--model", help="in-process: checkpoint, .keras file or model directory")
     which.add_argument("--server", metavar="HOST:PORT", help="a served model (gRPC or REST)")
     parser.add_argument("--port", type=int, default=7860, help="page port (default 7860, 0: any)")
+    page = parser.add_argument_group("page limits and access")
+    page.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="also answer for this Host name (repeatable; e.g. behind `ssh -L` on another "
+        "port: localhost:9000); others get 421 (DNS rebinding)",
+    )
+    page.add_argument(
+        "--upload-budget-mib",
+        type=float,
+        default=UPLOAD_BUDGET_MIB,
+        metavar="MIB",
+        help=f"MiB of uploads all requests in flight may hold together; past it 503 "
+        f"(default {UPLOAD_BUDGET_MIB:g}, at least {MAX_IMAGE_MIB:g}: one largest image)",
+    )
+    page.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=UPLOAD_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"seconds an upload may take to arrive (default {UPLOAD_TIMEOUT_S:g})",
+    )
     group = parser.add_argument_group("server")
     group.add_argument(
         "--protocol",
@@ -38,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port must be in 0..65535, got {args.port}", file=sys.stderr)
         return 2
+    error = _limits_error(args)
+    if error:  # before the model loads, which takes a while
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from serving.client.errors import ServingError
 
     try:
@@ -48,7 +82,17 @@ def run(args: argparse.Namespace) -> int:
     from keras_vit.ui.app import UIServer
 
     try:
-        ui = UIServer(backend, port=args.port)
+        ui = UIServer(
+            backend,
+            port=args.port,
+            allowed_hosts=args.allowed_host,
+            upload_budget=int(args.upload_budget_mib * 1024 * 1024),
+            upload_timeout=args.upload_timeout,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        backend.close()
+        return 2
     except OSError as error:
         print(f"error: cannot listen on 127.0.0.1:{args.port}: {error}", file=sys.stderr)
         backend.close()
@@ -59,9 +103,25 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        ui.httpd.server_close()
+        ui.close()
         backend.close()
     return 0
+
+
+def _limits_error(args: argparse.Namespace) -> str | None:
+    from keras_vit.ui.guard import split_host
+
+    if not args.upload_budget_mib >= MAX_IMAGE_MIB:
+        return (
+            f"--upload-budget-mib must be at least {MAX_IMAGE_MIB} (one image of the largest "
+            f"size), got {args.upload_budget_mib:g}"
+        )
+    if not args.upload_timeout > 0:
+        return f"--upload-timeout must be positive, got {args.upload_timeout:g}"
+    for name in args.allowed_host:
+        if split_host(name) is None:
+            return f"--allowed-host {name!r} is not NAME or NAME:PORT"
+    return None
 
 
 def make_backend(args: argparse.Namespace):

@@ -25,6 +25,9 @@ class ServerBackend:
     (``keras-vit export --with-explain``) when the served model has one.
     """
 
+    # Predictions the page runs at once: the client is thread-safe and the server batches.
+    concurrency = 4
+
     def __init__(self, client):
         self.client = client
         self.has_explain = EXPLAIN_SIGNATURE in client.signatures()
@@ -46,6 +49,8 @@ class LocalBackend:
     """A ``ViTClassifier`` in this process; always explains (attention rollout)."""
 
     has_explain = True
+    # One prediction at a time: the model is not shared across threads.
+    concurrency = 1
 
     def __init__(self, model, top_k: int = 5, max_pixels: int = 40_000_000):
         from keras_vit.explain.explainer import Explainer

@@ -29,18 +29,28 @@ ARTIFACTS = Path(
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright per module: its sync API cannot run two at once in a thread."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(f"no chromium at {CHROMIUM} (`make test` installs Debian's chromium)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield playwright
+
+
+def _launch(playwright, *args: str):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *args]
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = _launch(playwright)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +151,8 @@ def test_bad_uploads_get_clear_errors(model):
 
     def post(body: bytes, length: int | None = None):
         request = urllib.request.Request(ui.url + "api/predict", data=body, method="POST")
+        request.add_header("X-Keras-Vit-Token", ui.guard.token)  # a local script's request
+        request.add_header("Content-Type", "application/octet-stream")
         if length is not None:
             request.add_header("Content-Length", str(length))
         try:
@@ -234,3 +246,70 @@ def test_ui_command_serves_on_loopback(model, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
     assert process.returncode == 0
+
+
+# What another site open in the same browser tries against the page: a simple (no
+# preflight) POST, a POST with a guessed token (needs a preflight), reading the API.
+ATTACK_JS = """
+async (target) => {
+  const out = {};
+  try {
+    await fetch(target + "api/predict", {method: "POST", mode: "no-cors",
+      headers: {"Content-Type": "text/plain"}, body: "\\xff\\xd8\\xff not a photo"});
+    out.simple = "sent";
+  } catch (error) { out.simple = "blocked"; }
+  try {
+    await fetch(target + "api/predict", {method: "POST", body: "x",
+      headers: {"X-Keras-Vit-Token": "guess", "Content-Type": "application/octet-stream"}});
+    out.with_token = "answered";
+  } catch (error) { out.with_token = "blocked"; }
+  try {
+    out.read = JSON.stringify(await (await fetch(target + "api/info")).json());
+  } catch (error) { out.read = "blocked"; }
+  return out;
+}
+"""
+
+
+def test_another_site_in_the_browser_cannot_use_the_page(browser):
+    """A page of another origin (here: another port on 127.0.0.1) in the same browser."""
+    from keras_vit.ui.app import UIServer
+    from tests.ui.raw_http import StubBackend
+
+    target = UIServer(StubBackend(), port=0).start()
+    other = UIServer(StubBackend(), port=0).start()
+    page = browser.new_page()
+    try:
+        page.goto(other.url + "api/info")  # a document of that origin without the page's CSP
+        shown = page.evaluate(ATTACK_JS, target.url)
+    finally:
+        page.close()
+        other.stop()
+        target.stop()
+    assert shown == {"simple": "sent", "with_token": "blocked", "read": "blocked"}
+    assert target.backend.calls == 0  # the simple POST reached the page and was refused
+
+
+def test_dns_rebinding_in_the_browser_gets_421(playwright):
+    """Chromium resolving evil.example to 127.0.0.1 (what a rebinding DNS server does)."""
+    from keras_vit.ui.app import UIServer
+    from tests.ui.raw_http import StubBackend
+
+    ui = UIServer(StubBackend(), port=0).start()
+    try:
+        rebinding = _launch(
+            playwright, "--no-proxy-server", "--host-resolver-rules=MAP evil.example 127.0.0.1"
+        )
+        try:
+            page = rebinding.new_page()
+            response = page.goto(f"http://evil.example:{ui.port}/")
+            status, text = response.status, page.text_content("body")
+            own = page.goto(f"http://localhost:{ui.port}/")  # the same browser, own name
+            own_status = own.status
+        finally:
+            rebinding.close()
+    finally:
+        ui.stop()
+    assert status == 421 and "DNS rebinding" in text
+    assert ui.guard.token not in text
+    assert own_status == 200
