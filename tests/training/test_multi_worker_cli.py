@@ -180,7 +180,9 @@ def _chief_probabilities(model_file: Path, image: Path) -> np.ndarray:
     import keras
     from PIL import Image
 
-    model = keras.saving.load_model(model_file)
+    from keras_vit import load_pretrained
+
+    model = load_pretrained(model_file)
     pixels = np.asarray(Image.open(image).convert("RGB"), dtype="float32")[None]
     logits = keras.ops.convert_to_numpy(model(pixels))[0].astype("float64")
     probabilities = np.exp(logits - logits.max())
