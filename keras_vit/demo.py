@@ -29,6 +29,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The digits recipe's bar (docs/training.md): below it the demo fails, it does not just warn.
+MIN_ACCURACY = 0.95
+
 
 def _step(number: int, text: str) -> None:
     print(f"\n=== {number}. {text}", flush=True)
@@ -56,8 +59,11 @@ def sample_photos() -> dict[str, bytes]:
     return out
 
 
-def train_digits(workdir: Path):
-    """Writes the digits image folder and trains the ``digits`` recipe from scratch."""
+def train_digits(workdir: Path, epochs: int | None = None):
+    """Writes the digits image folder and trains the ``digits`` recipe from scratch.
+
+    ``epochs`` replaces the recipe's (a hidden option, for the test of the failure path).
+    """
     from keras_vit.training.digits import write_digits
     from keras_vit.training.recipes import get_recipe
     from keras_vit.training.trainer import train
@@ -66,6 +72,8 @@ def train_digits(workdir: Path):
     print(f"digits: {folder.num_train} training and {folder.num_test} held-out PNG files "
           f"in {folder.root}")  # fmt: skip
     recipe = get_recipe("digits")
+    if epochs is not None:
+        recipe["training"]["epochs"] = epochs
     result = train(
         data=folder.train_dir,
         output_dir=workdir / "model",
@@ -110,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint to load instead of training on digits")
     parser.add_argument("--workdir", type=Path, default=Path("demo_output"))
     parser.add_argument("--model-name", default="vit", help="served model name")
+    # Hidden: shortens the digits training (tests/test_demo.py checks the failure path).
+    parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         digits = None
     else:
         _step(1, "Train a small ViT from scratch on scikit-learn's digits (offline default)")
-        model, digits = train_digits(args.workdir)
+        model, digits = train_digits(args.workdir, args.epochs)
     print(f"model: {model.count_params():,} parameters, {len(model.labels)} classes, "
           f"{model.image_size[0]}x{model.image_size[1]} px")  # fmt: skip
 
@@ -204,8 +214,14 @@ def _query(server: LocalServer, args, model, digits) -> int:
             top = ", ".join(f"{label} {score:.3f}" for label, score in prediction.top_k)
             print(f"  {name:14s} {top}")
         client.close()
-    if accuracy and min(accuracy.values()) < 0.95:
-        print("warning: held-out accuracy below 95%", file=sys.stderr)
+    if accuracy and min(accuracy.values()) < MIN_ACCURACY:
+        worst = min(accuracy, key=accuracy.get)
+        print(
+            f"error: held-out accuracy through the server ({worst}) is "
+            f"{accuracy[worst]:.2%}, below the demo's bar of {MIN_ACCURACY:.0%}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -1,20 +1,36 @@
-"""`make demo`'s job, end to end, on a given checkpoint (the digits training is tested
-in tests/training): load → export → local server → gRPC and REST clients → stop."""
+"""`make demo`'s job, end to end: the default (train on digits → export → local server →
+held-out accuracy through gRPC and REST → photos → stop) and with a given checkpoint."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from keras_vit import ViTClassifier
+import numpy as np
+import pytest
+
+from keras_vit import ViTClassifier, demo
+from keras_vit.demo import MIN_ACCURACY
 from tests.conftest import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
 
 
+def _expected_probabilities(model, photos) -> np.ndarray:
+    """The model's own softmax on the photos, decoded as the exported graph decodes them."""
+    import tensorflow as tf
+
+    from serving.decode import decode_images
+
+    pixels = decode_images(tf.constant(list(photos.values())), model.image_size)
+    return tf.nn.softmax(model(pixels)).numpy()
+
+
 def test_demo_exports_serves_and_queries_a_given_model(tmp_path):
     model_path = tmp_path / "tiny.keras"
-    ViTClassifier(**TINY_CONFIG, labels=LABELS).save(model_path)
+    model = ViTClassifier(**TINY_CONFIG, labels=LABELS)
+    model.save(model_path)
     done = subprocess.run(
         [sys.executable, "-m", "keras_vit.demo", "--model", str(model_path),
          "--workdir", str(tmp_path / "work")],
@@ -31,10 +47,67 @@ def test_demo_exports_serves_and_queries_a_given_model(tmp_path):
     assert [name for name, _ in rows] == [
         "chelsea.jpg", "astronaut.jpg", "coffee.jpg", "china.jpg", "flower.jpg"
     ]  # fmt: skip
-    for _, top in rows:
+    expected = _expected_probabilities(model, demo.sample_photos())
+    for (_, top), probabilities in zip(rows, expected, strict=True):
         pairs = [pair.split() for pair in top.split(", ")]
         assert len(pairs) == 5 and all(label in LABELS for label, _ in pairs)
         scores = [float(score) for _, score in pairs]
         assert scores == sorted(scores, reverse=True)
+        # The values are the model's: each printed score (3 decimals) is that label's
+        # probability, and the two labels left out score no higher than the fifth.
+        for label, score in zip((label for label, _ in pairs), scores, strict=True):
+            assert abs(probabilities[LABELS.index(label)] - score) <= 1e-3, (label, score)
+        left_out = [p for label, p in zip(LABELS, probabilities, strict=True)
+                    if label not in {label for label, _ in pairs}]  # fmt: skip
+        assert max(left_out) <= scores[-1] + 1e-3
     assert grpc_part.strip() == rest_part.strip()
     assert "server exited with status 0" in out
+
+
+def _run_demo(tmp_path, *options):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_vit.demo", "--workdir", str(tmp_path / "work"), *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+
+
+def _accuracies(out: str) -> dict[str, float]:
+    """{protocol: accuracy} from lines like ``grpc: 352/359 correct = 98.05% held-out ...``,
+    checking that each percentage is the printed count's."""
+    found = {}
+    for protocol, hits, total, percent in re.findall(
+        r"^(grpc|rest) *: (\d+)/(\d+) correct = ([\d.]+)% held-out accuracy through the server",
+        out,
+        re.M,
+    ):
+        assert int(total) == 359  # every held-out digit was sent
+        assert float(percent) == pytest.approx(100 * int(hits) / int(total), abs=0.005)
+        found[protocol] = int(hits) / int(total)
+    assert set(found) == {"grpc", "rest"}, out[-3000:]
+    return found
+
+
+def test_default_demo_trains_serves_and_meets_its_accuracy_bar(tmp_path):
+    """The headline path, as `make demo` runs it: no options at all."""
+    done = _run_demo(tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    accuracy = _accuracies(done.stdout)
+    print(f"held-out accuracy through the server: {accuracy}")
+    # One model, one set of files: both protocols see the same predictions.
+    assert accuracy["grpc"] == accuracy["rest"] >= MIN_ACCURACY
+    assert "below the demo's bar" not in done.stderr
+    assert "server exited with status 0" in done.stdout
+
+
+def test_demo_below_its_accuracy_bar_fails_with_a_clear_message(tmp_path):
+    """One epoch (the hidden --epochs) lands far below 95%: exit status 1, server stopped."""
+    done = _run_demo(tmp_path, "--epochs", "1")
+    accuracy = _accuracies(done.stdout)
+    assert max(accuracy.values()) < MIN_ACCURACY
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(
+        r"error: held-out accuracy through the server \((grpc|rest)\) is [\d.]+%, "
+        r"below the demo's bar of 95%",
+        done.stderr,
+    )
+    assert "server exited with status 0" in done.stdout

@@ -3,6 +3,7 @@
 import doctest
 import inspect
 
+import keras
 import numpy as np
 import pytest
 
@@ -52,11 +53,16 @@ def test_get_config_returns_the_constructor_arguments(cls, args, shape):
     assert tuple(out.shape) == tuple(layer.compute_output_shape(shape))
     config = layer.get_config()
     own = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    for key in own:
-        expected = args[key] if key in args else inspect.signature(cls.__init__).parameters[key]
+    # Keras's own Layer arguments (name, dtype, trainable...) are Keras's to serialise.
+    base = set(inspect.signature(keras.layers.Layer.__init__).parameters)
+    for key in own & base:
+        assert key in config, key
+    for key in own - base:
+        default = inspect.signature(cls.__init__).parameters[key].default
+        assert key in args or default is not inspect.Parameter.empty, key
+        expected = args[key] if key in args else default  # an argument left out: its default
         assert key in config
-        if key in args:
-            assert config[key] == (tuple(expected) if isinstance(expected, list) else expected)
+        assert config[key] == (tuple(expected) if isinstance(expected, list) else expected), key
     clone = cls.from_config(config)
     assert clone.get_config() == config
 

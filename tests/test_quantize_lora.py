@@ -71,9 +71,12 @@ def _served_probabilities(model, base_path, images: np.ndarray) -> np.ndarray:
 
 
 def test_int8_quantize_right_after_loading_exports_and_serves(tmp_path):
+    import keras
+
     from keras_vit import ViTClassifier, load_pretrained
     from keras_vit.convert import save_npz
 
+    keras.utils.set_random_seed(0)  # one fixed model: its int8 error is a measured number
     save_npz(ViTClassifier(**TINY_CONFIG), tmp_path / "tiny.npz")
     model = load_pretrained(tmp_path / "tiny.npz")
     images = _images()
@@ -89,7 +92,9 @@ def test_int8_quantize_right_after_loading_exports_and_serves(tmp_path):
     logits = np.asarray(model(images))
     assert not np.array_equal(logits, float_logits)  # the int8 kernels are really used
     scale = np.abs(float_logits).max()
-    assert np.abs(logits - float_logits).max() < 0.1 * scale  # and still the same function
+    # And still the same function: int8 weights move the logits by 1.36% of their largest
+    # magnitude for this model (1.35-3.2% over 12 unseeded ones); 3% leaves 2x headroom.
+    assert np.abs(logits - float_logits).max() < 0.03 * scale
 
     served = _served_probabilities(model, tmp_path / "models" / "vit", images)
     np.testing.assert_allclose(served, _softmax(logits), atol=1e-5)

@@ -158,6 +158,8 @@ SUBSTITUTIONS = [
     (r"^((?:\S+=\S+ )*keras-vit train\b[^#]*?)(\s*#.*)?$", r"\1 --epochs 1\2"),
     (r"\bepochs=\d+", "epochs=1"),
     # ViT-B/16 with random weights is 330 MB to build and save: the same call on ViT-Ti/16.
+    # This changes what the block shows (its "86,567,656 params" are B/16's), so
+    # test_readme_shown_outputs checks that count on B/16 itself.
     (r'from_preset\("B/16", load_weights=False\)', 'from_preset("Ti/16", load_weights=False)'),
     # A README comment that tells the reader to start the server, done for them.
     (r"^# ((?:keras-vit serve|python -m serving\.server)\b.*)$", r"_docs_start_server('\1')"),
@@ -608,3 +610,44 @@ def test_extraction_finds_blocks_headings_and_continuations():
     ]
     assert find_skip("kubectl apply -k x", "command").reason == "needs a Kubernetes cluster"
     assert find_skip("keras-vit deploy vertex --project p --dry-run", "command") is None
+
+
+# Outputs the README's Python blocks show in their comments (``# 'Egyptian cat'``, a
+# parameter count): each pattern is checked by its function, or says why it cannot be.
+def _b16_parameter_count(shown: str) -> None:
+    from keras_vit import ViTClassifier
+
+    count = ViTClassifier.from_preset("B/16", load_weights=False).count_params()
+    assert count == int(shown.replace(",", "")), f"README shows {shown}, B/16 has {count:,}"
+
+
+SHOWN_OUTPUTS = {
+    r"random weights, ([\d,]+) params": _b16_parameter_count,
+    r"# '(Egyptian cat)'": (
+        "the real google/vit-base-patch16-224 weights' top-1 for the cat photo: offline the "
+        "hub id is a tiny random checkpoint (readme_fixtures.py), so the block runs and prints "
+        "another label; tests/convert/test_golden_vit_b16.py asserts 'Egyptian cat' on a cat "
+        "photo with the real weights where KERAS_VIT_GOLDEN_DIR provides them"
+    ),
+}
+SHOWN = re.compile(r"#\s*'[^']+'|[\d,]{5,} params")  # what counts as a shown output
+
+
+def test_readme_shown_outputs():
+    """Every output a README Python block shows is compared, or its reason is stated."""
+    lines = [
+        line
+        for block in extract_blocks((ROOT / "README.md").read_text(), "README.md")
+        if block.language in PYTHON
+        for line in block.text.splitlines()
+        if SHOWN.search(line)
+    ]
+    assert len(lines) >= 2
+    for line in lines:
+        matches = [(p, c) for p, c in SHOWN_OUTPUTS.items() if re.search(p, line)]
+        assert matches, f"the README shows an output nobody checks: {line!r}"
+        for pattern, check in matches:
+            if callable(check):
+                check(re.search(pattern, line).group(1))
+            else:
+                print(f"not compared here: {line.strip()!r}: {check}")

@@ -15,10 +15,9 @@ import keras
 import numpy as np
 import pytest
 from hf_reference import CLASSIFIERS, HF_FOLDERS, reference, spec
+from parity import TOLERANCE
 
 from keras_vit import ViTClassifier, load_pretrained
-
-TOLERANCE = 1e-4  # fp32, the acceptance bar of issue 2
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from hf_reference import HF_FOLDERS, reference
+from parity import TOLERANCE
 
 from keras_vit import load_pretrained
 
@@ -32,7 +33,7 @@ def test_interpolated_logits_match_tf_vit(hf_reference, folder):
         f"{folder} 32->48 px: max|ours - TFViT| = {diff_tf:.2e}, "
         f"max|ours - PT ViT (torch bicubic)| = {diff_pt:.2e}"
     )
-    assert diff_tf <= 1e-4
+    assert diff_tf <= TOLERANCE
     # Same grid, other cubic kernel: close but not equal.
     assert diff_pt < 0.1
 

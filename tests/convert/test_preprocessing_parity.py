@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 from hf_reference import reference, spec
+from parity import TOLERANCE
 
 from keras_vit import ViTImagePreprocessor, load_pretrained
 
@@ -90,4 +91,4 @@ def test_network_on_hf_pixels_matches_hf_logits(hf_reference, photo):
     logits = keras.ops.convert_to_numpy(model(raw.astype("float32")))
     diff = float(np.abs(logits - ref[f"photo_{photo}_logits_pt"]).max())
     print(f"{photo}: HF pixels through our network: max |logit diff| = {diff:.2e}")
-    assert diff <= 1e-4
+    assert diff <= TOLERANCE

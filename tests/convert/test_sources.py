@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 from hf_reference import reference
+from parity import TOLERANCE
 
 from keras_vit import ViTClassifier, load_pretrained
 from keras_vit.convert import CheckpointError
@@ -56,7 +57,8 @@ def test_weights_file_path_inside_hf_directory(hf_reference):
     for file in ("pt/model.safetensors", "tf_h5/tf_model.h5", "pt/config.json"):
         model = load_pretrained(hf_reference / NAME / file)
         assert (
-            np.abs(_logits(model, images) - reference(hf_reference, NAME)["logits_tf"]).max() < 1e-4
+            np.abs(_logits(model, images) - reference(hf_reference, NAME)["logits_tf"]).max()
+            <= TOLERANCE
         )
 
 

@@ -29,7 +29,6 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(exported):
-    pytest.importorskip("serving.server.server", reason="the local model server is not available")
     from serving.server.options import ServerOptions
     from serving.server.server import Server
 

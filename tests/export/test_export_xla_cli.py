@@ -91,6 +91,17 @@ def test_cli_exports_a_keras_file_with_the_given_options(model_file, tmp_path, c
     outputs = saved_model.meta_graphs[0].signature_def["serving_default"].outputs
     assert set(outputs) == {"label", "score", "top_k_labels", "top_k_scores"}
     assert [d.size for d in outputs["top_k_labels"].tensor_shape.dim] == [-1, 2]
+    # --max-pixels is enforced by the exported graph: an image of exactly N pixels is
+    # classified, one of N + 1000 pixels is refused (before it is decoded).
+    import tensorflow as tf
+
+    graph = SessionModel(base / "3")
+    gray = np.full((1000, 1000, 3), 128, np.uint8)
+    answer = graph.run("serving_default", image_bytes=np.array([encode(gray, "PNG")]))
+    assert answer["label"][0].decode() in LABELS
+    too_big = np.array([encode(np.full((1001, 1000, 3), 128, np.uint8), "PNG")])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\]: .*1000000"):
+        graph.run("serving_default", image_bytes=too_big)
 
     # The same version again is refused, before the model is even loaded.
     assert main(argv) == 1

@@ -125,12 +125,13 @@ def _threads_after_warm_up(server) -> int:
     return threading.active_count()
 
 
-def test_idle_flood_beyond_the_cap_leaves_room_for_a_normal_client(server):
+def test_idle_flood_beyond_the_cap_leaves_room_for_a_normal_client(server, wait_for):
     threads = _threads_after_warm_up(server)
     evicted = _closed(server, "evicted")
     idle = _open(server.rest_port, 4 * CAP)
     try:
-        time.sleep(0.3)
+        # Polled on the server's own counter (a fixed sleep raced it on a loaded machine).
+        wait_for(lambda: _closed(server, "evicted") - evicted >= 3 * CAP, what="evictions")
         assert threading.active_count() <= threads  # no thread per connection
         assert server.metrics.rest_open_connections.value() <= CAP
         status, reply, seconds = _predict(server)
@@ -221,13 +222,14 @@ def test_slow_bodies_are_cut_at_the_rest_timeout_and_hold_no_worker(server):
     assert _predict(server)[0] == 200  # their bytes in flight are given back
 
 
-def test_announcing_large_bodies_without_sending_them_holds_no_budget(server):
+def test_announcing_large_bodies_without_sending_them_holds_no_budget(server, wait_for):
     # Ten 60 MB bodies announced (more than the 512 MiB of bytes in flight), none sent:
     # bodies take their budget as they arrive, so a normal request is not refused.
     head = b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 62914560\r\n\r\n"
     announced = _open(server.rest_port, 10, head)
     try:
-        time.sleep(0.3)
+        open_now = server.metrics.rest_open_connections.value
+        wait_for(lambda: open_now() >= 10, what="the ten connections to be accepted")
         status, reply, seconds = _predict(server)
         assert (status, reply) == (200, {"predictions": [2.5, 3.0]})
         assert seconds < 1.0
@@ -235,19 +237,20 @@ def test_announcing_large_bodies_without_sending_them_holds_no_budget(server):
         _close_all(announced)
 
 
-def test_at_the_cap_with_every_connection_sending_a_body_a_new_one_gets_503(server):
+def test_at_the_cap_with_every_connection_sending_a_body_a_new_one_gets_503(server, wait_for):
     before = _closed(server, "refused")
     head = b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"
     sending = _open(server.rest_port, CAP, head)
+    open_now = server.metrics.rest_open_connections.value
     try:
-        time.sleep(0.3)
+        wait_for(lambda: open_now() == CAP, what="every connection to be accepted")
         status, reply, _ = _predict(server)
         assert status == 503
         assert "--rest_api_max_connections" in reply["error"]
         assert _closed(server, "refused") - before == 1
     finally:
         _close_all(sending)
-    time.sleep(0.3)
+    wait_for(lambda: open_now() < CAP, what="the closed connections to be let go")
     assert _predict(server)[0] == 200
 
 

@@ -11,7 +11,11 @@ import gzip
 import http.client
 import io
 import json
+import os
 import threading
+import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,6 +226,39 @@ def test_oversized_bodies_get_413_with_a_json_error(server):
         server, "POST", f"/v1/models/{MODEL}:predict", bomb, {"Content-Encoding": "gzip"}
     )
     assert status == 413
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="reads RSS from /proc")
+def test_gzip_bomb_is_refused_without_being_inflated(server):
+    """1.2 MB of gzip that inflates to 256 MiB: 413, and this process (the server runs in
+    it) never holds more than a fraction of the inflated size."""
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip framing
+    chunk = b" " * (1 << 20)
+    bomb = b"".join([deflate.compress(chunk) for _ in range(256)] + [deflate.flush()])
+    baseline, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        status, _, raw = send(
+            server, "POST", f"/v1/models/{MODEL}:predict", bomb, {"Content-Encoding": "gzip"}
+        )
+    finally:
+        done.set()
+        sampler.join()
+    assert status == 413, raw
+    growth = (peak[0] - baseline) / 2**20
+    print(f"gzip bomb ({len(bomb) / 1e6:.1f} MB -> 256 MiB): RSS grew by {growth:.1f} MiB")
+    assert growth < 64
 
 
 def test_cors(server):

@@ -159,7 +159,13 @@ def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data,
             time.sleep(2)
         assert predicted.returncode == 0, predicted.stderr[-2000:]
         answer = json.loads(predicted.stdout.strip().splitlines()[-1])
-        assert answer["label"] in ("blue", "green", "red"), answer
+        # The served answer is the chief's model's: same top label and probabilities.
+        expected = _chief_probabilities(output / "model.keras", image)
+        labels = ["blue", "green", "red"]
+        assert answer["label"] == labels[int(expected.argmax())], (answer, expected)
+        served = dict(answer["top_k"])
+        for label, probability in zip(labels, expected, strict=True):
+            assert abs(served[label] - probability) <= 1e-4, (answer, expected)
     finally:
         server.terminate()
         try:
@@ -167,6 +173,20 @@ def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data,
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
+
+
+def _chief_probabilities(model_file: Path, image: Path) -> np.ndarray:
+    """The saved model's softmax on the PNG (lossless: the server decodes the same pixels)."""
+    import keras
+    from PIL import Image
+
+    from keras_vit import load_pretrained
+
+    model = load_pretrained(model_file)
+    pixels = np.asarray(Image.open(image).convert("RGB"), dtype="float32")[None]
+    logits = keras.ops.convert_to_numpy(model(pixels))[0].astype("float64")
+    probabilities = np.exp(logits - logits.max())
+    return probabilities / probabilities.sum()
 
 
 def _backed_up_epoch(backup: Path) -> int:
