@@ -117,7 +117,9 @@ def test_estimate_counts_elements_model_images_and_decoded_pixels():
 
 
 def test_budget_is_shared_waits_then_refuses():
-    budget = admission.CostBudget(max_request_elements=10, max_bytes_in_flight=100, wait_seconds=0.3)
+    budget = admission.CostBudget(
+        max_request_elements=10, max_bytes_in_flight=100, wait_seconds=0.3
+    )
     with pytest.raises(ServingError) as refused:
         budget.check_elements(11)
     assert refused.value.code == Code.INVALID_ARGUMENT
