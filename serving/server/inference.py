@@ -73,9 +73,12 @@ def make_model_spec(
 def _admitted(context: InferenceContext, cost: admission.Cost) -> Iterator[None]:
     """Runs the request within the shared decode budget; big ones give memory back after."""
     with context.costs.hold(cost):
-        yield
-    if cost.nbytes >= memory.GIVE_BACK_THRESHOLD:
-        memory.give_back()
+        try:
+            yield
+        finally:
+            # Refused by the model or answered: what the run freed goes back either way.
+            if cost.nbytes >= memory.GIVE_BACK_THRESHOLD:
+                memory.give_back()
 
 
 def _string_feeds(signature, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
