@@ -15,6 +15,7 @@ import base64
 import http.client
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -304,3 +305,34 @@ def test_the_decode_graph_alone_holds_no_memory_per_refused_element(export_base,
     memory.check()
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "image_bytes[0]: not a JPEG, PNG, GIF, BMP or WebP image" in error.details()
+
+
+@pytestmark_linux
+def test_grpc_classify_20k_image_examples(stub, server):
+    from tensorflow.core.example import example_pb2
+    from tensorflow_serving.apis import classification_pb2
+
+    example = example_pb2.Example()
+    example.features.feature[admission.EXAMPLE_FEATURE].bytes_list.value.append(_image("PNG"))
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "vit"
+    request.model_spec.signature_name = "classify"
+    request.input.example_list.examples.extend([example] * 20_000)
+    with Memory() as memory:
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Classify(request, timeout=60)
+    memory.check()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "20000 elements" in raised.value.details()
+    assert "--max_decode_bytes_in_flight" in raised.value.details()
+
+
+def test_server_takes_large_tensors_from_the_c_heap(monkeypatch):
+    from serving.server import memory
+
+    monkeypatch.delenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", raising=False)
+    memory.use_system_allocator()
+    assert os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "1"
+    monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "0")  # the operator's choice wins
+    memory.use_system_allocator()
+    assert os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "0"
