@@ -5,8 +5,9 @@ holds: 100,000 one-byte strings are 293 KiB on the wire, and each string is an
 element the model's decode stage works on (a ``tf.data`` element, its header
 tensors, a resized image of the model's input size). So before a request runs:
 
-* its string elements (encoded images, serialized ``tf.Example``) are counted:
-  more than ``--max_request_elements`` get INVALID_ARGUMENT;
+* its string elements (encoded images, serialized ``tf.Example``; and the images
+  of a ``serving_pixels`` request, each resized to a model-input image) are
+  counted: more than ``--max_request_elements`` get INVALID_ARGUMENT;
 * its decode cost is estimated: ``elements x per-element bytes`` (a fixed
   overhead, plus the float32 model-input image made for each element, kept about
   three times over by the decode graph) ``+ decoded pixels`` (the pixels the
@@ -62,6 +63,8 @@ SETTINGS_FILE = "keras_vit_export.json"  # serving.export.SETTINGS_FILE
 EXAMPLE_FEATURE = "image/encoded"  # serving.export.EXAMPLE_FEATURE
 # The export's signatures whose string input is image bytes (or tf.Examples holding them).
 _IMAGE_SIGNATURES = ("serving_default", "embedding", "classify", "explain")
+# The export's signature taking uint8 pixels [N, height, width, 3]: each image an element.
+PIXELS_SIGNATURE = "serving_pixels"
 
 
 def _size_text(nbytes: int) -> str:
@@ -98,7 +101,9 @@ class ImageInputs:
             height, width = (int(s) for s in settings["image_size"])
             max_pixels = int(settings["max_pixels"])
             max_request_pixels = int(settings.get("max_request_pixels") or max_pixels)
-            signatures = frozenset(settings.get("signatures", ())) & frozenset(_IMAGE_SIGNATURES)
+            signatures = frozenset(settings.get("signatures", ())) & frozenset(
+                (*_IMAGE_SIGNATURES, PIXELS_SIGNATURE)
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return ImageInputs((height, width), max_pixels, max_request_pixels, signatures)
@@ -254,6 +259,8 @@ def estimate(
     image bytes of a tf.Example request (Classify), ``elements`` its example count.
     """
     cost = Cost()
+    if image_inputs is not None and signature_key == PIXELS_SIGNATURE:
+        return _pixels_cost(image_inputs, signature_key, strings or {})
     is_image = image_inputs is not None and signature_key in image_inputs.signatures
     per_element = ELEMENT_BYTES
     if is_image:
@@ -270,6 +277,20 @@ def estimate(
         if is_image and images is not None:
             cost.decoded_pixels += _decoded_pixels(images, image_inputs)
     cost.nbytes = cost.elements * per_element + cost.decoded_pixels * DECODED_PIXEL_BYTES
+    return cost
+
+
+def _pixels_cost(inputs: ImageInputs, key: str, arrays: Mapping[str, np.ndarray]) -> Cost:
+    """``serving_pixels``: each image of ``[N, h, w, 3]`` becomes model-input images, and
+    the batch is read as float32 (four times its bytes) when it is resized."""
+    cost = Cost()
+    if key not in inputs.signatures:
+        return cost
+    for array in arrays.values():
+        if array.ndim == 4:
+            cost.elements += int(array.shape[0])
+            cost.nbytes += 4 * int(array.size)
+    cost.nbytes += cost.elements * (ELEMENT_BYTES + MODEL_IMAGE_COPIES * inputs.model_image_bytes)
     return cost
 
 

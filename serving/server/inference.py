@@ -91,11 +91,20 @@ def _string_feeds(signature, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 
 def predict_cost(
-    context: InferenceContext, servable: Servable, key: str, strings: Mapping[str, np.ndarray]
+    context: InferenceContext, servable: Servable, key: str, signature, feeds: Mapping
 ) -> admission.Cost:
     """The element count is checked first: counting is free, reading headers is not."""
+    inputs = admission.image_inputs_of(servable)
+    if inputs is not None and key == admission.PIXELS_SIGNATURE:
+        # Images of pixels: each one an element of the model (numbers, not strings).
+        names = {info.name: alias for alias, info in signature.inputs.items()}
+        arrays = {names.get(n, n): v for n, v in feeds.items() if isinstance(v, np.ndarray)}
+        cost = admission.estimate(inputs, key, strings=arrays)
+        context.costs.check_elements(cost.elements)
+        return cost
+    strings = _string_feeds(signature, feeds)
     context.costs.check_elements(sum(int(a.size) for a in strings.values()))
-    return admission.estimate(admission.image_inputs_of(servable), key, strings=strings)
+    return admission.estimate(inputs, key, strings=strings)
 
 
 def examples_cost(
@@ -163,7 +172,7 @@ def predict(
     _verify_inputs_size(signature, inputs)
     feeds = _input_values(signature, inputs, context.request_budget(servable))
     aliases, fetches = _output_targets(signature, output_filter)
-    cost = predict_cost(context, servable, key, _string_feeds(signature, feeds))
+    cost = predict_cost(context, servable, key, signature, feeds)
     with _admitted(context, cost):
         outputs = _run(context, servable, model_name, "Predict", feeds, fetches, timeout_ms)
     return key, dict(zip(aliases, outputs, strict=True))

@@ -141,10 +141,11 @@ _HELP = {
     "checked from each tensor's shape and dtype before anything is allocated; larger "
     "requests get INVALID_ARGUMENT naming the input (not a TF Serving flag). 0: sized to the "
     "model: its variables' bytes, at least 64 MiB.",
-    "max_request_elements": "String elements (encoded images, serialized tf.Examples) one "
-    "request may hold, counted before any of them is read; more get INVALID_ARGUMENT (HTTP "
-    "400) naming this flag (not a TF Serving flag). Each costs the model's decode stage time "
-    "and memory whatever its size. 0: no limit.",
+    "max_request_elements": "String elements (encoded images, serialized tf.Examples), and "
+    "images sent as pixels to a keras-vit export, one request may hold, counted before any "
+    "of them is read; more get INVALID_ARGUMENT (HTTP 400) naming this flag (not a TF "
+    "Serving flag). Each costs the model's decode stage time and memory whatever its size. "
+    "0: no limit.",
     "max_decode_bytes_in_flight": "Estimated memory all requests in progress may hold "
     "together in the model's decode stage, gRPC and REST alike (not a TF Serving flag): per "
     "string element a fixed overhead plus the model-input images made of it, plus the pixels "

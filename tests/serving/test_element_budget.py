@@ -336,3 +336,23 @@ def test_server_takes_large_tensors_from_the_c_heap(monkeypatch):
     monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "0")  # the operator's choice wins
     memory.use_system_allocator()
     assert os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "0"
+
+
+@pytestmark_linux
+def test_grpc_100k_one_pixel_images_to_the_pixels_signature(stub):
+    # 300 KB of uint8, but 100,000 model-input images once resized (1.2 GB of float32).
+    def request(images: np.ndarray) -> predict_pb2.PredictRequest:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = "vit"
+        message.model_spec.signature_name = "serving_pixels"
+        tensor_codec.from_numpy(images, out=message.inputs["images"])
+        return message
+
+    reply = stub.Predict(request(np.zeros([2, 8, 8, 3], np.uint8)), timeout=60)
+    assert tensor_codec.to_numpy(reply.outputs["top_k_scores"]).shape[0] == 2
+    for count, flag in ((100_000, "--max_request_elements"), (20_000, "--max_decode_bytes")):
+        with Memory() as memory:
+            error = _predict_error(stub, request(np.zeros([count, 1, 1, 3], np.uint8)))
+        memory.check()
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"{count} elements" in error.details() and flag in error.details()
