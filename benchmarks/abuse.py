@@ -21,7 +21,8 @@ within 300 MB, normal-request p99 <= 1 s during the attack. The image attacks
 
 The element attacks (``--elements``, issue 18) are small in bytes but large in elements:
 100,000 one-byte strings over gRPC, 100,000 ``{"b64"}`` instances over REST, 20,000 valid
-1x1 PNGs over gRPC, each alone and 4 at once.
+1x1 PNGs over gRPC, 100,000 1x1 uint8 images to ``serving_pixels`` (300 KB), each alone
+and 4 at once.
 
 The connection attacks (``--connections``) hold connections open instead of sending a
 hostile request: 2,000 idle TCP connections, slowloris headers, 1 MB bodies sent at
@@ -403,6 +404,8 @@ def element_attacks(server: ServerProcess, args) -> dict[str, Callable[[], tuple
     """Requests that are small in bytes but hold many elements (issue 18), alone and 4 at once."""
     import base64
 
+    from tensorflow_serving.apis import predict_pb2
+
     from serving import tensor_codec
 
     grpc_port, rest_port = server.grpc_port, server.rest_port
@@ -415,10 +418,15 @@ def element_attacks(server: ServerProcess, args) -> dict[str, Callable[[], tuple
     pngs = _predict_request(
         "serving_default", "image_bytes", tensor_codec.string_tensor([png] * 20_000)
     )
+    pixels = predict_pb2.PredictRequest()
+    pixels.model_spec.name = "vit"
+    pixels.model_spec.signature_name = "serving_pixels"
+    tensor_codec.from_numpy(np.zeros([100_000, 1, 1, 3], np.uint8), out=pixels.inputs["images"])
     single = {
         "grpc-strings-100k": lambda: grpc_predict(grpc_port, strings),
         "rest-b64-instances-100k": lambda: rest_post(rest_port, b64),
         "grpc-png-1x1-20k": lambda: grpc_predict(grpc_port, pngs),
+        "grpc-pixels-1x1-100k": lambda: grpc_predict(grpc_port, pixels),
     }
     attacks = {}
     for name, action in single.items():
@@ -568,7 +576,9 @@ ELEMENTS_CAUSE = [
     "anonymous region with 714 MB resident after 30,000 strings, the same after every "
     "repeat (reused, not leaked), untouched by `malloc_trim` (which gave back 60 MB). With "
     "`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1` (or oneDNN off) RSS after trim is within 10 MB of "
-    "the start.",
+    "the start. (5) *Pixels*: `serving_pixels` makes a model-input image of every image "
+    "of its `[N, h, w, 3]` input: 300 KB of 1x1 uint8 images are 1.2 GB of float32, "
+    "within every byte limit.",
     "",
     "**Fixes.** The decode graph refuses empty and non-image elements from the batch-wide "
     "checks before any per-element work and makes no pixels at all for a refused request "
@@ -577,7 +587,8 @@ ELEMENTS_CAUSE = [
     "elements before building tensors; "
     "the server sets `TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1` (an operator's value wins) and "
     "gives memory back (`malloc_trim`) after every large request on gRPC and REST; and it "
-    "admits requests by cost (`serving/server/admission.py`): string elements counted "
+    "admits requests by cost (`serving/server/admission.py`): string elements (and "
+    "`serving_pixels` images) counted "
     "(`--max_request_elements`, default 4096), decode memory estimated from the elements "
     "and the image headers, one budget for all requests in flight "
     "(`--max_decode_bytes_in_flight`, default 768 MiB; INVALID_ARGUMENT / 400 over it "
@@ -613,9 +624,11 @@ def write_elements_report(rows: list[Row], args, path: Path, idle_rss: int) -> s
     saved = json.loads(store.read_text()) if store.exists() else {}
     new = {row.name: {**row.__dict__, "goals": row.meets_goals()} for row in rows}
     kept = [r for r in saved.get(args.label, {}).get("rows", []) if r["name"] not in new]
+    command = f"python benchmarks/abuse.py {shlex.join(sys.argv[1:])}"
+    commands = saved.get(args.label, {}).get("commands", [])
     if rows:
         saved[args.label] = {
-            "command": f"python benchmarks/abuse.py {shlex.join(sys.argv[1:])}",
+            "commands": [*[c for c in commands if c != command], command],
             "load": round(os.getloadavg()[0], 1),
             "idle_rss": idle_rss,
             "cpu": cpu_description(),
@@ -640,8 +653,9 @@ def write_elements_report(rows: list[Row], args, path: Path, idle_rss: int) -> s
         "",
     ]
     for label, run in saved.items():
+        shown = "; then ".join(f"`{c}`" for c in run["commands"])
         lines.append(
-            f"- **{label}**: `{run['command']}`; {run['cpu']}; idle RSS "
+            f"- **{label}**: {shown}; {run['cpu']}; idle RSS "
             f"{run['idle_rss'] / MB:.0f} MB; load average {run['load']} at the end."
         )
     lines += [
