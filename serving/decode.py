@@ -142,7 +142,9 @@ def decode_batch(
     so is an image that takes the pixels decoded by the request over
     ``max_request_pixels`` (default: ``max_pixels``; a JPEG counts the pixels
     of its reduced DCT scale). With ``fail_fast``, nothing is decoded once a
-    header fails (the caller fails the whole batch anyway). Runs on the CPU.
+    header fails (the caller fails the whole batch anyway), ``pixels`` is then
+    empty ``[0, height, width, 3]``, and an element that is empty or no image
+    at all fails the batch before any header is read. Runs on the CPU.
     """
     height, width = target = tuple(int(s) for s in image_size)
     budget = int(max_pixels if max_request_pixels is None else max_request_pixels)
@@ -150,70 +152,88 @@ def decode_batch(
         encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [-1])
         data, fmt, from_base64, code = _unwrap(encoded)
         count = tf.size(encoded)
+        # Failing fast, an element that is empty or no image at all (found for the whole
+        # batch at once, above) fails the request before any per-element work.
+        early = tf.logical_and(fail_fast, tf.reduce_any(tf.not_equal(code, 0)))
+        headed = tf.where(early, 0, count)
 
         def header(index, data, fmt, code):
             h, w, code, detail, aux, cost = _checked_header(data, fmt, code, target, max_pixels)
             return index, data, fmt, code, detail, h, w, aux, cost
-
-        def request_budget(index, data, fmt, code, detail, h, w, aux, cost):
-            # Every header of the batch at once: the budget is a running sum.
-            total = tf.cumsum(cost)
-            over = tf.logical_and(tf.equal(code, 0), total > budget)
-            code = tf.where(over, REQUEST_PIXELS, code)
-            failed = tf.logical_or(tf.reduce_any(tf.not_equal(code, 0)), tf.size(index) < count)
-            skip = tf.fill(tf.shape(index), tf.logical_and(fail_fast, failed))
-            detail = tf.where(over, total, detail)
-            return tf.data.Dataset.from_tensor_slices(
-                (index, data, fmt, code, detail, h, w, aux, skip)
-            )
-
-        def decode(index, data, fmt, code, detail, h, w, aux, skip):
-            pixels = tf.cond(
-                tf.logical_and(tf.equal(code, 0), tf.logical_not(skip)),
-                lambda: resize(_decode(data, fmt, h, w, detail, aux, target), target),
-                lambda: tf.zeros([height, width, 3]),
-            )
-            return index, code, detail, h, w, pixels
 
         options = tf.data.Options()
         options.autotune.enabled = False
         options.experimental_optimization.apply_default_optimizations = False
         batch = tf.cast(tf.maximum(count, 1), tf.int64)
         headers = (
-            tf.data.Dataset.from_tensor_slices((tf.range(count), data, fmt, code))
+            tf.data.Dataset.from_tensor_slices(
+                (tf.range(headed), data[:headed], fmt[:headed], code[:headed])
+            )
             .map(header, num_parallel_calls=PARALLEL_DECODES, deterministic=True)
             .ignore_errors()  # TF's JPEG header reader rejected it: CORRUPT below
             .batch(batch)
         )
         no_headers = [tf.zeros([0], t) for t in (tf.int32, tf.string, tf.int32, tf.int32)]
         no_headers += [tf.zeros([0], tf.int64)] * 5
-        kept = (
+        index, data_h, fmt_h, code_h, detail_h, h_h, w_h, aux_h, cost_h = (
             headers.concatenate(tf.data.Dataset.from_tensors(tuple(no_headers)))
             .take(1)
-            .flat_map(request_budget)
+            .with_options(options)
+            .get_single_element()
+        )
+        # Every header of the batch at once: the request budget is a running sum.
+        total = tf.cumsum(cost_h)
+        over = tf.logical_and(tf.equal(code_h, 0), total > budget)
+        code_h = tf.where(over, REQUEST_PIXELS, code_h)
+        detail_h = tf.where(over, total, detail_h)
+        failed = tf.logical_or(tf.reduce_any(tf.not_equal(code_h, 0)), tf.size(index) < count)
+        skip = tf.logical_and(fail_fast, failed)
+        # Only the elements to decode go on: a refused request makes no pixels at all.
+        chosen = tf.reshape(
+            tf.where(tf.logical_and(tf.equal(code_h, 0), tf.logical_not(skip))), [-1]
+        )
+
+        def decode(index, data, fmt, detail, h, w, aux):
+            return index, resize(_decode(data, fmt, h, w, detail, aux, target), target)
+
+        decoded = (
+            tf.data.Dataset.from_tensor_slices(
+                tuple(
+                    tf.gather(x, chosen) for x in (index, data_h, fmt_h, detail_h, h_h, w_h, aux_h)
+                )
+            )
             .map(decode, num_parallel_calls=PARALLEL_DECODES, deterministic=True)
             .ignore_errors()  # a decoder rejected it: CORRUPT below
             .batch(batch)
         )
-        nothing = (tf.zeros([0], tf.int32), *[tf.zeros([0], t) for t in (tf.int32, tf.int64)])
-        nothing += (tf.zeros([0], tf.int64), tf.zeros([0], tf.int64), tf.zeros([0, *target, 3]))
-        # An empty batch when every element dropped out (or the request is empty).
-        kept = kept.concatenate(tf.data.Dataset.from_tensors(nothing)).take(1)
-        index, kept_code, detail, h, w, pixels = kept.with_options(options).get_single_element()
+        nothing = (tf.zeros([0], tf.int32), tf.zeros([0, *target, 3]))
+        # An empty batch when every element dropped out (or none was decoded).
+        decoded = decoded.concatenate(tf.data.Dataset.from_tensors(nothing)).take(1)
+        decoded_index, pixels = decoded.with_options(options).get_single_element()
 
         where = index[:, None]
         present = tf.scatter_nd(where, tf.ones_like(index), [count]) > 0
-        code = tf.where(present, tf.scatter_nd(where, kept_code, [count]), CORRUPT)
+        # Not read at all (an early failure): the code the batch-wide checks gave.
+        code = tf.where(
+            present, tf.scatter_nd(where, code_h, [count]), tf.where(early, code, CORRUPT)
+        )
+        wanted = tf.scatter_nd(tf.gather(index, chosen)[:, None], tf.ones_like(chosen), [count])
+        got = tf.scatter_nd(decoded_index[:, None], tf.ones_like(decoded_index), [count])
+        code = tf.where(tf.logical_and(wanted > 0, tf.equal(got, 0)), CORRUPT, code)
         code = tf.where(
             tf.logical_and(tf.equal(code, CORRUPT), _truncated(data, fmt)), TRUNCATED, code
         )
-        size = [tf.scatter_nd(where, x, [count]) for x in (detail, h, w)]
+        size = [tf.scatter_nd(where, x, [count]) for x in (detail_h, h_h, w_h)]
         reasons = tf.cond(
             tf.reduce_any(tf.not_equal(code, 0)),
             lambda: _reason_texts(code, encoded, fmt, from_base64, *size, max_pixels, budget),
             lambda: tf.fill([count], ""),
         )
-        pixels = tf.scatter_nd(where, pixels, [count, height, width, 3])
+        pixels = tf.cond(
+            skip,
+            lambda: tf.zeros([0, height, width, 3]),
+            lambda: tf.scatter_nd(decoded_index[:, None], pixels, [count, height, width, 3]),
+        )
         pixels = tf.ensure_shape(pixels, [None, height, width, 3])
         return pixels, reasons
 

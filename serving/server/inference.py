@@ -8,9 +8,10 @@ warm-up replay.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2
@@ -25,6 +26,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import tensor_codec
+from serving.server import admission, memory
 from serving.server.metrics import ServingMetrics
 from serving.server.servable import Servable
 from serving.server.status import Code, ServingError, invalid_argument
@@ -44,6 +46,8 @@ class InferenceContext:
     # Bytes the decoded input tensors of one request may take; 0: each servable's own
     # budget (Servable.request_budget, sized to the model).
     max_request_tensor_bytes: int = 0
+    # Element and decode-cost limits, the decode bytes shared by all requests in flight.
+    costs: admission.CostBudget = field(default_factory=admission.CostBudget)
 
     def request_budget(self, servable: Servable) -> int:
         return self.max_request_tensor_bytes or servable.request_budget
@@ -63,6 +67,60 @@ def make_model_spec(
     if version is not None:
         spec.version.value = version
     return spec
+
+
+@contextlib.contextmanager
+def _admitted(context: InferenceContext, cost: admission.Cost) -> Iterator[None]:
+    """Runs the request within the shared decode budget; big ones give memory back after."""
+    with context.costs.hold(cost):
+        try:
+            yield
+        finally:
+            # Refused by the model or answered: what the run freed goes back either way.
+            if cost.nbytes >= memory.GIVE_BACK_THRESHOLD:
+                memory.give_back()
+
+
+def _string_feeds(signature, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {info.name: alias for alias, info in signature.inputs.items()}
+    return {
+        names.get(name, name): value
+        for name, value in feeds.items()
+        if isinstance(value, np.ndarray) and value.dtype == object
+    }
+
+
+def predict_cost(
+    context: InferenceContext, servable: Servable, key: str, signature, feeds: Mapping
+) -> admission.Cost:
+    """The element count is checked first: counting is free, reading headers is not."""
+    inputs = admission.image_inputs_of(servable)
+    if inputs is not None and key == admission.PIXELS_SIGNATURE:
+        # Images of pixels: each one an element of the model (numbers, not strings).
+        names = {info.name: alias for alias, info in signature.inputs.items()}
+        arrays = {names.get(n, n): v for n, v in feeds.items() if isinstance(v, np.ndarray)}
+        cost = admission.estimate(inputs, key, strings=arrays)
+        context.costs.check_elements(cost.elements)
+        return cost
+    strings = _string_feeds(signature, feeds)
+    context.costs.check_elements(sum(int(a.size) for a in strings.values()))
+    return admission.estimate(inputs, key, strings=strings)
+
+
+def examples_cost(
+    context: InferenceContext, servable: Servable, key: str, request_input: input_pb2.Input
+) -> admission.Cost:
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list_with_context":
+        examples = request_input.example_list_with_context.examples
+    elif kind == "example_list":
+        examples = request_input.example_list.examples
+    else:
+        examples = []
+    context.costs.check_elements(len(examples))
+    inputs = admission.image_inputs_of(servable)
+    images = admission.example_images(examples) if inputs is not None else None
+    return admission.estimate(inputs, key, images=images, elements=len(examples))
 
 
 def _run(
@@ -114,7 +172,9 @@ def predict(
     _verify_inputs_size(signature, inputs)
     feeds = _input_values(signature, inputs, context.request_budget(servable))
     aliases, fetches = _output_targets(signature, output_filter)
-    outputs = _run(context, servable, model_name, "Predict", feeds, fetches, timeout_ms)
+    cost = predict_cost(context, servable, key, signature, feeds)
+    with _admitted(context, cost):
+        outputs = _run(context, servable, model_name, "Predict", feeds, fetches, timeout_ms)
     return key, dict(zip(aliases, outputs, strict=True))
 
 
@@ -323,11 +383,13 @@ def classify(
         servable, signature_name, check, CLASSIFY_METHOD, "classification"
     )
     input_name, names = _classify_targets(signature)
+    cost = examples_cost(context, servable, _signature_key(signature_name), request_input)
     examples = serialized_examples(request_input)
     _record_examples(context, model_name, len(examples))
-    outputs = _run(
-        context, servable, model_name, "Classify", {input_name: examples}, names, timeout_ms
-    )
+    with _admitted(context, cost):
+        outputs = _run(
+            context, servable, model_name, "Classify", {input_name: examples}, names, timeout_ms
+        )
     return _classification_result(signature, len(examples), names, outputs)
 
 
@@ -378,11 +440,13 @@ def regress(
     check = context.signature_method_name_check
     signature = _example_signature(servable, signature_name, check, REGRESS_METHOD, "regression")
     input_name, names = _regress_targets(signature)
+    cost = examples_cost(context, servable, _signature_key(signature_name), request_input)
     examples = serialized_examples(request_input)
     _record_examples(context, model_name, len(examples))
-    (output,) = _run(
-        context, servable, model_name, "Regress", {input_name: examples}, names, timeout_ms
-    )
+    with _admitted(context, cost):
+        (output,) = _run(
+            context, servable, model_name, "Regress", {input_name: examples}, names, timeout_ms
+        )
     return _regression_result(len(examples), output)
 
 
@@ -449,16 +513,20 @@ def multi_inference(
         input_name = name
         output_names.update(names)
     fetches = sorted(output_names)
+    # Charged as the costliest of its signatures (they share one input and one run).
+    costs = [examples_cost(context, servable, key, request.input) for key in sorted(seen)]
+    cost = max(costs, key=lambda c: c.nbytes, default=admission.Cost())
     examples = serialized_examples(request.input)
-    outputs = _run(
-        context,
-        servable,
-        model_name,
-        "MultiInference",
-        {input_name: examples},
-        fetches,
-        timeout_ms,
-    )
+    with _admitted(context, cost):
+        outputs = _run(
+            context,
+            servable,
+            model_name,
+            "MultiInference",
+            {input_name: examples},
+            fetches,
+            timeout_ms,
+        )
     _record_examples(context, model_name, len(examples))
     response = inference_pb2.MultiInferenceResponse()
     for task in request.tasks:

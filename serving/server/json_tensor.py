@@ -105,22 +105,22 @@ def parse_limit(body_size: int) -> int:
 
 
 def _depth(value: Any) -> int:
-    """The nesting depth of a parsed document (iterative)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, list):
-            children = item
-        elif isinstance(item, dict):
-            children = item.values()
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if depth > MAX_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
-    return deepest
+    """The nesting depth of a parsed document, up to ``MAX_DEPTH + 1`` (level by level).
+
+    One list comprehension per container: 100,000 one-key objects take tens of ms (a
+    stack of (item, depth) pairs took seconds).
+    """
+    containers = (list, dict)
+    level = [value] if isinstance(value, containers) else []
+    depth = 0
+    while level and depth <= MAX_DEPTH:
+        depth += 1
+        following = []
+        for item in level:
+            children = item if isinstance(item, list) else item.values()
+            following += [child for child in children if isinstance(child, containers)]
+        level = following
+    return depth
 
 
 def _too_deep() -> ServingError:
@@ -491,13 +491,31 @@ def _tensors_from_inputs(value: Any, infos: Mapping[str, int]) -> dict[str, np.n
     return tensors
 
 
+def _string_elements(doc_value: Any, infos: Mapping[str, int], row: bool) -> int:
+    """A cheap lower bound on the string elements of a request, before tensors are built."""
+    strings = [name for name, dtype in infos.items() if dtype == DT_STRING]
+    if not strings:
+        return 0
+    if row:
+        return len(doc_value) * len(strings)
+    if isinstance(doc_value, list):
+        return len(doc_value)
+    if isinstance(doc_value, dict) and not is_b64_object(doc_value):
+        return sum(len(v) for n, v in doc_value.items() if n in strings and isinstance(v, list))
+    return 0
+
+
 def parse_predict_request(
-    body: bytes, input_dtypes: Callable[[str], Mapping[str, int]]
+    body: bytes,
+    input_dtypes: Callable[[str], Mapping[str, int]],
+    check_elements: Callable[[int], None] | None = None,
 ) -> PredictJson:
     """``FillPredictRequestFromJson``.
 
     ``input_dtypes(signature_name)`` looks the servable and signature up (raising
     TF Serving's errors) and returns the signature's inputs as alias -> DataType.
+    ``check_elements(count)`` sees the request's string element count (a lower
+    bound) before any tensor is built, and may refuse it by raising.
     """
     doc = parse_object(body)
     signature_name = signature_name_of(doc)
@@ -519,9 +537,13 @@ def parse_predict_request(
             raise _format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(doc, "No values in 'instances' array")
+        if check_elements is not None:
+            check_elements(_string_elements(instances, infos, row=True))
         tensors = _tensors_from_instances(instances, infos)
         return PredictJson(signature_name, RequestFormat.ROW, tensors)
     if inputs is not _MISSING:
+        if check_elements is not None:
+            check_elements(_string_elements(inputs, infos, row=False))
         tensors = _tensors_from_inputs(inputs, infos)
         return PredictJson(signature_name, RequestFormat.COLUMNAR, tensors)
     raise invalid_argument("Missing 'inputs' or 'instances' key")
@@ -584,8 +606,13 @@ def example_from_json(value: Any, example: example_pb2.Example) -> None:
         features[name].CopyFrom(feature)
 
 
-def parse_classify_regress_request(body: bytes) -> tuple[str, input_pb2.Input]:
-    """``FillClassificationRequestFromJson`` / ``FillRegressionRequestFromJson``."""
+def parse_classify_regress_request(
+    body: bytes, check_elements: Callable[[int], None] | None = None
+) -> tuple[str, input_pb2.Input]:
+    """``FillClassificationRequestFromJson`` / ``FillRegressionRequestFromJson``.
+
+    ``check_elements(count)`` sees the number of examples before any is built.
+    """
     doc = parse_object(body)
     signature_name = signature_name_of(doc)
     request_input = input_pb2.Input()
@@ -602,6 +629,8 @@ def parse_classify_regress_request(body: bytes) -> tuple[str, input_pb2.Input]:
         raise _format_error(doc, "Expecting 'examples' value to be an list/array")
     if not examples:
         raise _format_error(doc, "'examples' value is an empty array")
+    if check_elements is not None:
+        check_elements(len(examples))
     for value in examples:
         target = (
             request_input.example_list_with_context.examples

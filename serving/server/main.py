@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from serving.server import logs
+from serving.server import logs, memory
 from serving.server.options import ServerOptions, build_parser, check_options, options_from_args
 
 
@@ -38,6 +38,7 @@ def serve(options: ServerOptions) -> int:
         return 255
     logs.configure()
     logs.quiet_tensorflow()
+    memory.use_system_allocator()
     from serving.server.server import Server
     from serving.server.status import ServingError
 

@@ -57,6 +57,8 @@ class ServerOptions:
     grpc_max_concurrent_rpcs: int = 0
     grpc_default_timeout_in_ms: int = 30000
     max_request_tensor_bytes: int = 0
+    max_request_elements: int = 4096
+    max_decode_bytes_in_flight: int = 768 * 1024 * 1024
     saved_model_tags: str = "serve"
     tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
@@ -139,6 +141,17 @@ _HELP = {
     "checked from each tensor's shape and dtype before anything is allocated; larger "
     "requests get INVALID_ARGUMENT naming the input (not a TF Serving flag). 0: sized to the "
     "model: its variables' bytes, at least 64 MiB.",
+    "max_request_elements": "String elements (encoded images, serialized tf.Examples), and "
+    "images sent as pixels to a keras-vit export, one request may hold, counted before any "
+    "of them is read; more get INVALID_ARGUMENT (HTTP 400) naming this flag (not a TF "
+    "Serving flag). Each costs the model's decode stage time and memory whatever its size. "
+    "0: no limit.",
+    "max_decode_bytes_in_flight": "Estimated memory all requests in progress may hold "
+    "together in the model's decode stage, gRPC and REST alike (not a TF Serving flag): per "
+    "string element a fixed overhead plus the model-input images made of it, plus the pixels "
+    "the image headers declare (read without decoding; bounded by the export's max_pixels). "
+    "A request estimated over it alone gets INVALID_ARGUMENT; one that does not get its share "
+    "within 3 s gets RESOURCE_EXHAUSTED (HTTP 429). 0: no limit.",
     "saved_model_tags": "Comma-separated set of tags corresponding to the meta graph def to "
     "load from SavedModel.",
     "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow "

@@ -153,7 +153,9 @@ class RestApi:
             return {alias: info.dtype for alias, info in signature.inputs.items()}
 
         try:
-            request = json_tensor.parse_predict_request(body, input_dtypes)
+            request = json_tensor.parse_predict_request(
+                body, input_dtypes, self.context.costs.check_elements
+            )
             servable = handles[0].servable
             _, outputs = inference.predict(
                 self.context,
@@ -169,7 +171,9 @@ class RestApi:
         return json_tensor.predict_response(outputs, request.request_format)
 
     def _classify_regress(self, api: str, spec: model_pb2.ModelSpec, body: bytes) -> str:
-        signature_name, request_input = json_tensor.parse_classify_regress_request(body)
+        signature_name, request_input = json_tensor.parse_classify_regress_request(
+            body, self.context.costs.check_elements
+        )
         with self.core.get_servable(spec) as servable:
             if api == "classify":
                 results = inference.classify(

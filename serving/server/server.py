@@ -17,7 +17,7 @@ from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.server import warmup
+from serving.server import admission, warmup
 from serving.server.batching import BatchingOptions, BatchScheduler
 from serving.server.core import CoreOptions, ServerCore
 from serving.server.extra_protos import BatchingParameters, MonitoringConfig
@@ -237,6 +237,9 @@ class Server:
             self.metrics,
             signature_method_name_check=options.enable_signature_method_name_check,
             max_request_tensor_bytes=max(options.max_request_tensor_bytes, 0),
+            costs=admission.CostBudget(
+                max(options.max_request_elements, 0), max(options.max_decode_bytes_in_flight, 0)
+            ),
         )
         if batching is not None:
             self._batcher = BatchScheduler(batching, self.metrics)

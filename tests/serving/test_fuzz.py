@@ -29,6 +29,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The fuzz server's --max_request_elements: element-count shapes cross it cheaply.
+MAX_ELEMENTS = 64
 DOCUMENTED_5XX = {501, 503, 504}
 REST_STATUSES = {200, 400, 404, 413, 429} | DOCUMENTED_5XX
 GRPC_ERRORS = {
@@ -60,6 +62,7 @@ def server(tmp_path_factory, start_server):
         file_system_poll_wait_seconds=0,
         max_request_tensor_bytes=16 * 1024 * 1024,
         rest_api_max_request_bytes=4 * 1024 * 1024,
+        max_request_elements=MAX_ELEMENTS,
     )
 
 
@@ -213,3 +216,106 @@ def test_grpc_tensor_protos(server, proto, model):
         except grpc.RpcError as error:
             assert error.code() in GRPC_ERRORS, (error.code(), error.details())
             assert "[[{{" not in (error.details() or "")
+
+
+# ----------------------------------------------------------------------------------------
+# Element counts (issue 18): many strings, many tiny valid images, many instances.
+
+
+def _tiny_image(fmt: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+_elements = st.sampled_from([b"x", b"", b"\xff\xd8\xff", "jpeg", "png"]).map(
+    lambda e: _tiny_image(e.upper()) if isinstance(e, str) else e
+)
+_counts = st.integers(1, 3 * MAX_ELEMENTS) | st.sampled_from([MAX_ELEMENTS, MAX_ELEMENTS + 1])
+
+
+@given(count=_counts, element=_elements, mixed=st.booleans())
+def test_grpc_many_strings(server, count, element, mixed):
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving import tensor_codec
+
+    values = [element] * count
+    if mixed:
+        values[-1] = _tiny_image("JPEG")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "strings"
+    tensor_codec.string_tensor(values, out=request.inputs["image_bytes"])
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            reply = stub.Predict(request, timeout=60)
+        except grpc.RpcError as error:
+            assert error.code() in GRPC_ERRORS, (error.code(), error.details())
+            if count > MAX_ELEMENTS:
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "--max_request_elements" in error.details()
+            return
+    assert count <= MAX_ELEMENTS
+    assert len(reply.outputs["length"].int_val) == count
+
+
+@given(count=_counts, element=_elements, row=st.booleans())
+def test_rest_many_instances(server, count, element, row):
+    import base64
+
+    value = {"b64": base64.b64encode(element).decode()}
+    document = {"instances": [value] * count} if row else {"inputs": [value] * count}
+    status, reply = _post(server.rest_port, "/v1/models/strings:predict", _encode(document))
+    assert status in REST_STATUSES, (status, reply[:300])
+    answer = json.loads(reply)
+    if count > MAX_ELEMENTS:
+        assert status == 400 and "--max_request_elements" in answer["error"]
+    elif status == 200:
+        outputs = answer["predictions"] if row else answer["outputs"]["length"]
+        assert len(outputs) == count
+
+
+@given(count=st.integers(1, 3 * MAX_ELEMENTS), classify=st.booleans())
+def test_rest_many_examples_and_numbers(server, count, classify):
+    # Examples are elements; numbers are bounded by bytes, not counted.
+    if classify:
+        body = _encode({"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}] * count})
+        status, reply = _post(server.rest_port, "/v1/models/half:regress", body)
+        assert status in REST_STATUSES, (status, reply[:300])
+        assert (status == 400 and b"--max_request_elements" in reply) == (count > MAX_ELEMENTS)
+        assert (status == 200) == (count <= MAX_ELEMENTS), reply[:300]
+    else:
+        body = _encode({"instances": [1.0] * count})
+        status, reply = _post(server.rest_port, "/v1/models/half:predict", body)
+        assert status == 200, reply[:300]
+        assert len(json.loads(reply)["predictions"]) == count
+
+
+@given(body=_bodies, limit=st.integers(0, 4))
+def test_element_check_sees_requests_before_tensors(body, limit):
+    from serving.server import json_tensor
+    from serving.server.status import ServingError
+    from serving.tensor_codec import DT_FLOAT, DT_STRING
+
+    seen = []
+
+    def check(count):
+        seen.append(count)
+        if count > limit:
+            raise json_tensor.invalid_argument("too many")
+
+    for dtypes in ({"x": DT_FLOAT}, {"a": DT_STRING, "b": DT_FLOAT}):
+        try:
+            json_tensor.parse_predict_request(body, lambda _name, d=dtypes: d, check)
+        except ServingError:
+            pass
+        try:
+            json_tensor.parse_classify_regress_request(body, check)
+        except ServingError:
+            pass
+    assert all(isinstance(count, int) and count >= 0 for count in seen)
