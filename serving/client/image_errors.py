@@ -33,18 +33,26 @@ _INPUT_ELEMENT = re.compile(
     r"^(?P<input>[A-Za-z_][\w/.-]*)\[(?P<index>\d+)\]: (?P<reason>.+)$", re.DOTALL
 )
 _REST_ELEMENT = re.compile(r"^Failed to process element: (?P<index>\d+)\b")
+# Exports made before the decoder named formats instead quoted the first bytes of a
+# non-image ("12 bytes starting `hello, world`"): a file's content must not be shown.
+_QUOTED_BYTES = re.compile(r"(?P<count>\d+) bytes starting `[^`]*`")
 # The decoder tried the bytes as base64 text too. The client always sends an image's raw
 # bytes (REST's {"b64": ...} is only the transport), so for the user they are not an image.
 _BASE64_FALLBACK = re.compile(r"^base64 text that decodes to \d+ bytes that are not (?P<what>.+)$")
 
 
 def clean_message(text: str) -> str:
-    """The server's message without TensorFlow's graph locations, stack and assert wrapper."""
+    """The server's message without TensorFlow's graph locations, stack and assert wrapper,
+    and without any file content an older export quotes (``12 bytes starting `...```).
+
+    >>> clean_message("image_bytes[0]: not a JPEG ...: 25 bytes starting `root:*:20228:0:9...`")
+    'image_bytes[0]: not a JPEG ...: 25 bytes (content not shown)'
+    """
     text = _TRACEBACK.sub("", _GRAPH_NOTE.sub("", text)).strip()
     match = _ASSERTION.match(text)
     if match:
         text = match["data"].replace("] [", " ").strip()
-    return text
+    return _QUOTED_BYTES.sub(r"\g<count> bytes (content not shown)", text)
 
 
 def blamed_image(message: str, count: int) -> tuple[int, str] | None:
