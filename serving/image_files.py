@@ -161,6 +161,29 @@ def _read_capped(file, size: int, limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def listing_problem(
+    path: str | os.PathLike, folder: str | os.PathLike, max_bytes: int | None = None
+) -> str | None:
+    """Why ``path``, found by walking ``folder``, would not be read (``None``: it would):
+    a symlink leading outside the folder, not a regular file, or over the size limit.
+    For listings that hand paths to another reader (``tf.io.read_file``)."""
+    if leaves_folder(path, folder):
+        return outside_reason(folder)
+    limit = default_max_image_bytes() if max_bytes is None else int(max_bytes)
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)
+        _check_kind(name, info.st_mode)
+    except OSError as error:
+        return _os_reason(error)
+    except ImageFileError as error:
+        return error.reason
+    if info.st_size > limit:
+        setting = f"set {MAX_IMAGE_BYTES_ENV} to raise it"
+        return f"{info.st_size:,} bytes, over {_limit_text(limit, setting)}: not read"
+    return None
+
+
 def leaves_folder(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Whether ``path`` (found by walking ``folder``) really lies outside ``folder``:
     a symlink, or a symlinked folder on the way, that leads elsewhere."""
@@ -174,3 +197,22 @@ def outside_reason(folder: str | os.PathLike) -> str:
         f"a symlink leading outside {os.fspath(folder)}: not read (symlinks found in a folder "
         "are followed only within it; name the file itself to read it)"
     )
+
+
+def pattern_folder(pattern: str) -> str | None:
+    """The folder a glob pattern walks: its leading components without wildcards
+    (``photos/**/*.jpg`` -> ``photos``); ``None`` for a pattern without wildcards.
+
+    >>> pattern_folder("photos/2024/**/*.jpg"), pattern_folder("cat.jpg")
+    ('photos/2024', None)
+    """
+    import glob  # only the listings need it
+
+    if not glob.has_magic(pattern):
+        return None
+    fixed = []
+    for part in pattern.split(os.sep):
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed) or ("/" if pattern.startswith(os.sep) else ".")
