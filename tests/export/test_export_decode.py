@@ -277,7 +277,8 @@ def bad_inputs(photo) -> dict[str, tuple[bytes, str]]:
 
 
 BAD = [
-    "empty", "html", "text", "password file", "pdf", "zeros", "binary", "base64 of text", "base64 bad length", "jpeg cut in the data",
+    "empty", "html", "text", "password file", "pdf", "zeros", "binary", "base64 of text",
+    "base64 bad length", "jpeg cut in the data",
     "jpeg cut in the header", "jpeg magic only", "jpeg bad marker", "jpeg lossless", "jpeg 12-bit",
     "png cut", "png without IEND", "png header only", "png bad first chunk", "gif cut",
     "gif without colours", "bmp cut", "bmp 16-bit", "bmp compressed", "bmp os2 header",

@@ -126,8 +126,8 @@ def test_client_library_gives_each_bad_path_its_own_error(server, photos):
     assert "is a character device" in reasons[0]
     assert "is a named pipe (FIFO)" in reasons[1]
     assert "is a socket" in reasons[2]
-    assert "1,099,511,627,776 bytes, over the maximum image size of 67,108,864 bytes" in (
-        reasons[3]
+    assert (
+        "1,099,511,627,776 bytes, over the maximum image size of 67,108,864 bytes" in (reasons[3])
     )
     assert "max_image_bytes" in reasons[3]
 
