@@ -459,3 +459,22 @@ def test_decode_batch_gives_per_image_outcomes_and_can_fail_fast(photo):
     # The signatures fail the whole request: then nothing is decoded after a bad header.
     pixels, reasons = decode_batch(batch, (HEIGHT, WIDTH), fail_fast=True)
     assert reasons.numpy()[1] and not pixels.numpy().any()
+
+
+def test_the_graph_describes_non_images_as_serving_file_formats_does():
+    """The exported decoder and the Python readers name a non-image's format the same way,
+    and neither shows its bytes."""
+    import tensorflow as tf
+
+    from serving import decode, file_formats
+
+    samples = [b"hello, world", b"root:*:20228:0:99999:7:::\n", "héllo wörld".encode()]
+    samples += [magic + b"\x01\x02rest of the file" for _, _, magic in file_formats.SIGNATURES]
+    samples += [b"\x00\x00\x00\x20ftypheic" + bytes(8), b"\x00" * 64, bytes([1, 2, 250, 255])]
+    samples += [b"\x00\x00\x01", b"M", b"x"]
+    described = decode._describe(tf.constant(samples)).numpy()
+    for data, name in zip(samples, described, strict=True):
+        assert name.decode() == file_formats.describe(data), data
+    names = {name for name, _, _ in file_formats.SIGNATURES}
+    assert names <= {n.decode() for n in described}  # every signature is recognised
+    assert not any(b"root" in n or b"hello" in n for n in described)
