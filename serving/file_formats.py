@@ -18,6 +18,8 @@ mistake (a key, a password file) must not leak through them.
 
 from __future__ import annotations
 
+import re
+
 # (name, offset, magic bytes), first match wins. Only formats people send by mistake
 # or that a folder of photos may hold; the image formats the decoder reads are not here.
 SIGNATURES: tuple[tuple[str, int, bytes], ...] = (
@@ -67,3 +69,21 @@ def describe(data: bytes) -> str:
     if head and all(byte in TEXT_BYTES for byte in head):
         return "text"
     return UNKNOWN
+
+
+# Exports made before the decoder named formats quoted a non-image's first bytes:
+# "12 bytes starting `hello, world`". A message from such an export is rewritten.
+_QUOTED = re.compile(r"(?P<count>\d+) bytes starting `[^`]*`")
+
+
+def unquote(message: str, data: bytes | None = None) -> str:
+    """``message`` without the file content an older export quotes: the quote becomes the
+    format of ``data`` when the caller has the bytes, else ``content not shown``.
+
+    >>> unquote("not an image: 26 bytes starting `root:*:20228:0:9...`", b"root:*:20228")
+    'not an image: 26 bytes (text)'
+    >>> unquote("not an image: 26 bytes starting `root:*:20228:0:9...`")
+    'not an image: 26 bytes (content not shown)'
+    """
+    shown = "content not shown" if data is None else describe(data)
+    return _QUOTED.sub(lambda match: f"{match['count']} bytes ({shown})", message)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from serving.file_formats import unquote
+
 # TF appends where in the graph an op failed: "\n\t [[{{function_node f}}{{node n}}]]",
 # and in eager mode which function ran: " [Op:__inference_f_10]".
 _GRAPH_NOTE = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\s*\[Op:[^\]]*\]", re.DOTALL)
@@ -33,9 +35,6 @@ _INPUT_ELEMENT = re.compile(
     r"^(?P<input>[A-Za-z_][\w/.-]*)\[(?P<index>\d+)\]: (?P<reason>.+)$", re.DOTALL
 )
 _REST_ELEMENT = re.compile(r"^Failed to process element: (?P<index>\d+)\b")
-# Exports made before the decoder named formats instead quoted the first bytes of a
-# non-image ("12 bytes starting `hello, world`"): a file's content must not be shown.
-_QUOTED_BYTES = re.compile(r"(?P<count>\d+) bytes starting `[^`]*`")
 # The decoder tried the bytes as base64 text too. The client always sends an image's raw
 # bytes (REST's {"b64": ...} is only the transport), so for the user they are not an image.
 _BASE64_FALLBACK = re.compile(r"^base64 text that decodes to \d+ bytes that are not (?P<what>.+)$")
@@ -52,7 +51,7 @@ def clean_message(text: str) -> str:
     match = _ASSERTION.match(text)
     if match:
         text = match["data"].replace("] [", " ").strip()
-    return _QUOTED_BYTES.sub(r"\g<count> bytes (content not shown)", text)
+    return unquote(text)
 
 
 def blamed_image(message: str, count: int) -> tuple[int, str] | None:

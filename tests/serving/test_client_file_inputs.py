@@ -197,3 +197,23 @@ def test_a_file_growing_past_the_limit_while_read_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(os, "fstat", fstat_then_grow)
     with pytest.raises(ImageFileError, match="grew while being read"):
         read_image_file(path, max_bytes=500)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import serving.file_formats
+    import serving.image_files
+
+    for module in (serving.file_formats, serving.image_files):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__
+
+
+def test_an_older_exports_quote_is_replaced_by_the_format():
+    from serving.client.image_errors import clean_message
+    from serving.file_formats import unquote
+
+    old = "image_bytes[0]: not a JPEG, PNG, GIF, BMP or WebP image: 26 bytes starting `root:*:2...`"
+    assert unquote(old, SECRET).endswith(": 26 bytes (text)")
+    assert clean_message(f"assertion failed: [{old}]").endswith(": 26 bytes (content not shown)")
