@@ -243,7 +243,9 @@ def image_folder(
 ) -> FileImageDataset:
     """An image folder, with every file checked by the decoder first when ``verify``.
 
-    Files that do not decode (truncated, empty, not an image) are skipped with
+    Files that cannot be read (a pipe, a device, a socket, over 64 MiB, a symlink
+    leading out of ``root``: see ``serving.image_files``) and files that do not
+    decode (truncated, empty, not an image) are skipped with
     one warning naming them when ``on_corrupt="skip"``, or make a
     :class:`DataError` naming them when ``on_corrupt="error"``. Checking costs
     one decode per image before training; with ``verify=False`` a bad file
