@@ -189,7 +189,10 @@ def leaves_folder(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     a symlink, or a symlinked folder on the way, that leads elsewhere."""
     real = os.path.realpath(path)
     top = os.path.realpath(folder)
-    return os.path.commonpath([real, top]) != top
+    try:
+        return os.path.commonpath([real, top]) != top
+    except ValueError:  # another drive (Windows)
+        return True
 
 
 def outside_reason(folder: str | os.PathLike) -> str:
