@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from serving.image_files import ImageFileError, read_image_file
+
 
 class ImageReadError(ValueError):
     """An input file is missing, unreadable, or not an image the decoder accepts."""
@@ -23,19 +25,16 @@ def read_image(
 ) -> np.ndarray:
     """Reads and decodes one image file to float32 ``(height, width, 3)`` at ``image_size``.
 
-    The pixels are those the exported model computes from the same bytes;
+    The file is read by :func:`serving.image_files.read_image_file` (regular files only,
+    size capped). The pixels are those the exported model computes from the same bytes;
     ``max_pixels`` is the decoder's limit (default ``serving.decode.DEFAULT_MAX_PIXELS``).
     Raises :class:`ImageReadError` naming the file and the reason.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as error:
-        raise ImageReadError(f"{path}: no such file") from error
-    except IsADirectoryError as error:
-        raise ImageReadError(f"{path}: is a directory") from error
-    except OSError as error:
-        raise ImageReadError(f"{path}: cannot read ({error.strerror or error})") from error
+        # A regular file only, at most $KERAS_VIT_MAX_IMAGE_BYTES (64 MiB) read.
+        data = read_image_file(path)
+    except ImageFileError as error:
+        raise ImageReadError(str(error)) from None
     try:
         return decode_bytes(data, image_size, max_pixels)
     except ImageReadError as error:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from serving import file_formats
+
 # Format codes; the order is the branch order of every ``tf.switch_case`` below.
 JPEG, PNG, GIF, BMP, WEBP, UNKNOWN = range(6)
 FORMAT_NAMES = ("JPEG", "PNG", "GIF", "BMP", "WebP", "image")
@@ -65,7 +67,9 @@ def _reason(before: str, detail: str = "", after: str = "") -> int:
 
 
 EMPTY = _reason("empty string: no image bytes")
-NOT_AN_IMAGE = _reason("not a JPEG, PNG, GIF, BMP or WebP image, nor base64 text of one: ", "peek")
+NOT_AN_IMAGE = _reason(
+    "not a JPEG, PNG, GIF, BMP or WebP image, nor base64 text of one: ", "described"
+)
 TOO_MANY_PIXELS = _reason("the image declares ", "size", " (decompression bomb guard)")
 REQUEST_PIXELS = _reason("the images of this request add up to ", "total")
 TRUNCATED = _reason("truncated ", "format", ": the data ends before the image does")
@@ -322,6 +326,26 @@ def _sniff(data):
     return fmt
 
 
+def _describe(data):
+    """:func:`serving.file_formats.describe` as ops: the format's name by its magic number,
+    "text", "zero bytes" or "unknown format" for each element; no content."""
+    n = file_formats.HEAD_BYTES
+    length = tf.strings.length(data)
+    padded = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, n), b"\x00" * n]), 0, n)
+    head = _head(data, n)
+    inside = tf.range(n) < length[..., None]
+    text_bytes = tf.constant([byte in file_formats.TEXT_BYTES for byte in range(256)])
+    is_text = tf.reduce_all(tf.logical_or(tf.gather(text_bytes, head), ~inside), axis=-1)
+    is_zero = tf.reduce_all(tf.logical_or(tf.equal(head, 0), ~inside), axis=-1)
+    some = length > 0
+    names = tf.where(tf.logical_and(is_text, some), "text", file_formats.UNKNOWN)
+    names = tf.where(tf.logical_and(is_zero, some), "zero bytes", names)
+    for name, offset, magic in reversed(file_formats.SIGNATURES):  # the first match wins
+        found = tf.equal(tf.strings.substr(padded, offset, len(magic)), magic)
+        names = tf.where(tf.logical_and(found, length >= offset + len(magic)), name, names)
+    return names
+
+
 def _unwrap(data):
     """``(bytes, format, from_base64, code)``: base64 text of an image is decoded first.
 
@@ -375,18 +399,11 @@ def _reason_texts(code, encoded, fmt, from_base64, detail, height, width, max_pi
     before, kinds, after = (tf.constant(list(column)) for column in zip(*_REASONS, strict=True))
     kind = tf.gather(kinds, code)
     number = tf.strings.as_string
-    # What a non-image starts with, in printable ASCII: 12 bytes starting `hello, world`.
-    # (TF escapes quotes and backslashes in assertion messages: they become dots too.)
-    printable = tf.constant(
-        [chr(c) if 32 <= c < 127 and chr(c) not in "\"'`\\" else "." for c in range(256)]
-    )
-    peek = tf.strings.reduce_join(tf.gather(printable, _head(encoded, 16)), axis=-1)
+    # What a non-image is, never what it holds: "12 bytes (text)", "1,234 bytes (PDF document)".
     length = tf.strings.length(encoded)
-    peek = tf.strings.substr(peek, tf.zeros_like(length), tf.minimum(length, 16))
-    more = tf.where(length > 16, "...", "")
     shown = tf.stack(
         [
-            tf.strings.join([number(length), " bytes starting `", peek, more, "`"]),
+            tf.strings.join([number(length), " bytes (", _describe(encoded), ")"]),
             tf.strings.join(
                 [number(width), "x", number(height), " = ", number(height * width)]
                 + [f" pixels, more than the limit of {int(max_pixels)}"]
@@ -403,7 +420,7 @@ def _reason_texts(code, encoded, fmt, from_base64, detail, height, width, max_pi
         axis=-1,
     )
     column = tf.argmax(
-        tf.cast(tf.equal(kind[:, None], ["peek", "size", "total", "format", "int"]), tf.int32),
+        tf.cast(tf.equal(kind[:, None], ["described", "size", "total", "format", "int"]), tf.int32),
         axis=-1,
     )
     shown = tf.where(tf.equal(kind, ""), "", tf.gather(shown, column, batch_dims=1))

@@ -55,8 +55,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving import file_formats
 from serving.client.client import VERTEX_MAX_REQUEST_BYTES
 from serving.client.files import expand_image_arguments
+from serving.image_files import (
+    ImageFileError,
+    leaves_folder,
+    outside_reason,
+    pattern_folder,
+    read_image_file,
+)
 from serving.vertex import (
     _ACCELERATOR,
     _BUCKET,
@@ -130,10 +138,16 @@ def expand_images(arguments: Sequence[str]) -> list[str]:
     expanded, problems = [], []
     for argument in arguments:
         if glob.has_magic(argument):
-            matches = sorted(p for p in glob.glob(argument, recursive=True) if os.path.isfile(p))
+            # Not only regular files: a pipe or device matched gets its own error when read.
+            matches = sorted(p for p in glob.glob(argument, recursive=True) if not os.path.isdir(p))
             if not matches:
                 problems.append(f"{argument}: the pattern matches no file")
-            expanded += matches
+            folder = pattern_folder(argument)
+            for path in matches:
+                if leaves_folder(path, folder):
+                    problems.append(f"{path}: {outside_reason(folder)}")
+                else:
+                    expanded.append(path)
         else:
             expanded.append(argument)
     files, missing = expand_image_arguments(expanded, recursive=True)
@@ -155,18 +169,14 @@ def write_instances(images: Sequence[str], output: str | os.PathLike) -> list[di
     rows, problems = [], []
     for path in images:
         try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            problems.append(f"{path}: cannot read ({error.strerror or error})")
-            continue
-        if len(data) > MAX_IMAGE_BYTES:
-            problems.append(
-                f"{path}: {len(data):,} bytes, over the {MAX_IMAGE_BYTES:,} bytes an instance "
-                "may hold (Vertex's 1.5 MB request limit, after base64)"
-            )
+            data = _read(path)
+        except ImageFileError as error:
+            problems.append(str(error))
             continue
         if image_format(data) not in IMAGE_FORMATS:
-            problems.append(f"{path}: not a {'/'.join(IMAGE_FORMATS)} image")
+            problems.append(
+                f"{path}: not a {'/'.join(IMAGE_FORMATS)} image ({file_formats.describe(data)})"
+            )
             continue
         digest = hashlib.sha256(data).hexdigest()
         rows.append({"path": str(path), "bytes": len(data), "sha256": digest})
@@ -183,13 +193,25 @@ def write_instances(images: Sequence[str], output: str | os.PathLike) -> list[di
     with open(partial, "w", encoding="ascii", newline="\n") as lines:
         for line_number, row in enumerate(rows, start=1):
             row["line"] = line_number
-            lines.write(instance_line(Path(row["path"]).read_bytes()) + "\n")
+            data = _read(row["path"])
+            if hashlib.sha256(data).hexdigest() != row["sha256"]:
+                raise InstanceError(f"{row['path']} changed while the instances were written")
+            lines.write(instance_line(data) + "\n")
     with open(output.with_name(output.name + ".files.csv"), "w", newline="") as manifest:
         writer = csv.DictWriter(manifest, fieldnames=["line", "path", "bytes", "sha256"])
         writer.writeheader()
         writer.writerows(rows)
     os.replace(partial, output)
     return rows
+
+
+def _read(path: str) -> bytes:
+    """A regular file of at most :data:`MAX_IMAGE_BYTES` (serving.image_files)."""
+    return read_image_file(
+        path,
+        MAX_IMAGE_BYTES,
+        setting="the most an instance may hold: Vertex's 1.5 MB request limit, after base64",
+    )
 
 
 def check_instances_file(path: str | os.PathLike) -> int:

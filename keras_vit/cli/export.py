@@ -118,10 +118,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     warmup_images = None
     if args.warmup_image:
-        try:
-            warmup_images = [open(path, "rb").read() for path in args.warmup_image]
-        except OSError as error:
-            print(f"error: cannot read warm-up image: {error}", file=sys.stderr)
+        from serving.image_files import ImageFileError, read_image_file
+
+        try:  # regular files only, size capped (serving/image_files.py)
+            warmup_images = [read_image_file(path) for path in args.warmup_image]
+        except ImageFileError as error:
+            print(f"error: cannot read warm-up image {error}", file=sys.stderr)
             return 1
 
     from serving.decode import DEFAULT_MAX_PIXELS

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from serving.image_files import listing_problem
+
 logger = logging.getLogger(__name__)
 
 # What the one decoder (serving/decode.py) reads, in training and serving alike.
@@ -91,6 +93,7 @@ class FileImageDataset(ImageDataset):
         labels: Sequence[int],
         class_names: Sequence[str],
         description: str = "image files",
+        unreadable: Sequence[tuple[str, str]] = (),
     ):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
@@ -98,6 +101,8 @@ class FileImageDataset(ImageDataset):
         self._labels = np.asarray(labels, dtype=np.int32)
         self.class_names = list(class_names)
         self.description = description
+        # (path, reason) of files a listing left out without reading them.
+        self.unreadable = list(unreadable)
 
     @property
     def size(self) -> int:
@@ -191,25 +196,43 @@ def list_image_folder(
             f"Image folder {str(root)!r} needs one sub-folder per class and at least two "
             f"classes; found {folders or 'none'}"
         )
-    paths, labels = [], []
+    paths, labels, unreadable = [], [], []
     for index, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
             continue
-        files = sorted(
+        found = sorted(
             p
             for p in folder.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_EXTENSIONS
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and not p.is_dir()
             and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         )
+        # Pipes, devices, oversized files and symlinks leading out of the folder are never
+        # handed to tf.io.read_file (serving.image_files): they are listed as unreadable.
+        files = []
+        for p in found:
+            problem = listing_problem(p, root)
+            if problem is None:
+                files.append(p)
+            else:
+                unreadable.append((str(p), problem))
         paths += [str(p) for p in files]
         labels += [index] * len(files)
     if not paths:
         raise DataError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under the class folders of {root}"
+            + (f"; not read: {_listing(unreadable)}" if unreadable else "")
         )
-    return FileImageDataset(paths, labels, class_names, description=f"image folder {root}")
+    return FileImageDataset(
+        paths, labels, class_names, description=f"image folder {root}", unreadable=unreadable
+    )
+
+
+def _listing(problems: Sequence[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{path}: {reason}" for path, reason in problems[:_MAX_LISTED])
+    more = len(problems) - _MAX_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def image_folder(
@@ -220,7 +243,9 @@ def image_folder(
 ) -> FileImageDataset:
     """An image folder, with every file checked by the decoder first when ``verify``.
 
-    Files that do not decode (truncated, empty, not an image) are skipped with
+    Files that cannot be read (a pipe, a device, a socket, over 64 MiB, a symlink
+    leading out of ``root``: see ``serving.image_files``) and files that do not
+    decode (truncated, empty, not an image) are skipped with
     one warning naming them when ``on_corrupt="skip"``, or make a
     :class:`DataError` naming them when ``on_corrupt="error"``. Checking costs
     one decode per image before training; with ``verify=False`` a bad file
@@ -229,6 +254,11 @@ def image_folder(
     if on_corrupt not in ("skip", "error"):
         raise ValueError(f"on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
     dataset = list_image_folder(root, class_names)
+    if dataset.unreadable:
+        listed = _listing(dataset.unreadable)
+        if on_corrupt == "error":
+            raise DataError(f"{len(dataset.unreadable)} files in {root} cannot be read: {listed}")
+        logger.warning("Skipping %d files that cannot be read: %s", len(dataset.unreadable), listed)
     if not verify:
         return dataset
     corrupt = dataset.find_corrupt()

@@ -30,6 +30,7 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler
 
 from serving.batch.model_dir import INPUT, OUTPUTS, SIGNATURE
+from serving.file_formats import unquote
 
 # The message of the export's decoder (serving/decode.py): "image_bytes[<index>]: <reason>]".
 _BAD_ELEMENT = re.compile(re.escape(INPUT) + r"\[(\d+)\]: (.*?)\]?(?:\n|$)")
@@ -86,14 +87,16 @@ class ImageClassifier:
             try:
                 outputs = self._call([images[i] for i in part])
             except _BadImage as bad:
+                # An older export quotes a non-image's bytes: its format is named instead.
                 if len(part) == 1:
-                    results[part[0]] = {"error": bad.reason}
+                    results[part[0]] = {"error": unquote(bad.reason, images[part[0]])}
                 elif bad.index is None or bad.index >= len(part):
                     pending.extend([i] for i in part)  # no element named: each on its own
                 elif bad.reason.startswith(_REQUEST_BUDGET) and bad.index > 0:
                     pending += [part[: bad.index], part[bad.index :]]
                 else:
-                    results[part[bad.index]] = {"error": bad.reason}
+                    bad_image = images[part[bad.index]]
+                    results[part[bad.index]] = {"error": unquote(bad.reason, bad_image)}
                     pending.append(part[: bad.index] + part[bad.index + 1 :])
                 continue
             labels, scores = outputs["top_k_labels"], outputs["top_k_scores"]

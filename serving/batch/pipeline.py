@@ -29,6 +29,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from serving.batch import records
 from serving.batch.model_handler import SavedModelHandler
+from serving.image_files import ImageFileError, pattern_folder, read_image_file
 
 NAMESPACE = "keras_vit.batch_predict"
 IMAGES_IN, PREDICTED, DEAD = "images_in", "predictions", "dead_letters"
@@ -76,8 +77,10 @@ class Counts:
 class ReadImage(beam.DoFn):
     """``ReadableFile`` -> ``(path, bytes)``, or a dead letter when it cannot be read whole."""
 
-    def __init__(self, max_file_bytes: int):
+    def __init__(self, max_file_bytes: int, folder: str | None = None):
         self.max_file_bytes = max_file_bytes
+        # The folder the input pattern walks: a local symlink leading out of it is not read.
+        self.folder = folder
         self.images_in = Metrics.counter(NAMESPACE, IMAGES_IN)
         self.dead = Metrics.counter(NAMESPACE, DEAD)
 
@@ -87,7 +90,14 @@ class ReadImage(beam.DoFn):
         limit = self.max_file_bytes
         size = readable.metadata.size_in_bytes
         data, reason = b"", None
-        if size > limit:
+        if "://" not in path:
+            # Local files: regular files only (a pipe or /dev/zero never blocks or floods
+            # a worker), size checked before and after opening, symlinks kept to the folder.
+            try:
+                data = read_image_file(path, limit, within=self.folder, setting="--max-file-bytes")
+            except ImageFileError as error:
+                reason = error.reason
+        elif size > limit:
             reason = _too_large(size, limit)
         else:
             try:
@@ -139,7 +149,10 @@ class BatchPredict(beam.PTransform):
             | "Match" >> fileio.MatchFiles(s.input)
             | "Spread" >> beam.Reshuffle()
             | "Open" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-            | "Read" >> beam.ParDo(ReadImage(s.max_file_bytes)).with_outputs(DEAD, main="images")
+            | "Read"
+            >> beam.ParDo(ReadImage(s.max_file_bytes, pattern_folder(s.input))).with_outputs(
+                DEAD, main="images"
+            )
         )
         results = (
             read.images

@@ -68,6 +68,7 @@ class BatchEngine:
         downscale: bool,
         image_size: int,
         image_format: str,
+        max_image_bytes: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -85,6 +86,7 @@ class BatchEngine:
         self.downscale = downscale
         self.image_size = image_size
         self.image_format = image_format
+        self.max_image_bytes = max_image_bytes
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
@@ -109,7 +111,7 @@ class BatchEngine:
             return error
 
     def _prepare_one(self, image: Any, index: int, size: RequestSize) -> bytes:
-        data = encode_image(image, index, self.image_format)
+        data = encode_image(image, index, self.image_format, self.max_image_bytes)
         if self.max_request_bytes is None:
             return data
         if size.request_bytes([len(data)]) <= self.max_request_bytes:

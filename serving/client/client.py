@@ -63,6 +63,10 @@ class ServingClient:
         image_size: the model's input resolution.
         image_format: how PIL images and arrays are encoded: ``"png"`` (lossless) or
             ``"jpeg"`` (smaller).
+        max_image_bytes: the largest image file read from a path (default 64 MiB, or
+            ``$KERAS_VIT_MAX_IMAGE_BYTES``); larger files, and paths that are not regular
+            files (devices, pipes, sockets), fail as that image's
+            :class:`~serving.client.errors.InputImageError` without being read.
         embedding_signature: the signature ``embed`` calls.
         classify_signature: the signature ``classify`` calls.
         retry_policy: full control over backoff; overrides ``retries``.
@@ -94,6 +98,7 @@ class ServingClient:
         downscale: bool = True,
         image_size: int = 224,
         image_format: str = "png",
+        max_image_bytes: int | None = None,
         embedding_signature: str = "embedding",
         classify_signature: str = "classify",
         retry_policy: RetryPolicy | None = None,
@@ -135,6 +140,7 @@ class ServingClient:
             downscale=downscale,
             image_size=image_size,
             image_format=image_format,
+            max_image_bytes=max_image_bytes,
         )
         if transport is not None:
             self.transport: Any = transport

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from serving.image_files import leaves_folder, outside_reason
+
 # Extensions picked up from a directory (named files are always sent, whatever their name).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 GRPC_PORT = 8500
@@ -17,18 +19,22 @@ def expand_image_arguments(
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """``(image files, [(argument, problem), ...])`` for the command line's arguments.
 
-    A file is kept as given. A directory gives its image files (by extension, sorted,
-    hidden ones skipped), and those of its subdirectories with ``recursive``. An argument
-    that does not exist, or a directory without images, is a problem; the others still run.
+    A file is kept as given (a symlink named here is followed). A directory gives its
+    image files (by extension, sorted, hidden ones skipped), and those of its
+    subdirectories with ``recursive`` (symlinked subdirectories are not entered). A
+    symlink found in a directory whose target lies outside it is a problem of its own,
+    not read (see :mod:`serving.image_files`). An argument that does not exist, or a
+    directory without images, is a problem; the others still run.
     """
     files: list[str] = []
     problems: list[tuple[str, str]] = []
     for argument in arguments:
         if os.path.isdir(argument):
-            found = _images_in(argument, recursive)
+            found, outside = _images_in(argument, recursive)
+            problems.extend((path, outside_reason(argument)) for path in outside)
             if found:
                 files.extend(found)
-            else:
+            elif not outside:
                 where = "in it or its subdirectories" if recursive else "in it"
                 hint = "" if recursive else " (--recursive also looks in subdirectories)"
                 problems.append(
@@ -41,14 +47,19 @@ def expand_image_arguments(
     return files, problems
 
 
-def _images_in(directory: str, recursive: bool) -> list[str]:
-    found = []
+def _images_in(directory: str, recursive: bool) -> tuple[list[str], list[str]]:
+    """``(image files, symlinks among them that lead outside the directory)``."""
+    found, outside = [], []
     for root, dirs, names in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         for name in sorted(names):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(root, name))
-    return found
+                path = os.path.join(root, name)
+                if os.path.islink(path) and leaves_folder(path, directory):
+                    outside.append(path)
+                else:
+                    found.append(path)
+    return found, outside
 
 
 def _extensions() -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from serving.file_formats import unquote
+
 # TF appends where in the graph an op failed: "\n\t [[{{function_node f}}{{node n}}]]",
 # and in eager mode which function ran: " [Op:__inference_f_10]".
 _GRAPH_NOTE = re.compile(r"\s*\[\[\{\{.*?\}\}\]\]|\s*\[Op:[^\]]*\]", re.DOTALL)
@@ -39,12 +41,17 @@ _BASE64_FALLBACK = re.compile(r"^base64 text that decodes to \d+ bytes that are 
 
 
 def clean_message(text: str) -> str:
-    """The server's message without TensorFlow's graph locations, stack and assert wrapper."""
+    """The server's message without TensorFlow's graph locations, stack and assert wrapper,
+    and without any file content an older export quotes (``12 bytes starting `...```).
+
+    >>> clean_message("image_bytes[0]: not a JPEG ...: 25 bytes starting `root:*:20228:0:9...`")
+    'image_bytes[0]: not a JPEG ...: 25 bytes (content not shown)'
+    """
     text = _TRACEBACK.sub("", _GRAPH_NOTE.sub("", text)).strip()
     match = _ASSERTION.match(text)
     if match:
         text = match["data"].replace("] [", " ").strip()
-    return text
+    return unquote(text)
 
 
 def blamed_image(message: str, count: int) -> tuple[int, str] | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from serving.client.errors import InputImageError, PayloadTooLargeError
+from serving.image_files import ImageFileError, read_image_file
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -26,6 +27,8 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image
 # JPEG qualities tried, in order, once an image is at the model resolution and still too big.
 _LAST_RESORT_QUALITIES = (75, 50, 30)
 _JPEG_QUALITY = 90
+# How a caller raises the file size limit, for the error.
+_SETTING = "raise it with max_image_bytes= or $KERAS_VIT_MAX_IMAGE_BYTES"
 
 
 def _is_pil(image: Any) -> bool:
@@ -53,23 +56,25 @@ def as_image_list(images: ImageInput | Iterable[ImageInput]) -> list[Any]:
         ) from None
 
 
-def encode_image(image: Any, index: int, image_format: str = "png") -> bytes:
+def encode_image(
+    image: Any, index: int, image_format: str = "png", max_image_bytes: int | None = None
+) -> bytes:
     """Encoded bytes for one input image (files and bytes are passed through unchanged).
 
     PIL images and arrays are encoded as ``image_format`` (PNG by default: lossless, so the
-    server sees exactly the caller's pixels).
+    server sees exactly the caller's pixels). A path is read with
+    :func:`serving.image_files.read_image_file`: a regular file of at most
+    ``max_image_bytes`` (default 64 MiB), never a device, pipe or socket.
     """
     if isinstance(image, (str, os.PathLike)):
         try:
-            with open(image, "rb") as file:
-                data = file.read()
-        except OSError as error:
+            return read_image_file(image, max_image_bytes, setting=_SETTING)
+        except ImageFileError as error:
+            if error.reason == "is an empty file":
+                raise InputImageError(f"image {index}: {error.path!r} is an empty file") from None
             raise InputImageError(
-                f"image {index}: cannot read {os.fspath(image)!r}: {error.strerror or error}"
+                f"image {index}: cannot read {error.path!r}: {error.reason}"
             ) from None
-        if not data:
-            raise InputImageError(f"image {index}: {os.fspath(image)!r} is an empty file")
-        return data
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:

@@ -428,6 +428,13 @@ class ServerCore:
     def _retry(self, name, model, version, path, attempt, error) -> None:
         with self._lock:
             self._retry_timers = {t for t in self._retry_timers if t.is_alive()}
+            # AspiredVersionsManager cancels the retries of a version no longer aspired
+            # (BasicManager::CancelLoadServableRetry): it ends with its last error.
+            cancelled = model.removed or version not in model.aspired
+        if cancelled:
+            log.info("Retrying of Loading servable: %s was cancelled.", servable_id(name, version))
+            self._give_up(name, model, version, error)
+            return
         self._submit_load(name, model, version, path, attempt, error)
 
     def _give_up(self, name: str, model: _Model, version: int, error: ServingError) -> None:

@@ -294,15 +294,24 @@ def _example_signature(servable: Servable, name: str, check_method: bool, method
     signature = servable.signature_defs.get(key)
     if signature is None:
         raise invalid_argument(f"No signature was found with the name: {key}")
+    _check_method(signature, check_method, method, kind)
+    return signature
+
+
+def _check_method(signature, check_method: bool, method: str, kind: str) -> None:
     if check_method and signature.method_name != method:
         raise invalid_argument(
             f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
         )
-    return signature
 
 
-def _classify_targets(signature) -> tuple[str, list[str]]:
+# A signature of another kind (Classify on a regress or predict signature, Regress on a
+# classify one, and MultiInference tasks likewise) fails these checks with INVALID_ARGUMENT:
+# TF Serving answered FAILED_PRECONDITION before 2.4 and INVALID_ARGUMENT since its commit
+# b724ceda (classifier.cc/regressor.cc, PreProcessClassification/PreProcessRegression).
+def _classify_targets(signature, check_method: bool = False) -> tuple[str, list[str]]:
     """``PreProcessClassification``: the input tensor and the classes/scores tensors."""
+    _check_method(signature, check_method, CLASSIFY_METHOD, "classification")
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) not in (1, 2):
@@ -310,17 +319,13 @@ def _classify_targets(signature) -> tuple[str, list[str]]:
             f"Expected one or two output Tensors, found {len(signature.outputs)}"
         )
     if "inputs" not in signature.inputs:
-        raise ServingError(
-            Code.FAILED_PRECONDITION,
-            f"No classification inputs found in SignatureDef: {signature}",
-        )
+        raise invalid_argument(f"No classification inputs found in SignatureDef: {signature}")
     classes = signature.outputs.get("classes")
     scores = signature.outputs.get("scores")
     if "classes" not in signature.outputs and "scores" not in signature.outputs:
-        raise ServingError(
-            Code.FAILED_PRECONDITION,
+        raise invalid_argument(
             'Expected classification signature outputs to contain at least one of "classes" '
-            f'or "scores". Signature was: {signature}',
+            f'or "scores". Signature was: {signature}'
         )
     names = []
     if "classes" in signature.outputs:
@@ -393,20 +398,17 @@ def classify(
     return _classification_result(signature, len(examples), names, outputs)
 
 
-def _regress_targets(signature) -> tuple[str, list[str]]:
+def _regress_targets(signature, check_method: bool = False) -> tuple[str, list[str]]:
     """``PreProcessRegression``."""
+    _check_method(signature, check_method, REGRESS_METHOD, "regression")
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) != 1:
         raise invalid_argument("Expected one output Tensor.")
     if "inputs" not in signature.inputs:
-        raise ServingError(
-            Code.FAILED_PRECONDITION, f"No regression inputs found in SignatureDef: {signature}"
-        )
+        raise invalid_argument(f"No regression inputs found in SignatureDef: {signature}")
     if "outputs" not in signature.outputs:
-        raise ServingError(
-            Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {signature}"
-        )
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {signature}")
     return signature.inputs["inputs"].name, [signature.outputs["outputs"].name]
 
 
@@ -500,10 +502,11 @@ def multi_inference(
         signature = servable.signature_defs.get(key)
         if signature is None:
             raise invalid_argument(f"Requested signature not found in model graph: {key}")
+        check = context.signature_method_name_check
         if task.method_name == CLASSIFY_METHOD:
-            name, names = _classify_targets(signature)
+            name, names = _classify_targets(signature, check)
         elif task.method_name == REGRESS_METHOD:
-            name, names = _regress_targets(signature)
+            name, names = _regress_targets(signature, check)
         else:
             raise ServingError(
                 Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"

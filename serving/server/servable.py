@@ -66,6 +66,50 @@ def _as_array(value) -> np.ndarray:
     return array
 
 
+def load_error(error: Exception, path: str, tags: Sequence[str]) -> ServingError:
+    """The status TF Serving's C++ loader (``LoadSavedModel``) gives for the failure the
+    Python loader raised: same code, and its text where the Python loader words it
+    otherwise. GetModelStatus shows it as the failed version's ``status``."""
+    if isinstance(error, tf.errors.OpError):
+        failure = from_tf_error(error)
+        return ServingError(failure.code, _without_python_frames(failure.message))
+    text = str(error)
+    if isinstance(error, OSError) and text.startswith("Cannot parse file"):
+        # tensorflow/core/platform/env.cc ReadBinaryProto.
+        pb = path.rstrip("/") + "/saved_model.pb"
+        return ServingError(Code.DATA_LOSS, f"Can't parse {pb} as binary proto")
+    if isinstance(error, RuntimeError) and "could not be found in SavedModel" in text:
+        # tensorflow/cc/saved_model/reader.cc FindMetaGraphDef.
+        return ServingError(
+            Code.NOT_FOUND,
+            f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. "
+            "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+            "`saved_model_cli`",
+        )
+    # The Python loader reports a missing SavedModel with these.
+    code = Code.NOT_FOUND if isinstance(error, (OSError, RuntimeError)) else Code.INTERNAL
+    return ServingError(code, text)
+
+
+def _without_python_frames(message: str) -> str:
+    r"""The op's own message: Python's session adds "Graph execution error: Detected at node
+    'n' defined at (most recent call last): ... Node: 'n'" before it; TF Serving's C++
+    session does not.
+
+    >>> _without_python_frames("Graph execution error:\n\nDetected at node 'save/RestoreV2' "
+    ...     "defined at (most recent call last):\nNode: 'save/RestoreV2'\nRead less bytes")
+    'Read less bytes'
+    """
+    if not message.startswith("Graph execution error:"):
+        return message
+    lines = message.split("\n")
+    nodes = [i for i, line in enumerate(lines) if line.startswith("Node: '")]
+    if not nodes:
+        return message
+    rest = "\n".join(lines[nodes[-1] + 1 :]).strip()
+    return rest or message
+
+
 class Servable:
     """A loaded SavedModel version; ``run`` is safe to call from many threads at once.
 
@@ -123,11 +167,7 @@ class Servable:
                 error,
                 (time.monotonic() - start) * 1e6,
             )
-            if isinstance(error, tf.errors.OpError):
-                raise from_tf_error(error) from None
-            # The Python loader reports a missing SavedModel or tag-set with these.
-            code = Code.NOT_FOUND if isinstance(error, (OSError, RuntimeError)) else Code.INTERNAL
-            raise ServingError(code, str(error)) from None
+            raise load_error(error, path, tags) from None
         log.info(
             "SavedModel load for tags { %s }; Status: success: OK. Took %d microseconds.",
             " ".join(tags),

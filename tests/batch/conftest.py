@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.special_files import special_files
+
 # Each test module skips itself without Beam (a conftest cannot skip).
 NEEDS_BEAM = "batch-predict needs the batch extra (apache-beam, requirements-dev.txt)"
 LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
@@ -75,10 +77,12 @@ def image_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     bad = {
         "cats/truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG"),
         "cats/notes.jpg": (b"meeting notes, not an image\n", "not a JPEG, PNG"),
-        "things/empty.jpg": (b"", "empty string"),
+        "things/empty.jpg": (b"", "is an empty file"),  # refused before the decoder
         "things/bomb.png": (bomb_png(), "more than the limit of 40000000"),
         "things/huge.jpg": (b"\xff\xd8\xff" + bytes(MAX_FILE_BYTES), "--max-file-bytes"),
     }
     for name, (content, _) in bad.items():
         (root / name).write_bytes(content)
-    return root, {name: reason for name, (_, reason) in bad.items()}
+    reasons = {name: reason for name, (_, reason) in bad.items()}
+    reasons.update(special_files(root, "cats", "things"))
+    return root, reasons

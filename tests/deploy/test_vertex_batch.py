@@ -97,7 +97,10 @@ def test_images_over_the_limit_are_refused_and_listed(photos, tmp_path, capsys):
     assert main(["deploy", "vertex", "batch-input", str(photos), "--output", str(output)]) == 2
     error = capsys.readouterr().err
     assert "2 of 6 images cannot be batch prediction instances; nothing was written" in error
-    assert f"huge.png: {big.stat().st_size:,} bytes, over the {MAX_IMAGE_BYTES:,}" in error
+    assert (
+        f"huge.png: {big.stat().st_size:,} bytes, over the maximum image size of "
+        f"{MAX_IMAGE_BYTES:,} bytes (the most an instance may hold" in error
+    )
     assert "fake.jpg: not a JPEG/PNG/GIF/BMP/WEBP image" in error
     assert not output.exists() and not (tmp_path / "instances.jsonl.partial").exists()
 

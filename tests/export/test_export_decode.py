@@ -240,10 +240,16 @@ def bad_inputs(photo) -> dict[str, tuple[bytes, str]]:
     return {
         "empty": (b"", "empty string: no image bytes"),
         "html": (b"<html><body>Not found</body></html>", "not a JPEG, PNG, GIF, BMP or WebP"),
-        "text": (b"hello, world", NOT_AN_IMAGE + ": 12 bytes starting `hello, world`"),
+        # A non-image is described by its format, never quoted (a key or a password file
+        # read by mistake must not show in logs or dead letters).
+        "text": (b"hello, world", NOT_AN_IMAGE + ": 12 bytes (text)"),
+        "password file": (b"root:*:20228:0:99999:7:::\n", NOT_AN_IMAGE + ": 26 bytes (text)"),
+        "pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", NOT_AN_IMAGE + ": 15 bytes (PDF document)"),
+        "zeros": (b"\x00" * 4096, NOT_AN_IMAGE + ": 4096 bytes (zero bytes)"),
+        "binary": (bytes([1, 2, 250, 255]) * 4, NOT_AN_IMAGE + ": 16 bytes (unknown format)"),
         "base64 of text": (
             base64.b64encode(b"just some text"),
-            NOT_AN_IMAGE + ": 20 bytes starting `anVzdCBzb21lIHRl...`",
+            NOT_AN_IMAGE + ": 20 bytes (text)",
         ),
         "base64 bad length": (base64.b64encode(png[:300]) + b"Q", NOT_AN_IMAGE + ": 401 bytes"),
         "jpeg cut in the data": (
@@ -271,7 +277,8 @@ def bad_inputs(photo) -> dict[str, tuple[bytes, str]]:
 
 
 BAD = [
-    "empty", "html", "text", "base64 of text", "base64 bad length", "jpeg cut in the data",
+    "empty", "html", "text", "password file", "pdf", "zeros", "binary", "base64 of text",
+    "base64 bad length", "jpeg cut in the data",
     "jpeg cut in the header", "jpeg magic only", "jpeg bad marker", "jpeg lossless", "jpeg 12-bit",
     "png cut", "png without IEND", "png header only", "png bad first chunk", "gif cut",
     "gif without colours", "bmp cut", "bmp 16-bit", "bmp compressed", "bmp os2 header",
@@ -452,3 +459,22 @@ def test_decode_batch_gives_per_image_outcomes_and_can_fail_fast(photo):
     # The signatures fail the whole request: then nothing is decoded after a bad header.
     pixels, reasons = decode_batch(batch, (HEIGHT, WIDTH), fail_fast=True)
     assert reasons.numpy()[1] and not pixels.numpy().any()
+
+
+def test_the_graph_describes_non_images_as_serving_file_formats_does():
+    """The exported decoder and the Python readers name a non-image's format the same way,
+    and neither shows its bytes."""
+    import tensorflow as tf
+
+    from serving import decode, file_formats
+
+    samples = [b"hello, world", b"root:*:20228:0:99999:7:::\n", "héllo wörld".encode()]
+    samples += [magic + b"\x01\x02rest of the file" for _, _, magic in file_formats.SIGNATURES]
+    samples += [b"\x00\x00\x00\x20ftypheic" + bytes(8), b"\x00" * 64, bytes([1, 2, 250, 255])]
+    samples += [b"\x00\x00\x01", b"M", b"x"]
+    described = decode._describe(tf.constant(samples)).numpy()
+    for data, name in zip(samples, described, strict=True):
+        assert name.decode() == file_formats.describe(data), data
+    names = {name for name, _, _ in file_formats.SIGNATURES}
+    assert names <= {n.decode() for n in described}  # every signature is recognised
+    assert not any(b"root" in n or b"hello" in n for n in described)
