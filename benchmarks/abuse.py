@@ -12,7 +12,7 @@ machines.
 Goals: an error or a normal answer within 5 s, peak <= baseline + 1 GB, RSS back
 within 300 MB, normal-request p99 <= 1 s during the attack. The image attacks
 (GIF comment flood, big PNGs) exercise the SavedModel's decoder
-(``serving/decode.py``), whatever version the checkout has.
+(``keras_vit/decode.py``), whatever version the checkout has.
 
     python benchmarks/abuse.py                 # writes benchmarks/results/abuse.md
     python benchmarks/abuse.py --only rest     # attacks whose name contains "rest"
@@ -540,7 +540,7 @@ def write_report(rows: list[Row], args, path: Path, idle_rss: int) -> str:
         f"rest-png-36MP here: {args.png_requests} concurrent requests of {args.png_images} "
         "6000x6000 PNG(s) (the issue's attack is `--png_requests 50 --png_images 8`; a "
         "request over the per-request pixel budget is refused from the headers alone). "
-        "The GIF and PNG rows measure the decoder in `serving/decode.py` of this checkout.",
+        "The GIF and PNG rows measure the decoder in `keras_vit/decode.py` of this checkout.",
         "",
     ]
     text = "\n".join(lines)
@@ -559,7 +559,7 @@ ELEMENTS_START = "<!-- element attacks: written by benchmarks/abuse.py --element
 ELEMENTS_CAUSE = [
     "**Where the cost came from.** Profiled in-process on the tiny export (RSS sampling, "
     "the decode graph run stage by stage). (1) *Memory*: the exported decode graph "
-    "(`serving/decode.py`) made a float32 model-input image for **every** element, even "
+    "(`keras_vit/decode.py`) made a float32 model-input image for **every** element, even "
     "when the request had already failed: a skipped element still produced "
     "`zeros([32, 32, 3])` in the `tf.data` decode map, batched, then scattered into a "
     "second `[N, 32, 32, 3]` tensor: 100,000 one-byte strings = 2 x 1.2 GB. (2) *Time*: "

@@ -1,8 +1,8 @@
-"""The image decoder of the exported signatures (serving/decode.py): cost per request, GIF flood.
+"""The image decoder of the exported signatures (keras_vit/decode.py): cost per request, GIF flood.
 
 Peers, in the same run: ``plain TF`` (``tf.map_fn`` of ``decode_jpeg`` + antialiased
 resize, no checks at all: the floor) and, with ``--baseline FILE``, another version
-of ``serving/decode.py`` (e.g. ``git show REV:serving/decode.py > old.py``).
+of ``keras_vit/decode.py`` (e.g. ``git show REV:keras_vit/decode.py > old.py``).
 
     .venv/bin/python benchmarks/decode.py --baseline /tmp/old_decode.py
 
@@ -106,13 +106,13 @@ def time_once(fn, data: bytes) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", help="another serving/decode.py to compare with")
+    parser.add_argument("--baseline", help="another keras_vit/decode.py to compare with")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--baseline-flood", type=int, default=50_000, help="its GIF sub-blocks")
     args = parser.parse_args()
     import tensorflow as tf
 
-    from serving import decode
+    from keras_vit import decode
 
     decoders = {"ours": compiled(decode), "plain TF": plain_tf()}
     if args.baseline:

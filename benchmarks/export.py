@@ -219,7 +219,7 @@ def decode_costs(hf_model, inputs, rounds: int) -> dict:
     """ms per image of decode + resize (batch of 8), ours vs the recipe's map_fn."""
     import tensorflow as tf
 
-    from serving.decode import decode_images
+    from keras_vit.decode import decode_images
 
     ours = tf.function(
         lambda x: decode_images(x, (SIZE, SIZE)),
@@ -253,7 +253,7 @@ def fidelity(hf_model, ours, recipe, large_jpegs) -> dict:
     from PIL import Image
     from transformers import ViTImageProcessor
 
-    import serving.decode as decode_module
+    import keras_vit.decode as decode_module
 
     processor = ViTImageProcessor()  # 224, bilinear (PIL, antialiased), mean = std = 0.5
     labels = hf_model.config.id2label

@@ -14,7 +14,7 @@ One run measures, on the same ViT-B/16 (random weights, fixed seed):
     antialiased resize, model, softmax, top-k): what a client gets;
   - ``pixels``: ``serving_pixels`` on 224x224 uint8 images (a cast, the model,
     softmax, top-k): the model alone, comparable with the ONNX peers. The
-    decoder (``serving.decode.decode_images``) is also timed alone.
+    decoder (``keras_vit.decode.decode_images``) is also timed alone.
 
 - ``ORT fp32``: the same network in ONNX Runtime. One seeded random
   checkpoint (transformers' PyTorch ``ViTForImageClassification``) is the
@@ -565,7 +565,7 @@ def measure(cache: str, args, manifest: dict) -> tuple[dict, dict, dict]:
     checks = correctness(cache, runners, manifest["labels"])
     log(f"correctness: {checks}")
 
-    from serving.decode import decode_images
+    from keras_vit.decode import decode_images
 
     decode = tf.function(
         lambda encoded: decode_images(encoded, (SIZE, SIZE)),
@@ -587,7 +587,7 @@ def measure(cache: str, args, manifest: dict) -> tuple[dict, dict, dict]:
             cases[(f"ORT {precision}", "pixels", batch)] = lambda s=session, n=name, x=floats: (
                 s.run(None, {n: x})
             )
-        # The exported decoder alone (serving/decode.py, the export's defaults), as TF2 code.
+        # The exported decoder alone (keras_vit/decode.py, the export's defaults), as TF2 code.
         encoded = tf.constant(cycle(jpegs, batch))
         cases[("decode", "bytes", batch)] = lambda x=encoded: decode(x).numpy()
     for key in cases:
@@ -719,7 +719,7 @@ def report(rates, checks, names, manifest, args, threads_line) -> str:
     )  # fmt: skip
     lines += [
         "",
-        "`decoder alone`: `serving.decode.decode_images` (the code the signatures run) in a "
+        "`decoder alone`: `keras_vit.decode.decode_images` (the code the signatures run) in a "
         "`tf.function` on the same 640x480 JPEGs, timed in the same rounds. The differences "
         "of two noisy medians are shown for comparison; the direct figure is the steadier.",
     ]

@@ -338,7 +338,7 @@ NOTES = """\
 Large uploads, after: the page holds at most the 64 MiB budget of uploads (three of
 20 MiB; the other 29 get 503 from their headers, before their bodies are sent); the
 rest of the peak is TensorFlow decoding those 20 MiB strings in the ui process (the
-in-process model's decoder, `serving/decode.py`), one at a time on the one prediction
+in-process model's decoder, `keras_vit/decode.py`), one at a time on the one prediction
 thread. The page alone, with a stand-in backend in its own process, peaks at +60 MiB
 and keeps +0 MiB (`tests/ui/test_ui_abuse.py`, the many-large-uploads test).
 Slow uploads, after: each connection is closed `--upload-timeout` (60 s) after its body

@@ -1,6 +1,6 @@
 """Reading image files for in-process prediction, with the exported signatures' decoder.
 
-``keras-vit predict --model`` decodes with ``serving.decode`` exactly as the
+``keras-vit predict --model`` decodes with ``keras_vit.decode`` exactly as the
 exported SavedModel does (same IDCT, same reduced JPEG scale, same resize), so
 a file scores the same in-process as through a server.
 """
@@ -27,7 +27,7 @@ def read_image(
 
     The file is read by :func:`serving.image_files.read_image_file` (regular files only,
     size capped). The pixels are those the exported model computes from the same bytes;
-    ``max_pixels`` is the decoder's limit (default ``serving.decode.DEFAULT_MAX_PIXELS``).
+    ``max_pixels`` is the decoder's limit (default ``keras_vit.decode.DEFAULT_MAX_PIXELS``).
     Raises :class:`ImageReadError` naming the file and the reason.
     """
     try:
@@ -56,7 +56,7 @@ def decode_bytes(
 def _decoder(image_size: tuple[int, int], max_pixels: int | None):
     import tensorflow as tf
 
-    from serving.decode import DEFAULT_MAX_PIXELS, decode_batch
+    from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_batch
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     return tf.function(

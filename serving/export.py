@@ -39,8 +39,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_images
 from serving import warmup
-from serving.decode import DEFAULT_MAX_PIXELS, decode_images
 from serving.precision import (
     BFLOAT16,
     DEFAULT_PRECISION,

@@ -5,7 +5,7 @@ Error messages about a file the decoders refuse name its format ("PDF document",
 message ends up in logs and dead-letter files that get shared, and a file read by
 mistake (a key, a password file) must not leak through them.
 
-:func:`describe` is the Python side; ``serving.decode`` builds the same test from
+:func:`describe` is the Python side; ``keras_vit.decode`` builds the same test from
 :data:`SIGNATURES` as TensorFlow ops for the exported signatures.
 
 >>> describe(b"%PDF-1.7 ...")

@@ -21,7 +21,7 @@ def _expected_probabilities(model, photos) -> np.ndarray:
     """The model's own softmax on the photos, decoded as the exported graph decodes them."""
     import tensorflow as tf
 
-    from serving.decode import decode_images
+    from keras_vit.decode import decode_images
 
     pixels = decode_images(tf.constant(list(photos.values())), model.image_size)
     return tf.nn.softmax(model(pixels)).numpy()

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot read warm-up image {error}", file=sys.stderr)
             return 1
 
-    from serving.decode import DEFAULT_MAX_PIXELS
+    from keras_vit.decode import DEFAULT_MAX_PIXELS
     from serving.export import ExportError, existing_versions, export_saved_model
     from serving.precision import BF16CPUWarning, bf16_cpu_warning
 

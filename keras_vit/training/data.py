@@ -34,7 +34,7 @@ from serving.image_files import listing_problem
 
 logger = logging.getLogger(__name__)
 
-# What the one decoder (serving/decode.py) reads, in training and serving alike.
+# What the one decoder (keras_vit/decode.py) reads, in training and serving alike.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # How many corrupt file names a warning or error lists before it only counts.
 _MAX_LISTED = 10
@@ -160,10 +160,10 @@ def _decode_checked(paths: tf.Tensor):
 def decode_image(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     """Decodes image bytes to uint8 RGB ``(H, W, 3)`` for a model of ``image_size``.
 
-    The exported signatures' decoder (``serving.decode.decode_image``): the same
+    The exported signatures' decoder (``keras_vit.decode.decode_image``): the same
     IDCT and reduced JPEG scale, so training sees the pixels serving sees.
     """
-    from serving.decode import decode_image as decode
+    from keras_vit.decode import decode_image as decode
 
     return decode(encoded, image_size)
 

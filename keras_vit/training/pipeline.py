@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from keras_vit.decode import resize
 from keras_vit.training.data import ImageDataset, decode_image
-from serving.decode import resize
 
 AUTOTUNE = tf.data.AUTOTUNE
 _DATA = tf.data.experimental.AutoShardPolicy.DATA
@@ -67,7 +67,7 @@ class AugmentConfig:
 def resize_like_model(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     """Resizes ``(H, W, 3)`` or ``(N, H, W, 3)`` pixels as serving does, to float32.
 
-    The serving decoder's resize (``serving.decode.resize``): the in-graph layer's op
+    The serving decoder's resize (``keras_vit.decode.resize``): the in-graph layer's op
     (bilinear, antialiased), skipped at the same size.
     """
     return resize(image, image_size)

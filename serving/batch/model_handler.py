@@ -32,7 +32,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from serving.batch.model_dir import INPUT, OUTPUTS, SIGNATURE
 from serving.file_formats import unquote
 
-# The message of the export's decoder (serving/decode.py): "image_bytes[<index>]: <reason>]".
+# The message of the export's decoder (keras_vit/decode.py): "image_bytes[<index>]: <reason>]".
 _BAD_ELEMENT = re.compile(re.escape(INPUT) + r"\[(\d+)\]: (.*?)\]?(?:\n|$)")
 # The reason when only the batch as a whole is too large (decode.REQUEST_PIXELS).
 _REQUEST_BUDGET = "the images of this request add up to "

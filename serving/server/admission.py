@@ -51,7 +51,7 @@ ELEMENT_BYTES = 8 * 1024
 MODEL_IMAGE_COPIES = 3
 # Per decoded pixel: the uint8 RGB image and the float32 image the resize reads.
 DECODED_PIXEL_BYTES = 3 + 3 * 4
-# Images of one request the decode graph decodes at once (serving.decode.PARALLEL_DECODES).
+# Images of one request the decode graph decodes at once (keras_vit.decode.PARALLEL_DECODES).
 PARALLEL_DECODES = 8
 # How long a request waits for its share of the budget before RESOURCE_EXHAUSTED.
 WAIT_SECONDS = 3.0
@@ -183,7 +183,7 @@ def _webp_pixels(data: bytes) -> int | None:
 
 
 def _unwrap_base64(data: bytes) -> bytes | None:
-    """The bytes of base64 text (as serving.decode accepts it), None if it is not."""
+    """The bytes of base64 text (as keras_vit.decode accepts it), None if it is not."""
     text = data.strip()
     if text.startswith(b"data:"):
         text = text.partition(b",")[2]

@@ -104,7 +104,7 @@ FUZZ = textwrap.dedent(
     import tensorflow as tf
     from PIL import Image
     from skimage import data
-    from serving.decode import decode_images
+    from keras_vit.decode import decode_images
 
     decode = tf.function(
         lambda x: decode_images(x, (32, 32), max_pixels=4_000_000),

@@ -1,4 +1,4 @@
-"""In-graph decoding (serving/decode.py) against PIL, the reference decoder.
+"""In-graph decoding (keras_vit/decode.py) against PIL, the reference decoder.
 
 Images are decoded at their own size (no resize), so pixels can be compared
 exactly with what PIL decodes from the same bytes (``convert("RGB")``, as
@@ -31,7 +31,7 @@ def decode():
     """``decode(list of bytes) -> float32 [N, HEIGHT, WIDTH, 3]`` through the exported decoder."""
     import tensorflow as tf
 
-    from serving.decode import decode_images
+    from keras_vit.decode import decode_images
 
     fn = tf.function(
         lambda encoded: decode_images(encoded, (HEIGHT, WIDTH), max_pixels=1_000_000),
@@ -304,7 +304,7 @@ def test_with_several_bad_elements_the_error_names_one_of_them(decode, photo):
 def test_jpeg_dct_scale_keeps_twice_the_model_resolution_like_pil_draft():
     from PIL import Image
 
-    from serving.decode import jpeg_scale_ratio
+    from keras_vit.decode import jpeg_scale_ratio
 
     target = (32, 32)
     for height, width in [(64, 64), (130, 200), (300, 451), (600, 400), (3000, 4000), (600, 65)]:
@@ -321,7 +321,7 @@ def test_jpeg_dct_scale_keeps_twice_the_model_resolution_like_pil_draft():
 def test_reduced_scale_decoding_stays_close_to_a_full_size_resize(decode, photos):
     import tensorflow as tf
 
-    from serving.decode import jpeg_scale_ratio
+    from keras_vit.decode import jpeg_scale_ratio
 
     jpeg = encode(photos["astronaut"], "JPEG", quality=95)
     assert int(jpeg_scale_ratio(512, 512, (HEIGHT, WIDTH))) == 4
@@ -349,7 +349,7 @@ def test_reasons_say_when_the_bytes_were_base64_text(decode, photo):
 def test_the_request_pixel_budget_counts_every_image(photo):
     import tensorflow as tf
 
-    from serving.decode import decode_images
+    from keras_vit.decode import decode_images
 
     png = encode(np.zeros((500, 800, 3), np.uint8), "PNG")  # 400,000 pixels
     fn = tf.function(
@@ -449,7 +449,7 @@ def test_the_first_frame_cut_keeps_what_tf_decodes_from_the_whole_file(decode, p
 def test_decode_batch_gives_per_image_outcomes_and_can_fail_fast(photo):
     import tensorflow as tf
 
-    from serving.decode import decode_batch
+    from keras_vit.decode import decode_batch
 
     good = formats(photo)["png"]
     batch = tf.constant([good, b"", good])
@@ -466,7 +466,8 @@ def test_the_graph_describes_non_images_as_serving_file_formats_does():
     and neither shows its bytes."""
     import tensorflow as tf
 
-    from serving import decode, file_formats
+    from keras_vit import decode
+    from serving import file_formats
 
     samples = [b"hello, world", b"root:*:20228:0:99999:7:::\n", "héllo wörld".encode()]
     samples += [magic + b"\x01\x02rest of the file" for _, _, magic in file_formats.SIGNATURES]

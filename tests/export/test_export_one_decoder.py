@@ -62,8 +62,8 @@ def test_the_jpeg_is_decoded_like_the_export_not_like_tf_decode_image(folder, ti
     # The reference the old training path used differs: the equality above is not vacuous.
     import tensorflow as tf
 
+    from keras_vit.decode import resize
     from keras_vit.images import read_image
-    from serving.decode import resize
 
     size = tuple(tiny_model.image_size)
     old = tf.io.decode_image(folder[0].read_bytes(), channels=3, expand_animations=False)

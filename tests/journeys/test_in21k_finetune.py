@@ -16,7 +16,7 @@ import pytest
 
 from tests.journeys.conftest import CLASS_PHOTOS, predictions, serving
 
-# In-process prediction and the served signature share one decoder (serving/decode.py):
+# In-process prediction and the served signature share one decoder (keras_vit/decode.py):
 # the same pixels, so the scores agree to float rounding.
 SCORE_TOLERANCE = 1e-5
 
