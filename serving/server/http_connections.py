@@ -41,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from http import HTTPStatus
 
+import tornado
 from tornado import gen, httputil, iostream
 from tornado.concurrent import Future, future_add_done_callback
 
@@ -72,6 +73,10 @@ WAIT, HEADERS, BODY, BUSY, WRITE, LINGER, DRAIN = (
 # Where the table looks for a connection to close when it is at the cap, in order.
 _EVICTABLE = (LINGER, DRAIN, WAIT, HEADERS)
 _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# tornado takes a bare LF as a header line end until 6.7 (deprecated in
+# tornadoweb/tornado#3477; HTTPHeaders.parse_line's docs name the release that drops it):
+# until then WatchedStream refuses it (tests/serving/test_http_framing.py notices the fix).
+TORNADO_READS_BARE_LF = tornado.version_info < (6, 7)
 
 
 def reason_phrase(code: int) -> str:
@@ -149,6 +154,8 @@ class WatchedStream(iostream.IOStream):
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None):
         # tornado reads only request heads with this (up to the blank line).
         future = super().read_until_regex(regex, max_bytes)
+        if not TORNADO_READS_BARE_LF:
+            return future
         checked: Future = Future()
 
         def check(done: Future) -> None:

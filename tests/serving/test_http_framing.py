@@ -169,3 +169,19 @@ def test_identical_duplicate_lengths_and_plain_chunked_bodies_are_served(server)
         assert _statuses(received) == [200, 200], received[:300]
         first = received.split(b"\r\n\r\n", 1)[1]
         assert json.loads(first[: first.index(b"}") + 1]) == {"predictions": [2.5]}
+
+
+def test_the_bare_lf_workaround_is_needed_exactly_while_tornado_reads_bare_lf():
+    # serving/server/http_connections.py refuses a bare LF itself while tornado takes it
+    # as a line end (until 6.7, tornadoweb/tornado#3477). When this fails, tornado's
+    # behaviour changed: set TORNADO_READS_BARE_LF for the versions that need it.
+    from tornado.httputil import HTTPHeaders, HTTPInputError
+
+    from serving.server.http_connections import TORNADO_READS_BARE_LF
+
+    try:
+        headers = HTTPHeaders.parse("Content-Length: 2\nX-Pad: a\n")
+        reads_bare_lf = headers.get("X-Pad") == "a"
+    except HTTPInputError:
+        reads_bare_lf = False
+    assert reads_bare_lf == TORNADO_READS_BARE_LF
