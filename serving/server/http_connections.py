@@ -60,6 +60,8 @@ LINGER_SECONDS = 2.0
 DRAIN_LIMIT = 1024**3
 _READ = 64 * 1024
 _EVICTION_SCAN = 64
+_YOUNG_HEADERS_SECONDS = 1.0
+_EXPIRE_BATCH = 64  # connections timed out per turn of the loop
 # Refused connections read (and drop) what they send for a moment; at most this many.
 _REFUSED_LINGERING = 64
 _REFUSED_SECONDS = 1.0
@@ -277,11 +279,16 @@ class ConnectionTable:
         """Closes the oldest closing, idle or header-sending connection, if any.
 
         An idle connection whose request is already waiting to be read is not idle:
-        it is passed over (among the oldest :data:`_EVICTION_SCAN`)."""
+        it is passed over (among the oldest :data:`_EVICTION_SCAN`); nor is one that
+        received its first header bytes less than :data:`_YOUNG_HEADERS_SECONDS` ago (its
+        whole request may be in tornado's buffer, about to be parsed)."""
+        young = time.monotonic() - _YOUNG_HEADERS_SECONDS
         for state in _EVICTABLE:
             for victim in itertools.islice(self._states[state], _EVICTION_SCAN):
                 if state == WAIT and victim.has_pending_bytes():
                     continue
+                if state == HEADERS and victim.since > young:
+                    break  # (oldest first) a request read just now, not yet parsed
                 if state not in (LINGER, DRAIN):
                     self.count("evicted")
                 victim.stream.close()
@@ -354,14 +361,22 @@ class ConnectionTable:
     # ------------------------------------------------------------------ deadlines
 
     def expire(self) -> None:
-        """Acts on every connection past its state's deadline (oldest first)."""
+        """Acts on every connection past its state's deadline (oldest first).
+
+        At most :data:`_EXPIRE_BATCH` at a time: the rest after the loop has served
+        what else is ready (a mass of timeouts must not hold other requests up)."""
         now = time.monotonic()
+        left = _EXPIRE_BATCH
         for state, timeout in self.timeouts.items():
             waiting = self._states[state]
             while waiting:
                 conn = next(iter(waiting))
                 if conn.since + timeout > now:
                     break
+                if not left:
+                    asyncio.get_running_loop().call_soon(self.expire)
+                    return
+                left -= 1
                 if state == LINGER:
                     conn.stream.close()
                 else:
