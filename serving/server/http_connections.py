@@ -32,6 +32,7 @@ open connections are a gauge (``:keras_vit:serving:rest:open_connections``).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import itertools
 import re
@@ -226,11 +227,20 @@ class ConnectionTable:
         }
         self._open = 0
         self._refused_lingering = 0
+        self._tasks: set[asyncio.Task] = set()
         self._empty = asyncio.Event()
         self._empty.set()
 
     def __len__(self) -> int:
         return self._open
+
+    def spawn(self, coroutine) -> asyncio.Task:
+        """Runs ``coroutine`` as a task held here until it ends (the loop holds tasks only
+        weakly: one collected mid-way would close its connection early)."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def count(self, reason: str) -> None:
         self.metrics.rest_connections_closed.increment(reason)
@@ -308,7 +318,7 @@ class ConnectionTable:
             stream.close()
             return
         self._refused_lingering += 1
-        task = asyncio.ensure_future(drain(stream, _REFUSED_SECONDS, _READ * 16))
+        task = self.spawn(drain(stream, _REFUSED_SECONDS, _READ * 16))
         task.add_done_callback(lambda _: self._refused_done())
 
     def _refused_done(self) -> None:
@@ -356,7 +366,7 @@ class ConnectionTable:
             self.enter(conn, LINGER)
         else:
             self.enter(conn, DRAIN)
-            asyncio.ensure_future(drain(conn.stream, seconds, limit))
+            self.spawn(drain(conn.stream, seconds, limit))
 
     # ------------------------------------------------------------------ deadlines
 
@@ -410,7 +420,8 @@ async def drain(stream: iostream.IOStream, seconds: float, limit: int) -> None:
     got = 0
     try:
         while got < limit and loop.time() < end:
-            deadline = min(end, loop.time() + LINGER_SECONDS)
+            # (tornado's own clock is time.time(): a relative timeout, not loop.time()'s.)
+            deadline = datetime.timedelta(seconds=min(end - loop.time(), LINGER_SECONDS))
             read = stream.read_bytes(_READ, partial=True)
             got += len(
                 await gen.with_timeout(deadline, read, quiet_exceptions=iostream.StreamClosedError)

@@ -333,7 +333,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.server.table.enter(self.conn, BUSY)
         self.handed = True
         body, self.parts = b"".join(self.parts), []
-        asyncio.ensure_future(self._answer(body, time.monotonic()))
+        self.server.table.spawn(self._answer(body, time.monotonic()))
 
     def on_connection_close(self) -> None:
         self.drop()
@@ -588,6 +588,8 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
 
         Returns False if some were still running at the end of it."""
         if not self._thread.is_alive():
+            for sock in self._sockets:  # never started
+                sock.close()
             return True
         clean = True
         try:
