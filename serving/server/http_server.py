@@ -517,6 +517,12 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_forever()
+            # What is left (connections being closed, answers past the grace period) ends
+            # here, cancelled, rather than being destroyed pending with the loop.
+            left = asyncio.all_tasks(self._loop)
+            for task in left:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         finally:
             self._loop.close()
 
