@@ -1,52 +1,77 @@
-"""The HTTP transport of the REST API (TF Serving uses libevent; this uses ``selectors``).
+"""The HTTP transport of the REST API: tornado's HTTP/1.1 server (TF Serving uses libevent).
 
-What a client sees is kept: ``/v1/...`` goes to the REST handler, the
-Prometheus page (if configured) is served at its exact path, everything else
-gets libevent's HTML 404 page; gzip request bodies are inflated; CORS
-preflights are answered; responses carry ``Content-Type: application/json``.
+Why tornado (not aiohttp): its HTTP/1.1 reader frames requests strictly
+(RFC 9112 section 6: a message with both Content-Length and Transfer-Encoding,
+unequal or non-digit Content-Lengths, a transfer coding other than ``chunked``,
+non-hex chunk sizes, folded, NUL-bearing or badly named header lines are all
+refused with 400 and a closed connection), it has settings for the header size,
+body size and body timeout, and its delegate interface hands us each body chunk
+as it arrives (so the byte budget can hold the read back) and the raw request
+target. aiohttp has neither a header nor a body timeout, and its request object
+unescapes the path. What tornado lacks is in :mod:`http_connections` (the
+connection cap, answered timeouts, the 431) and here.
 
-As in libevent, one thread reads every connection and only complete requests
-reach the ``--rest_api_num_threads`` workers (:mod:`http_connections`), so idle,
+What a client sees is kept: ``/v1/...`` goes to :class:`RestApi` (routing on the
+raw target, query string included), the Prometheus page (if configured) is
+served at its exact path (400 with a query string), everything else gets
+libevent's HTML 404 page; gzip request bodies are inflated; CORS preflights are
+answered; ``Expect: 100-continue`` gets libevent's ``100 Continue``.
+
+tornado runs on an asyncio loop in one thread; the answers are computed by up to
+``--rest_api_num_threads`` daemon worker threads (``run_in_executor``), so idle,
 slow or silent connections hold no thread. Added for safety (not in TF Serving):
 
-* at most ``--rest_api_max_connections`` connections are open; idle ones close
-  after ``--rest_api_idle_timeout_in_ms``, headers must arrive within
-  ``--rest_api_header_timeout_in_ms`` and a body within the REST timeout, in
-  total (see :mod:`http_connections`);
+* the limits of :mod:`http_connections` (connections, idle/header/body timeouts);
 * request bodies above ``max_body_bytes`` (after gzip too) are refused with 413
-  and a JSON error instead of being read into memory;
-* the bytes of all requests in progress (each body plus what parsing it will
-  take, :func:`json_tensor.parse_cost`) stay under ``max_bytes_in_flight``; a
-  request that cannot get its share within :data:`BUDGET_WAIT_SECONDS` gets
-  429 (RESOURCE_EXHAUSTED);
+  and a JSON error, a declared Content-Length at once, before reading it;
+* the bytes of all requests in progress (each body as it arrives, plus what
+  parsing it will take, :func:`json_tensor.parse_cost`) stay under
+  ``max_bytes_in_flight``; a request that cannot get its share within
+  :data:`BUDGET_WAIT_SECONDS` gets 429 (RESOURCE_EXHAUSTED). While a body waits
+  for its share, its connection is not read;
 * a request that waited :data:`SLOT_WAIT_SECONDS` for a worker gets 503;
-* a response must be taken by the client within the REST timeout;
 * after a request that held a lot of memory, freed heap pages go back to the
   system (:func:`memory.give_back`).
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
+import concurrent.futures
+import email.utils
+import gc
 import queue
 import re
 import resource
-import socket
 import threading
 import time
 import zlib
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+
+from tornado import httputil
+from tornado.http1connection import is_transfer_encoding_chunked, parse_int
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
 
 from serving.server import memory
 from serving.server.http_connections import (
-    BodyTooLarge,
-    ByteBudget,
-    Connection,
-    ConnectionLoop,
-    OverBudget,
-    Request,
+    BODY,
+    BUSY,
+    DRAIN,
+    HEADERS,
+    LINGER,
+    LINGER_SECONDS,
+    MAX_HEADER_BYTES,
+    PAGE_HEADERS,
+    WAIT,
+    WRITE,
+    Conn,
+    ConnectionTable,
+    WatchedStream,
     error_page,
+    page_response,
+    reason_phrase,
     response_bytes,
 )
 from serving.server.json_tensor import error_body, parse_cost, parse_limit
@@ -58,6 +83,8 @@ __all__ = ["BUDGET_WAIT_SECONDS", "SLOT_WAIT_SECONDS", "ByteBudget", "RestLimits
 
 log = get_logger()
 _ORIGIN = re.compile(r"https?://")
+METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+_JSON_CLOSE = [("Content-Type", "application/json"), ("Connection", "close")]
 
 # How long a request waits for its share of the bytes in flight before a 429.
 BUDGET_WAIT_SECONDS = 3.0
@@ -65,24 +92,55 @@ BUDGET_WAIT_SECONDS = 3.0
 SLOT_WAIT_SECONDS = 30.0
 # File descriptors kept free for everything else (model files, gRPC, logs).
 _SPARE_DESCRIPTORS = 256
+# How often the connection deadlines are checked.
+_TICK_MS = 100
+_CHUNK = 1024 * 1024  # body bytes per read (and per data_received)
+_NO_LIMIT = 365 * 86400.0  # tornado needs a number where our flags say 0 (no limit)
 
 
-class _SocketWriter(io.RawIOBase):
-    """``wfile``: every write is one ``sendall`` (bounded by the socket's timeout)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self._sock.sendall(data)
-        return len(data)
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit."""
 
 
-class _Workers:
-    """Up to ``count`` daemon threads (started as needed) that run submitted calls.
+class OverBudget(Exception):
+    """The bytes in flight did not make room for this request in time."""
+
+
+class ByteBudget:
+    """A counting limit on bytes held by requests in progress (any thread)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.used = 0
+        self._cond = threading.Condition()
+        self.on_release = None
+
+    def acquire(self, count: int, timeout: float, held: int = 0) -> int:
+        """Takes ``count`` more bytes for a request holding ``held``; raises :class:`OverBudget`.
+
+        One request may hold at most the whole budget (it then runs alone)."""
+        count = min(max(count, 0), max(self.limit - held, 0))
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.used + count > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OverBudget(count)
+                self._cond.wait(remaining)
+            self.used += count
+        return count
+
+    def release(self, count: int) -> None:
+        if count:
+            with self._cond:
+                self.used -= count
+                self._cond.notify_all()
+            if self.on_release is not None:
+                self.on_release()
+
+
+class _Workers(concurrent.futures.Executor):
+    """Up to ``count`` daemon threads (started as needed) for ``run_in_executor``.
 
     Daemon threads, unlike ``ThreadPoolExecutor``'s: a request still in the TensorFlow
     runtime after the shutdown grace period must not hold the process open."""
@@ -95,163 +153,33 @@ class _Workers:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def submit(self, call, *args) -> None:
-        self._queue.put((call, args))
-        if self._idle.acquire(blocking=False):
-            return  # an idle worker takes it
-        with self._lock:
-            if len(self._threads) < self._count:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False):
+            with self._lock:
+                if len(self._threads) < self._count:
+                    thread = threading.Thread(
+                        target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
+                    )
+                    self._threads.append(thread)
+                    thread.start()
+        return future
 
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            call, args = item
-            try:
-                call(*args)
-            except Exception:  # noqa: BLE001 - never lose a worker
-                log.exception("REST worker call failed")
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+                    future.set_exception(error)
             self._idle.release()
 
-    def stop(self) -> None:
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:
         with self._lock:
             for _ in self._threads:
                 self._queue.put(None)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Answers one request that the connection loop has read in full."""
-
-    protocol_version = "HTTP/1.1"
-
-    def __init__(self, server: RestServer, connection: Connection, request: Request) -> None:
-        # No BaseRequestHandler.__init__: nothing is read from the socket here.
-        self.server = server
-        self.connection = self.request = connection.sock
-        self.client_address = connection.address
-        self.rfile = io.BytesIO(request.head)
-        self.wfile = _SocketWriter(connection.sock)
-        self.pending = request
-        self.held = request.held
-        self.close_connection = True
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        pass  # TF Serving does not log requests
-
-    def handle_expect_100(self) -> bool:
-        return True  # the connection loop has sent "100 Continue" already
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
-        # Protocol errors (bad request line, unsupported method) as libevent sends them.
-        self.close_connection = True
-        self._send_page(code)
-
-    def _send_page(self, code: int) -> None:
-        self._reply(
-            code,
-            [("Content-Type", "text/html; charset=ISO-8859-1"), ("Connection", "close")],
-            error_page(code),
-        )
-        self.close_connection = True
-
-    def _reply(self, code: int, headers: list, body: bytes) -> None:
-        # One write for the status line, headers and body: two small writes would meet
-        # Nagle's algorithm and the client's delayed ACK (a 40 ms stall per request).
-        headers = list(headers)
-        if self.server.draining and ("Connection", "close") not in headers:
-            headers.append(("Connection", "close"))
-        if self.server.draining or ("Connection", "close") in headers:
-            self.close_connection = True
-        self.wfile.write(response_bytes(code, headers, body, self.command == "HEAD"))
-
-    def _reserve(self, count: int) -> None:
-        """Adds ``count`` bytes to what this request holds of the bytes in flight."""
-        self.held += self.server.budget.acquire(count, BUDGET_WAIT_SECONDS, self.held)
-
-    def _inflate(self, body: bytes) -> bytes:
-        limit = self.server.max_body_bytes
-        if "gzip" in self.headers.get("Content-Encoding", "").lower() and body:
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            compressed = len(body)
-            body = inflater.decompress(body, limit + 1)
-            if len(body) > limit or inflater.unconsumed_tail:
-                raise BodyTooLarge(len(body))
-            self._reserve(max(len(body) - compressed, 0))
-        return body
-
-    def _dispatch(self) -> None:
-        if time.monotonic() - self.pending.complete_at > SLOT_WAIT_SECONDS:
-            self._json_error(503, "All REST worker threads stayed busy; try again later")
-            return
-        self._read_and_respond()
-
-    def _json_error(self, status: int, message: str) -> None:
-        self.close_connection = True
-        self._reply(status, [("Content-Type", "application/json")], error_body(message))
-
-    def _read_and_respond(self) -> None:
-        try:
-            body = self._inflate(self.pending.body)
-        except BodyTooLarge as error:
-            self._json_error(
-                413,
-                f"Request body of {error.args[0]} bytes or more is larger than the "
-                f"{self.server.max_body_bytes} bytes this server accepts "
-                "(--rest_api_max_request_bytes)",
-            )
-            return
-        except OverBudget as error:
-            self._json_error(
-                429,
-                f"This request needs {error.args[0]} bytes of the "
-                f"{self.server.budget.limit} bytes all requests in progress may hold "
-                "(--rest_api_max_bytes_in_flight), and they did not free up in time",
-            )
-            return
-        except zlib.error as error:
-            self._json_error(400, f"Could not read the request body: {error}")
-            return
-        cost = parse_cost(body) if self.command == "POST" and body else 0
-        if cost <= parse_limit(len(body)):  # past its limit the parser refuses without parsing
-            try:
-                self._reserve(cost)
-            except OverBudget as error:
-                self._json_error(
-                    429,
-                    f"Parsing this request needs about {error.args[0]} bytes of the "
-                    f"{self.server.budget.limit} bytes all requests in progress may hold "
-                    "(--rest_api_max_bytes_in_flight), and they did not free up in time",
-                )
-                return
-        self._respond(self.command, self.path, body)
-
-    def _respond(self, method: str, path: str, body: bytes) -> None:
-        monitoring = self.server.monitoring_path
-        if monitoring and path.split("?", 1)[0].split("#", 1)[0] == monitoring:
-            if path != monitoring:
-                self._reply(400, [("Content-Type", "text/plain")], b"")
-            else:
-                page = self.server.metrics.prometheus_page().encode()
-                self._reply(200, [("Content-Type", "text/plain")], page)
-            return
-        if not V1_PATH.fullmatch(path):
-            self._send_page(404)
-            return
-        if method == "OPTIONS":
-            headers = list(CORS_HEADERS) if self.server.enable_cors else []
-            status = 200 if _ORIGIN.search(self.headers.get("Origin", "")) else 400
-            self._reply(status, headers, b"")
-            return
-        status, headers, payload = self.server.rest_api.handle(method, path, body)
-        self._reply(status, headers, payload)
-
-    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _dispatch
 
 
 @dataclass
@@ -285,11 +213,259 @@ def _descriptors_for(connections: int) -> int:
     return connections
 
 
-class RestServer:
+def declared_length(headers: httputil.HTTPHeaders) -> int | None:
+    """The body length the headers declare (None: chunked), as tornado will read it.
+
+    Raises ``HTTPInputError`` where tornado will refuse the framing when it reads the
+    body (it then answers 400 and closes): Content-Length with Transfer-Encoding, a
+    transfer coding other than ``chunked``, unequal or non-digit Content-Lengths."""
+    if is_transfer_encoding_chunked(headers):
+        return None
+    value = headers.get("Content-Length")
+    if value is None:
+        return 0
+    pieces = set(re.split(r",[ \t]*", value))
+    try:
+        if len(pieces) != 1:
+            raise ValueError(value)
+        return parse_int(pieces.pop())
+    except ValueError:
+        raise httputil.HTTPInputError(f"bad Content-Length: {value!r}") from None
+
+
+class _Exchange(httputil.HTTPMessageDelegate):
+    """One request: its headers and body as tornado reads them, then its answer."""
+
+    def __init__(self, server: RestServer, conn: Conn, request_conn) -> None:
+        self.server = server
+        self.conn = conn
+        self.request_conn = request_conn
+        self.dropped = False
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.length: int | None = None  # declared (None: chunked)
+        self.handed = False  # to a worker, which then releases the budget bytes
+        self.held = 0  # bytes of the budget (released by the worker, or by drop())
+        self.method = self.target = ""
+        self.headers: httputil.HTTPHeaders | None = None
+
+    # ------------------------------------------------------------------ reading (loop)
+
+    def headers_received(self, start_line, headers) -> None:
+        server, conn = self.server, self.conn
+        if conn.state in (LINGER, DRAIN) or conn.stream.closed():
+            # Answered already (a header timeout): tornado reads this request no further.
+            self.dropped = True
+            self.request_conn.detach()
+            return
+        self.method, self.target, self.headers = start_line.method, start_line.path, headers
+        try:
+            length = declared_length(headers)
+            if start_line.version == "HTTP/1.0" and "Transfer-Encoding" in headers:
+                raise httputil.HTTPInputError("Transfer-Encoding in an HTTP/1.0 request")
+        except httputil.HTTPInputError:
+            self.request_conn.detach()
+            server.table.answer_and_close(conn, page_response(400))
+            return
+        if length is not None and length > server.max_body_bytes:
+            # Refused at once; the body is read and dropped so the client reads the answer.
+            self.request_conn.detach()
+            server.table.answer_and_close(
+                conn,
+                response_bytes(413, _JSON_CLOSE, error_body(server.too_large(length))),
+                seconds=max(server.table.body_timeout, LINGER_SECONDS),
+                limit=length,
+            )
+            return
+        self.length = length
+        expect = headers.pop("Expect", "")  # answered here, in libevent's words
+        if expect.lower() == "100-continue" and length != 0 and start_line.version == "HTTP/1.1":
+            conn.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.exchange = self
+        server.table.enter(conn, BODY)
+
+    def data_received(self, chunk: bytes):
+        if self.dropped:
+            return None
+        # (tornado refuses chunks past max_body_size before reading them: 400.)
+        self.parts.append(chunk)
+        self.size += len(chunk)
+        # A declared body takes all its bytes with its first chunk (bodies that each took
+        # a part would wait for each other); a chunked one as they come.
+        need = max(self.length or self.size, self.size) - self.held
+        if need > 0:
+            try:
+                self.held += self.server.budget.acquire(need, 0, self.held)
+            except OverBudget:
+                return self._wait_for_budget(need)  # tornado reads no more meanwhile
+        return None
+
+    async def _wait_for_budget(self, count: int) -> None:
+        server = self.server
+        loop = asyncio.get_running_loop()
+        end = loop.time() + BUDGET_WAIT_SECONDS
+        while not self.dropped:
+            released = server.budget_released()
+            try:
+                self.held += server.budget.acquire(count, 0, self.held)
+                return
+            except OverBudget:
+                pass
+            left = end - loop.time()
+            if left <= 0:
+                message = (
+                    f"This request's body needs {count} more bytes of the "
+                    f"{server.budget.limit} bytes all requests in progress may hold "
+                    "(--rest_api_max_bytes_in_flight), and they did not free up in time"
+                )
+                server.table.answer_and_close(
+                    self.conn, response_bytes(429, _JSON_CLOSE, error_body(message))
+                )
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(released), left)
+            except TimeoutError:
+                pass
+
+    def finish(self) -> None:
+        if self.dropped or self.conn.exchange is not self:
+            return
+        self.server.table.enter(self.conn, BUSY)
+        self.handed = True
+        body, self.parts = b"".join(self.parts), []
+        self.server.table.spawn(self._answer(body, time.monotonic()))
+
+    def on_connection_close(self) -> None:
+        self.drop()
+
+    def drop(self) -> None:
+        """Nothing more is read or answered for this request; its bytes go back."""
+        if not self.dropped:
+            self.dropped = True
+            self.parts = []
+            if self.conn.exchange is self:
+                self.conn.exchange = None
+            if not self.handed:
+                self.server.budget.release(self.held)
+                self.held = 0
+
+    # ------------------------------------------------------------------ answering
+
+    async def _answer(self, body: bytes, queued: float) -> None:
+        server, conn = self.server, self.conn
+        loop = asyncio.get_running_loop()
+        try:
+            code, headers, payload = await loop.run_in_executor(
+                server.workers, self._respond, body, queued
+            )
+        except Exception:  # noqa: BLE001 - one request's bug must not stop the server
+            log.exception("HTTP request %s %s failed", self.method, self.target)
+            code, headers, payload = 500, list(_JSON_CLOSE), error_body("Internal error")
+        if self.dropped or conn.exchange is not self:
+            return  # timed out or the client went away meanwhile
+        conn.exchange = None
+        head_only = self.method == "HEAD"
+        if server.draining or ("Connection", "close") in headers:
+            if ("Connection", "close") not in headers:
+                headers = [*headers, ("Connection", "close")]
+            data = response_bytes(code, headers, payload, head_only)
+            server.table.answer_and_close(conn, data)
+            return
+        server.table.enter(conn, WRITE)
+        fields = httputil.HTTPHeaders(Date=email.utils.formatdate(usegmt=True))
+        for name, value in headers:
+            fields.add(name, value)
+        fields.add("Content-Length", str(len(payload)))
+        start = httputil.ResponseStartLine("HTTP/1.1", code, reason_phrase(code))
+        # One write for the status line, headers and body (two would meet Nagle's
+        # algorithm and the client's delayed ACK: a 40 ms stall per request).
+        self.request_conn.write_headers(start, fields, None if head_only else payload)
+        self.request_conn.finish()
+
+    def _respond(self, body: bytes, queued: float) -> tuple[int, list, bytes]:
+        """In a worker thread: (status, headers, body) of the answer."""
+        server = self.server
+        try:
+            if time.monotonic() - queued > SLOT_WAIT_SECONDS:
+                return self._error(503, "All REST worker threads stayed busy; try again later")
+            if self.method not in METHODS:
+                return 501, list(PAGE_HEADERS), error_page(501)
+            try:
+                body = self._inflate(body)
+            except BodyTooLarge as error:
+                return self._error(413, server.too_large(error.args[0]))
+            except zlib.error as error:
+                return self._error(400, f"Could not read the request body: {error}")
+            cost = parse_cost(body) if self.method == "POST" and body else 0
+            if cost <= parse_limit(len(body)):  # past its limit the parser refuses at once
+                self.held += server.budget.acquire(cost, BUDGET_WAIT_SECONDS, self.held)
+            return self._route(body)
+        except OverBudget as error:
+            return self._error(
+                429,
+                f"This request needs {error.args[0]} more bytes of the {server.budget.limit} "
+                "bytes all requests in progress may hold (--rest_api_max_bytes_in_flight), "
+                "and they did not free up in time",
+            )
+        finally:
+            held, self.held = self.held, 0
+            server.budget.release(held)
+            if held >= memory.GIVE_BACK_THRESHOLD:
+                memory.give_back()
+
+    @staticmethod
+    def _error(code: int, message: str) -> tuple[int, list, bytes]:
+        return code, list(_JSON_CLOSE), error_body(message)
+
+    def _inflate(self, body: bytes) -> bytes:
+        limit = self.server.max_body_bytes
+        if "gzip" in self.headers.get("Content-Encoding", "").lower() and body:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            compressed = len(body)
+            body = inflater.decompress(body, limit + 1)
+            if len(body) > limit or inflater.unconsumed_tail:
+                raise BodyTooLarge(len(body))
+            self.held += self.server.budget.acquire(
+                max(len(body) - compressed, 0), BUDGET_WAIT_SECONDS, self.held
+            )
+        return body
+
+    def _route(self, body: bytes) -> tuple[int, list, bytes]:
+        server, method, target = self.server, self.method, self.target
+        monitoring = server.monitoring_path
+        if monitoring and target.split("?", 1)[0].split("#", 1)[0] == monitoring:
+            if target != monitoring:
+                return 400, [("Content-Type", "text/plain")], b""
+            return 200, [("Content-Type", "text/plain")], server.metrics.prometheus_page().encode()
+        if not V1_PATH.fullmatch(target):
+            return 404, list(PAGE_HEADERS), error_page(404)
+        if method == "OPTIONS":
+            headers = list(CORS_HEADERS) if server.enable_cors else []
+            return (200 if _ORIGIN.search(self.headers.get("Origin", "")) else 400), headers, b""
+        return server.rest_api.handle(method, target, body)
+
+
+class _Server(HTTPServer):
+    """tornado's server, with each new connection taken into the table first."""
+
+    def initialize(self, request_callback, table: ConnectionTable, **kwargs) -> None:
+        super().initialize(request_callback, **kwargs)
+        self.table = table
+
+    def handle_stream(self, stream, address: tuple) -> None:
+        # The same socket in a WatchedStream (nothing has used the first stream yet).
+        stream = WatchedStream(
+            stream.socket, max_buffer_size=stream.max_buffer_size, read_chunk_size=_CHUNK
+        )
+        if self.table.admit(stream):
+            super().handle_stream(stream, address)
+
+
+class RestServer(httputil.HTTPServerConnectionDelegate):
     """Serves the REST API (and the Prometheus page) on one port.
 
-    One loop thread reads the connections; ``num_threads`` workers answer.
-    """
+    tornado reads the connections on an asyncio loop in one thread; ``num_threads``
+    workers answer."""
 
     def __init__(
         self,
@@ -306,74 +482,145 @@ class RestServer:
         self.monitoring_path = monitoring_path
         self.enable_cors = enable_cors
         self.max_body_bytes = limits.max_body_bytes
-        self.write_timeout = limits.body_timeout_seconds
         self.budget = ByteBudget(limits.max_bytes_in_flight)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
+        self.draining = False
+        self._limits = limits
+        # A long backlog (the kernel caps it at net.core.somaxconn): a burst of new
+        # connections waits instead of having its SYNs dropped.
+        self._sockets = bind_sockets(port, host, backlog=4096)
+        self.port = self._sockets[0].getsockname()[1]
+        self.workers = _Workers(limits.num_threads, "rest_worker")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="rest_server", daemon=True)
+        self._released: asyncio.Future | None = None
+        self.table: ConnectionTable | None = None
+        self._http: _Server | None = None
+
+    def too_large(self, size: int) -> str:
+        return (
+            f"Request body of {size} bytes or more is larger than the {self.max_body_bytes} "
+            "bytes this server accepts (--rest_api_max_request_bytes)"
+        )
+
+    # ------------------------------------------------------------------ the loop thread
+
+    def start(self) -> None:
+        # Every open connection holds a few dozen tornado objects; thousands of them make
+        # the cyclic GC run full collections, which walk TensorFlow's ~400 000 objects
+        # (1.8 s on the 2-CPU benchmark machine) while the loop stands still. What exists
+        # once the models are loaded is kept out of those collections.
+        gc.freeze()
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((host, port))
-            # A long backlog (the kernel caps it at net.core.somaxconn): a burst of new
-            # connections waits instead of having its SYNs dropped.
-            listener.listen(4096)
-        except OSError:
-            listener.close()
-            raise
-        self.port = listener.getsockname()[1]
-        self._workers = _Workers(limits.num_threads, "rest_worker")
-        self._loop = ConnectionLoop(
-            listener,
-            self._dispatch,
-            self.budget,
-            lambda: BUDGET_WAIT_SECONDS,
-            metrics,
+            self._loop.run_forever()
+            # What is left (connections being closed, answers past the grace period) ends
+            # here, cancelled, rather than being destroyed pending with the loop.
+            left = asyncio.all_tasks(self._loop)
+            for task in left:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        finally:
+            self._loop.close()
+
+    async def _start(self) -> None:
+        limits = self._limits
+        self.table = ConnectionTable(
+            self.metrics,
             max_connections=_descriptors_for(limits.max_connections),
             idle_timeout=limits.idle_timeout_seconds,
             header_timeout=limits.header_timeout_seconds,
             body_timeout=limits.body_timeout_seconds,
-            max_body_bytes=limits.max_body_bytes,
+            on_timeout=self._timed_out,
         )
-        self._thread = threading.Thread(target=self._loop.run, name="rest_server", daemon=True)
+        self._released = self._loop.create_future()
+        self.budget.on_release = self._on_budget_release
+        self._http = _Server(
+            self,
+            table=self.table,
+            chunk_size=_CHUNK,
+            max_header_size=MAX_HEADER_BYTES,
+            # Our own deadlines (http_connections) answer; tornado's would close silently.
+            idle_connection_timeout=_NO_LIMIT,
+            max_body_size=self.max_body_bytes,
+            max_buffer_size=2 * _CHUNK + MAX_HEADER_BYTES,
+        )
+        self._http.add_sockets(self._sockets)
+        self._ticker = PeriodicCallback(self.table.expire, _TICK_MS)
+        self._ticker.start()
 
-    @property
-    def draining(self) -> bool:
-        return self._loop.draining
+    def start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
+        conn = server_conn.stream.conn
+        if conn.state not in (LINGER, DRAIN) and conn.state != HEADERS:
+            self.table.enter(conn, WAIT)  # a first byte already read keeps it in HEADERS
+        return _Exchange(self, conn, request_conn)
 
-    def start(self) -> None:
-        self._thread.start()
+    def _timed_out(self, conn: Conn) -> None:
+        state = conn.state
+        if state == WAIT:
+            self.table.count("idle_timeout")
+            conn.stream.close()
+        elif state == HEADERS:
+            self.table.answer_and_close(conn, page_response(408), "header_timeout")
+        elif state == BODY:
+            message = error_body("The request body did not arrive in time")
+            data = response_bytes(408, _JSON_CLOSE, message)
+            self.table.answer_and_close(conn, data, "body_timeout")
+        else:  # WRITE: the client does not take its answer
+            conn.stream.close()
 
-    def _dispatch(self, connection: Connection, request: Request) -> None:
-        self._workers.submit(self._answer, connection, request)
+    def budget_released(self) -> asyncio.Future:
+        """A future done at the next release of budget bytes (in the loop thread)."""
+        return self._released
 
-    def _answer(self, connection: Connection, request: Request) -> None:
-        handler = _Handler(self, connection, request)
-        try:
-            connection.sock.settimeout(self.write_timeout)
-            handler.handle_one_request()
-        except (ConnectionError, TimeoutError, OSError):
-            handler.close_connection = True  # the client went away or does not read
-        except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
-            log.exception("HTTP request from %s failed", connection.address)
-            handler.close_connection = True
-        finally:
-            self.budget.release(handler.held)
-            if handler.held >= memory.GIVE_BACK_THRESHOLD:
-                memory.give_back()
-            self._loop.give_back(connection, handler.close_connection)
+    def _on_budget_release(self) -> None:
+        if self._released is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._wake_budget_waiters)
+            except RuntimeError:  # the loop stopped
+                pass
+
+    def _wake_budget_waiters(self) -> None:
+        released, self._released = self._released, self._loop.create_future()
+        released.set_result(None)
+
+    # ------------------------------------------------------------------ stopping
 
     def shutdown(self, grace_seconds: float) -> bool:
         """Stops accepting, finishes requests in progress (up to the grace period).
 
         Returns False if some were still running at the end of it."""
-        self._loop.start_draining()
-        clean = self._loop.wait_empty(grace_seconds)
+        if not self._thread.is_alive():
+            for sock in self._sockets:  # never started
+                sock.close()
+            return True
+        clean = True
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+            future.result(max(grace_seconds, 0.1))
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            future.cancel()
+            clean = False
         if not clean:
             log.warning(
                 "%d HTTP request(s) still running after the shutdown grace period",
-                self._loop.busy_count(),
+                self.table.busy_count() if self.table else 0,
             )
-        self._loop.stop()
-        if self._thread.ident is not None:
-            self._thread.join(2)
-        self._workers.stop()
+        self._loop.call_soon_threadsafe(self._stop_loop)
+        self._thread.join(2)
+        self.workers.shutdown()
         return clean
+
+    async def _drain(self) -> None:
+        self.draining = True
+        self._http.stop()  # stops listening
+        self.table.close_idle()
+        await self.table.wait_empty()
+
+    def _stop_loop(self) -> None:
+        self._ticker.stop()
+        self.table.close_all()
+        self._loop.stop()

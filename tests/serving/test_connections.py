@@ -1,6 +1,6 @@
 """Connections that cannot take the server down: idle floods, slowloris, slow bodies.
 
-The REST port reads every connection in one loop thread (``http_connections.py``),
+The REST port reads every connection in one loop thread (tornado, ``http_server.py``),
 so the server's thread count must not grow with the connections, a normal
 client must still get its answer while hundreds of connections sit idle or
 trickle bytes, and each kind of slow connection must be cut at its deadline:
