@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shlex
 import shutil
 import socket
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_vit import quiet
 
 
 def _step(number: int, text: str) -> None:
@@ -111,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("demo_output"))
     parser.add_argument("--model-name", default="vit", help="served model name")
     args = parser.parse_args(argv)
+    quiet.for_program()  # as every keras-vit command (keras_vit/quiet.py); the server inherits it
     started = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
 

@@ -171,8 +171,11 @@ def register(subparsers) -> None:
         "--verbose",
         type=int,
         choices=(0, 1, 2),
-        help="0 silent, 1 progress bar (on a terminal; a line per epoch elsewhere), "
-        "2 a line per epoch",
+        nargs="?",
+        const=1,
+        metavar="{0,1,2}",
+        help="Keras' verbosity: 0 silent, 1 progress bar (on a terminal; a line per epoch "
+        "elsewhere; --verbose alone), 2 a line per epoch",
     )
     parser.set_defaults(func=run)
 
