@@ -22,7 +22,13 @@ def register(subparsers) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="in-process: checkpoint, .keras file or model directory")
     which.add_argument("--server", metavar="HOST:PORT", help="a served model (gRPC or REST)")
-    parser.add_argument("--port", type=int, default=7860, help="page port (default 7860, 0: any)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=7860,
+        help="this page's own port on 127.0.0.1, as TensorBoard's --port (default 7860, 0: any "
+        "free one); the model server's port is part of --server",
+    )
     group = parser.add_argument_group("server")
     group.add_argument(
         "--protocol",
@@ -37,6 +43,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port must be in 0..65535, got {args.port}", file=sys.stderr)
+        return 2
+    from keras_vit.cli.exports import export_problem
+
+    if problem := export_problem(args.model, "ui"):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from serving.client.errors import ServingError
 
