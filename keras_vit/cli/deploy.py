@@ -3,7 +3,7 @@
     keras-vit deploy vertex --model-dir models/vit/1 --project my-project \\
         --region us-central1 --bucket gs://my-bucket/models --endpoint-name vit \\
         --machine-type n1-standard-4 --accelerator-type NVIDIA_TESLA_T4 \\
-        --accelerator-count 1 --min-replicas 1 --max-replicas 2 --dry-run
+        --accelerator-count 1 --min-replica-count 1 --max-replica-count 2 --dry-run
 
 Without ``--endpoint-name`` or ``--endpoint-id`` the endpoint is the one named
 after ``--model-display-name`` (reused, or created). ``--dry-run`` prints the
@@ -152,7 +152,7 @@ def config_from_args(args: argparse.Namespace):
     for item in args.labels:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--label must be KEY=VALUE, got {item!r}")
+            raise ValueError(f"--labels must be KEY=VALUE, got {item!r}")
         labels[key] = value
     precision = args.precision
     known = precision or (None if args.container_image_uri else export_precision(args.model_dir))

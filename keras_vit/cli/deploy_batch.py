@@ -155,7 +155,7 @@ def run_predict(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             print(
-                f"keras-vit deploy vertex batch-predict: --label must be KEY=VALUE: {item!r}",
+                f"keras-vit deploy vertex batch-predict: --labels must be KEY=VALUE: {item!r}",
                 file=sys.stderr,
             )
             return 2

@@ -2,7 +2,7 @@
 
     keras-vit deploy vertex train --project my-project --region us-central1 \\
         --bucket gs://my-bucket/staging \\
-        --image us-docker.pkg.dev/my-project/ml/keras-vit-train:0.1.0 \\
+        --container-image-uri us-docker.pkg.dev/my-project/ml/keras-vit-train:0.1.0 \\
         --data gs://my-bucket/flowers/train --output gs://my-bucket/runs/flowers \\
         --workers 2 --machine-type n1-standard-8 --accelerator-type NVIDIA_L4 \\
         -- --model google/vit-base-patch16-224-in21k --epochs 5 --lr 3e-5 --dry-run
