@@ -16,8 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_vit", "keras_vit.*", "serving", "serving.*"]),
-    include_package_data=True,
-    # The ImageNet-1k labels and the ui page (MANIFEST.in too).
+    # The ImageNet-1k labels and the ui page: package_data alone says which data files go in
+    # (MANIFEST.in lists them for the sdist). include_package_data would take them from
+    # MANIFEST.in as well, and setuptools then warns that the folder keras_vit/data (no
+    # __init__.py) is an importable package absent from `packages`.
+    include_package_data=False,
     package_data={"keras_vit": ["data/*.json"], "keras_vit.ui": ["page.html"]},
     install_requires=_requirements("requirements.txt"),
     extras_require={

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shlex
 import shutil
 import socket
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_vit import quiet
 
 # The digits recipe's bar (docs/training.md): below it the demo fails, it does not just warn.
 MIN_ACCURACY = 0.95
@@ -121,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     # Hidden: shortens the digits training (tests/test_demo.py checks the failure path).
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    quiet.for_program()  # as every keras-vit command (keras_vit/quiet.py); the server inherits it
     started = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
 

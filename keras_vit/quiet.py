@@ -1,22 +1,31 @@
-"""Keeps TensorFlow's C++ start-up lines off the user's terminal.
+"""The one place that keeps TensorFlow's (and gRPC's) start-up lines off the user's terminal.
 
 Importing TensorFlow (2.21) writes lines such as ``I0000 ... oneDNN custom
-operations are on``, ``Could not find cuda drivers`` and ``WARNING: All log
-messages before absl::InitializeLog() is called are written to STDERR`` to file
-descriptor 2 before its log level is read, and the first device query logs
-``E0000 ... failed call to cuInit`` on machines without a GPU: users read them
-as failures.
+operations are on``, ``Could not find cuda drivers`` (twice) and ``WARNING: All
+log messages before absl::InitializeLog() is called are written to STDERR`` to
+file descriptor 2 before its log level is read, so ``TF_CPP_MIN_LOG_LEVEL``
+alone cannot hide them; the first device query then logs ``E0000 ... failed
+call to cuInit`` on machines without a GPU. Users read them as failures.
 
-:func:`install` (called when ``keras_vit`` or ``serving`` is imported) puts a
-finder on ``sys.meta_path`` that runs the first ``import tensorflow`` -- and
-TensorFlow's device discovery -- with file descriptor 2 sent to a temporary
-file, then writes back every line that is not such a log line, so Python
-warnings and errors of the import still show. Nothing else changes: TensorFlow's
-log level stays the user's, and later log lines print as usual.
+One policy, used by the library, the ``keras-vit`` commands, ``make demo``,
+the server and the batch workers alike:
 
-It does nothing when TensorFlow is already imported or when the user set
-``TF_CPP_MIN_LOG_LEVEL`` (their own choice of what to see brings the lines
-back); ``keras-vit --verbose`` removes it.
+* :func:`install` runs when ``keras_vit`` (or ``serving``) is imported, so before
+  any TensorFlow import of this project. It puts a finder on ``sys.meta_path``
+  that runs the first ``import tensorflow`` -- and the first device query --
+  with file descriptor 2 sent to a temporary file, then writes back every line
+  that is not such a log line (Python warnings and errors of the import still
+  show). It also makes gRPC's C core log errors only (``GRPC_VERBOSITY=ERROR``),
+  so a connection the server closed after idling (``chttp2_transport.cc ... Got
+  goaway``) prints nothing. Nothing else changes for a library user.
+* :func:`for_program` is what this project's own programs (the CLI, the demo,
+  the server) call first: the above, plus TensorFlow's runtime level
+  ``TF_CPP_MIN_LOG_LEVEL=2`` (C++ errors still show; info and warnings such as
+  ``Local rendezvous is aborting`` for every refused request do not).
+* The user's say wins, and child processes inherit it through the environment:
+  ``KERAS_VIT_TF_LOGS=1`` (what ``keras-vit --tf-logs`` sets) or
+  ``TF_CPP_MIN_LOG_LEVEL=0`` shows every line; any other ``TF_CPP_MIN_LOG_LEVEL``
+  or ``GRPC_VERBOSITY`` the user set is kept as it is.
 """
 
 from __future__ import annotations
@@ -27,7 +36,11 @@ import importlib.machinery
 import os
 import re
 import sys
-import tempfile
+
+# Set to "1" to see TensorFlow's and gRPC's start-up lines (keras-vit --tf-logs sets it).
+TF_LOGS = "KERAS_VIT_TF_LOGS"
+# TensorFlow's runtime log level in this project's programs: errors only.
+PROGRAM_LEVEL = "2"
 
 # glog/absl line prefixes ("I0000 00:00:...", "W1201 ...", "E0000 ..."), absl's pre-init notice
 # and the second line of the CPU-feature notice.
@@ -37,9 +50,16 @@ TF_LOG_LINE = re.compile(
 )
 
 
+def logs_wanted() -> bool:
+    """Whether the user asked for TensorFlow's log lines (``KERAS_VIT_TF_LOGS=1``, level 0)."""
+    return os.environ.get(TF_LOGS) == "1" or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+
+
 @contextlib.contextmanager
 def filtered_stderr(pattern: re.Pattern = TF_LOG_LINE):
     """Sends file descriptor 2 to a temporary file; replays the lines not matching ``pattern``."""
+    import tempfile  # only when TensorFlow is imported: `import keras_vit` stays light
+
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -86,7 +106,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         if name != "tensorflow":
             return None
         uninstall()  # once
-        if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        if logs_wanted():
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
@@ -95,17 +115,40 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 
 _FINDER = _QuietTensorFlowImport()
+_SET_GRPC_VERBOSITY = False  # whether install() set it (the user's own stays)
 
 
 def install() -> None:
-    """Filters the first ``import tensorflow`` (see the module's docstring); idempotent."""
-    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    """Filters the first ``import tensorflow`` and quiets gRPC (see above); idempotent."""
+    global _SET_GRPC_VERBOSITY
+    if logs_wanted():
         return
-    if _FINDER not in sys.meta_path:
+    # gRPC reads it when its C core starts (the first channel or server), not at import.
+    if "GRPC_VERBOSITY" not in os.environ:
+        os.environ["GRPC_VERBOSITY"] = "ERROR"
+        _SET_GRPC_VERBOSITY = True
+    if "tensorflow" not in sys.modules and _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
 
 
+def for_program(tf_logs: bool = False) -> None:
+    """A program's start (CLI, demo, server): :func:`install` plus TensorFlow's runtime level.
+
+    ``tf_logs`` (``keras-vit --tf-logs``) shows every line instead, in this process and
+    in the processes it starts (they inherit ``KERAS_VIT_TF_LOGS=1``).
+    """
+    if tf_logs:
+        os.environ[TF_LOGS] = "1"
+        uninstall()
+        if _SET_GRPC_VERBOSITY:
+            os.environ.pop("GRPC_VERBOSITY", None)
+        return
+    install()
+    if not logs_wanted():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", PROGRAM_LEVEL)
+
+
 def uninstall() -> None:
-    """TensorFlow's start-up lines print again (``keras-vit --verbose``)."""
+    """TensorFlow's start-up lines print again."""
     with contextlib.suppress(ValueError):
         sys.meta_path.remove(_FINDER)

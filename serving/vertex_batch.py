@@ -292,7 +292,7 @@ class VertexBatchConfig:
             problems.append(f"region {self.region!r} is not a region like us-central1")
         if (self.model is None) == (self.model_dir is None and self.container_image_uri is None):
             problems.append(
-                "give the model as --model (a Model Registry resource name or id) or as "
+                "give the model as --registry-model (a Model Registry resource name or id) or as "
                 "--model-dir / --container-image-uri (uploaded first), not both or neither"
             )
         elif self.model is not None:

@@ -285,7 +285,7 @@ def _tf_startup_lines(output: str) -> list[str]:
 # Commands that are not keras-vit's: their TensorFlow start-up lines are TensorFlow's.
 NOT_OURS = [
     (r"^saved_model_cli\b", "TensorFlow's own tool"),
-    (r"^keras-vit --verbose\b", "asks for TensorFlow's start-up lines on purpose"),
+    (r"^keras-vit --tf-logs\b", "asks for TensorFlow's start-up lines on purpose"),
     (r"from tests\.", "a test-suite helper for developers (builds TF Serving's test model)"),
     (r"^import grpc, tensorflow as tf", "TensorFlow's own stubs, as TF Serving documents them"),
 ]

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from keras_vit import quiet
+
 # Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = (
     "predict",
@@ -34,12 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         "export for TF Serving, serve and query.",
     )
     parser.add_argument(
-        "--verbose",
+        "--tf-logs",
         dest="tf_logs",
         action="store_true",
-        help="show TensorFlow's C++ start-up log lines (hidden by default; setting "
-        "TF_CPP_MIN_LOG_LEVEL yourself also shows them, at that level)",
+        help="show TensorFlow's and gRPC's start-up log lines (hidden by default; "
+        "KERAS_VIT_TF_LOGS=1 or TF_CPP_MIN_LOG_LEVEL=0 in the environment also shows them)",
     )
+    # The old spelling, before `train --verbose` (Keras' verbosity) took the name.
+    parser.add_argument("--verbose", dest="tf_logs", action="store_true", help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMANDS:
@@ -60,25 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # batch-predict hands the options it does not know to Beam's PipelineOptions.
     args.beam_args = extra
-    if _needs_tensorflow(args):
-        from keras_vit.cli.quiet import quiet_tensorflow
-
-        # batch-predict's worker processes filter their TensorFlow import the same way.
-        args.quiet_tensorflow = quiet_tensorflow(verbose=args.tf_logs)
+    # TensorFlow is imported by the commands that run a model, filtered (keras_vit/quiet.py).
+    quiet.for_program(tf_logs=args.tf_logs)
     try:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
     return int(result or 0)
-
-
-def _needs_tensorflow(args: argparse.Namespace) -> bool:
-    """Every command but ``deploy`` and REST ``predict --server`` runs TensorFlow."""
-    if args.command == "deploy":
-        return False
-    if args.command == "predict" and getattr(args, "server", None):
-        return getattr(args, "protocol", "grpc") != "rest"
-    return True
 
 
 if __name__ == "__main__":

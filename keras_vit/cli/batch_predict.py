@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
@@ -133,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
 
     from serving.batch import pipeline, progress
     from serving.batch.model_dir import ModelDirError, resolve_model_dir
-    from serving.batch.model_handler import QUIET_WORKERS
 
     beam_args = list(getattr(args, "beam_args", []))
     options = PipelineOptions(beam_args)
@@ -152,9 +150,6 @@ def run(args: argparse.Namespace) -> int:
         # Local SDK worker processes log every bundle (INFO) and their set-up (WARNING) on
         # this terminal otherwise; --default_sdk_harness_log_level=INFO brings them back.
         worker.default_sdk_harness_log_level = "ERROR"
-    if getattr(args, "quiet_tensorflow", False):
-        # Worker processes inherit the environment: they import TensorFlow filtered too.
-        os.environ[QUIET_WORKERS] = "1"
 
     try:
         model_dir = resolve_model_dir(args.model_dir)

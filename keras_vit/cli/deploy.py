@@ -3,7 +3,7 @@
     keras-vit deploy vertex --model-dir models/vit/1 --project my-project \\
         --region us-central1 --bucket gs://my-bucket/models --endpoint-name vit \\
         --machine-type n1-standard-4 --accelerator-type NVIDIA_TESLA_T4 \\
-        --accelerator-count 1 --min-replicas 1 --max-replicas 2 --dry-run
+        --accelerator-count 1 --min-replica-count 1 --max-replica-count 2 --dry-run
 
 Without ``--endpoint-name`` or ``--endpoint-id`` the endpoint is the one named
 after ``--model-display-name`` (reused, or created). ``--dry-run`` prints the
@@ -91,8 +91,11 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
     )
     how.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4, NVIDIA_L4")
     how.add_argument("--accelerator-count", type=int, default=None)
-    how.add_argument("--min-replicas", type=int, default=1)
-    how.add_argument("--max-replicas", type=int, default=1)
+    # gcloud's spellings (`gcloud ai endpoints deploy-model`), as batch-predict's.
+    how.add_argument("--min-replica-count", type=int, default=1)
+    how.add_argument("--max-replica-count", type=int, default=1)
+    how.add_argument("--min-replicas", dest="min_replica_count", type=int, help=argparse.SUPPRESS)
+    how.add_argument("--max-replicas", dest="max_replica_count", type=int, help=argparse.SUPPRESS)
     traffic = how.add_mutually_exclusive_group()
     traffic.add_argument(
         "--traffic-percentage",
@@ -106,8 +109,14 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
     )
     how.add_argument("--service-account", help="service account the replicas run as")
     how.add_argument(
-        "--label", action="append", default=[], metavar="KEY=VALUE", help="extra Vertex label"
+        "--labels",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra Vertex label (repeat for more; gcloud's spelling)",
     )
+    # `--label` before gcloud's spelling; explain's --label is a class.
+    how.add_argument("--label", dest="labels", action="append", help=argparse.SUPPRESS)
     run_group = parser.add_argument_group("run")
     run_group.add_argument(
         "--predict-image",
@@ -139,10 +148,10 @@ def config_from_args(args: argparse.Namespace):
     )
 
     labels = {"app": "keras-vit"}
-    for item in args.label:
+    for item in args.labels:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--label must be KEY=VALUE, got {item!r}")
+            raise ValueError(f"--labels must be KEY=VALUE, got {item!r}")
         labels[key] = value
     precision = args.precision
     known = precision or (None if args.container_image_uri else export_precision(args.model_dir))
@@ -163,8 +172,8 @@ def config_from_args(args: argparse.Namespace):
         machine_type=args.machine_type or DEFAULT_MACHINE_TYPES[known or "float32"],
         accelerator_type=args.accelerator_type,
         accelerator_count=accelerator_count,
-        min_replicas=args.min_replicas,
-        max_replicas=args.max_replicas,
+        min_replicas=args.min_replica_count,
+        max_replicas=args.max_replica_count,
         traffic_percentage=args.traffic_percentage,
         traffic_split=parse_traffic_split(args.traffic_split) if args.traffic_split else None,
         container_image_uri=args.container_image_uri,

@@ -74,7 +74,13 @@ def _register_predict(vertex_actions: argparse._SubParsersAction) -> None:
         help="gs://BUCKET[/PREFIX] for uploads (local instances, --model-dir) and staging",
     )
     model = parser.add_argument_group("model (one of)")
-    model.add_argument("--model", help="a Model Registry resource name or id, used as it is")
+    model.add_argument(
+        "--registry-model",
+        metavar="MODEL",
+        help="a Model Registry resource name or id, used as it is",
+    )
+    # Was --model, which never parsed here (`deploy vertex`'s own --model-dir and
+    # --model-display-name made it ambiguous); elsewhere --model is a checkpoint.
     model.add_argument(
         "--model-dir", type=Path, help="a SavedModel version directory (BASE/1) to upload"
     )
@@ -103,8 +109,14 @@ def _register_predict(vertex_actions: argparse._SubParsersAction) -> None:
     )
     how.add_argument("--service-account")
     how.add_argument(
-        "--label", action="append", default=[], metavar="KEY=VALUE", help="extra Vertex label"
+        "--labels",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra Vertex label (repeat for more; gcloud's spelling)",
     )
+    # `--label` before gcloud's spelling; explain's --label is a class.
+    how.add_argument("--label", dest="labels", action="append", help=argparse.SUPPRESS)
     how.add_argument(
         "--overwrite", action="store_true", help="replace existing objects in the bucket"
     )
@@ -140,11 +152,11 @@ def run_predict(args: argparse.Namespace) -> int:
     )
 
     labels = {"app": "keras-vit"}
-    for item in args.label:
+    for item in args.labels:
         key, sep, value = item.partition("=")
         if not sep:
             print(
-                f"keras-vit deploy vertex batch-predict: --label must be KEY=VALUE: {item!r}",
+                f"keras-vit deploy vertex batch-predict: --labels must be KEY=VALUE: {item!r}",
                 file=sys.stderr,
             )
             return 2
@@ -158,7 +170,7 @@ def run_predict(args: argparse.Namespace) -> int:
         instances=list(args.instances),
         output=args.output,
         bucket=args.bucket,
-        model=args.model,
+        model=args.registry_model,
         model_dir=args.model_dir,
         model_display_name=args.model_display_name,
         container_image_uri=args.container_image_uri,

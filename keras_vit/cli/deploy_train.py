@@ -2,7 +2,7 @@
 
     keras-vit deploy vertex train --project my-project --region us-central1 \\
         --bucket gs://my-bucket/staging \\
-        --image us-docker.pkg.dev/my-project/ml/keras-vit-train:0.1.0 \\
+        --container-image-uri us-docker.pkg.dev/my-project/ml/keras-vit-train:0.1.0 \\
         --data gs://my-bucket/flowers/train --output gs://my-bucket/runs/flowers \\
         --workers 2 --machine-type n1-standard-8 --accelerator-type NVIDIA_L4 \\
         -- --model google/vit-base-patch16-224-in21k --epochs 5 --lr 3e-5 --dry-run
@@ -28,9 +28,13 @@ def register(vertex_actions: argparse._SubParsersAction) -> None:
     parser.add_argument("--project", required=True, help="Google Cloud project id")
     parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
     parser.add_argument("--bucket", required=True, help="gs://BUCKET[/PREFIX] for staging")
-    parser.add_argument(
-        "--image", required=True, help="our training image (training/Dockerfile) in a registry"
+    image = parser.add_mutually_exclusive_group(required=True)
+    image.add_argument(
+        "--container-image-uri",
+        help="our training image (training/Dockerfile) in a registry",
     )
+    # The old spelling; --container-image-uri as in `deploy vertex` and `batch-predict`.
+    image.add_argument("--image", dest="container_image_uri", help=argparse.SUPPRESS)
     parser.add_argument("--data", required=True, help="gs:// image folder to train on")
     parser.add_argument("--output", required=True, help="gs:// model directory to write")
     parser.add_argument("--workers", type=int, default=2, help="replicas in all (default 2)")
@@ -39,7 +43,15 @@ def register(vertex_actions: argparse._SubParsersAction) -> None:
     parser.add_argument("--accelerator-count", type=int, default=None)
     parser.add_argument("--display-name", default="keras-vit-train")
     parser.add_argument("--service-account")
-    parser.add_argument("--timeout", type=int, default=24 * 3600, help="seconds (default 1 day)")
+    parser.add_argument(
+        "--job-timeout",
+        type=int,
+        default=24 * 3600,
+        metavar="SECONDS",
+        help="the job's time limit in seconds (default 1 day)",
+    )
+    # The old spelling; elsewhere --timeout is seconds per request.
+    parser.add_argument("--timeout", dest="job_timeout", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true", help="print the plan as JSON")
     parser.add_argument(
         "train_args", nargs=argparse.REMAINDER, help="-- then arguments of keras-vit train"
@@ -60,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     config = VertexTrainConfig(
         project=args.project,
         region=args.region,
-        image_uri=args.image,
+        image_uri=args.container_image_uri,
         data=args.data,
         output=args.output,
         bucket=args.bucket,
@@ -71,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         display_name=args.display_name,
         train_args=train_args,
         service_account=args.service_account,
-        timeout_seconds=args.timeout,
+        timeout_seconds=args.job_timeout,
     )
     try:
         _check_train_args(train_args)

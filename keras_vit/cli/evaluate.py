@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if args.gallery_size < 0:
         print("error: --gallery-size must not be negative", file=sys.stderr)
         return 2
+    from keras_vit.cli.exports import export_problem
+
+    if problem := export_problem(args.model, "evaluate"):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     from keras_vit.evaluate.runner import evaluate
     from keras_vit.training.data import DataError

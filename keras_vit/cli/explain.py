@@ -37,7 +37,17 @@ def register(subparsers) -> None:
         "--label", help="with --method gradient: the class to explain (default: the top-1)"
     )
     parser.add_argument("--top-k", type=int, default=3, help="labels beside the map (default 3)")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument(
+        "--recursive",
+        "-r",
+        action="store_true",
+        help="also take the images in subdirectories of directory arguments",
+    )
+    parser.add_argument(
+        "images",
+        nargs="+",
+        help="image files (JPEG, PNG, GIF, BMP, WebP) or directories of them",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,6 +58,19 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)
         return 2
+    from keras_vit.cli.exports import export_problem
+
+    if problem := export_problem(args.model, "explain"):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from serving.client.files import expand_image_arguments
+
+    # Folders (and -r) as predict takes them; each argument's problem is named.
+    args.images, problems = expand_image_arguments(args.images, args.recursive)
+    for argument, problem in problems:
+        print(f"error: {argument}: {problem}", file=sys.stderr)
+    if not args.images:
+        return 1
     from keras_vit.explain.explainer import Explainer
     from keras_vit.images import ImageReadError, read_image
     from keras_vit.loading import load_pretrained
@@ -73,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             pixels = read_image(path, model.image_size)
         except ImageReadError as error:
             print(f"error: {error}", file=sys.stderr)
-            status = 2
+            status = 1  # an input failed (docs/cli-options.md, exit codes)
             continue
         explanation = explainer.explain(
             pixels, method=args.method, class_index=class_index, top_k=args.top_k
@@ -85,4 +108,4 @@ def run(args: argparse.Namespace) -> int:
         target.write_bytes(explanation.figure_png())
         top = ", ".join(f"{label}:{score:.4f}" for label, score in explanation.top_k)
         print(f"{path}\t{target}\t{top}")
-    return status
+    return status or (1 if problems else 0)

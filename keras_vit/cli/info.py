@@ -41,6 +41,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.list_presets:
         return list_presets(args.json)
+    from keras_vit.cli.exports import export_problem
+
+    if problem := export_problem(args.model, "info"):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from keras_vit.model import ViTClassifier
     from keras_vit.presets import resolve_preset
 

@@ -43,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)
         return 2
+    from keras_vit.cli.exports import export_problem
+
+    if problem := export_problem(args.model, "predict"):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.server:
         from serving.client.cli import cli_predict
 
@@ -90,7 +95,7 @@ def _run_local(args) -> int:
             pixels = read_image(path, model.image_size)
         except ImageReadError as error:
             print(f"error: {error}", file=sys.stderr)
-            status = 2
+            status = 1  # an input failed: as through a server (docs/cli-options.md)
             continue
         logits = np.asarray(model.predict_on_batch(pixels[None]))[0]
         logits = logits.astype("float64")

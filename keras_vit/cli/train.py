@@ -99,7 +99,13 @@ def register(subparsers) -> None:
     optim.add_argument(
         "--lr", "--learning-rate", dest="learning_rate", type=float, help="peak (default 1e-3)"
     )
-    optim.add_argument("--end-lr", dest="end_learning_rate", type=float, help="default 0")
+    optim.add_argument(
+        "--end-lr",
+        "--end-learning-rate",
+        dest="end_learning_rate",
+        type=float,
+        help="at the end of the schedule (default 0)",
+    )
     optim.add_argument("--weight-decay", type=float, help="decoupled; default 0.05")
     optim.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     optim.add_argument("--warmup-steps", type=int, help="default 5%% of all steps")
@@ -177,8 +183,11 @@ def register(subparsers) -> None:
         "--verbose",
         type=int,
         choices=(0, 1, 2),
-        help="0 silent, 1 progress bar (on a terminal; a line per epoch elsewhere), "
-        "2 a line per epoch",
+        nargs="?",
+        const=1,
+        metavar="{0,1,2}",
+        help="Keras' verbosity: 0 silent, 1 progress bar (on a terminal; a line per epoch "
+        "elsewhere; --verbose alone), 2 a line per epoch",
     )
     parser.set_defaults(func=run)
 

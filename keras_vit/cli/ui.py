@@ -28,7 +28,13 @@ def register(subparsers) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="in-process: checkpoint, .keras file or model directory")
     which.add_argument("--server", metavar="HOST:PORT", help="a served model (gRPC or REST)")
-    parser.add_argument("--port", type=int, default=7860, help="page port (default 7860, 0: any)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=7860,
+        help="this page's own port on 127.0.0.1, as TensorBoard's --port (default 7860, 0: any "
+        "free one); the model server's port is part of --server",
+    )
     page = parser.add_argument_group("page limits and access")
     page.add_argument(
         "--allowed-host",
@@ -71,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     error = _limits_error(args)
     if error:  # before the model loads, which takes a while
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    from keras_vit.cli.exports import export_problem
+
+    if problem := export_problem(args.model, "ui"):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from serving.client.errors import ServingError
 

@@ -23,7 +23,8 @@ class LocalPredictor:
         self.model = model
         self.labels = list(model.labels)
         self.top_k = min(top_k, len(self.labels))
-        self.description = f"in-process model {getattr(model, 'name', 'model')}"
+        # The report adds the kind: "Model: vit_classifier (in-process)".
+        self.description = getattr(model, "name", "model")
 
     def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
         """``(top-k per image, seconds spent in the model)``."""
@@ -54,7 +55,8 @@ class ServerPredictor:
 
     def __init__(self, client):
         self.client = client
-        self.description = f"{client.protocol} server {client.target} model {client.model_name}"
+        # "Model: vit at localhost:8500 over grpc (server)" in the report.
+        self.description = f"{client.model_name} at {client.target} over {client.protocol}"
 
     def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
         """``(top-k per image, seconds the request took)``."""

@@ -38,22 +38,10 @@ _BAD_ELEMENT = re.compile(re.escape(INPUT) + r"\[(\d+)\]: (.*?)\]?(?:\n|$)")
 _REQUEST_BUDGET = "the images of this request add up to "
 
 
-# Set by `keras-vit batch-predict` (when it hides TensorFlow's start-up lines) for the local
-# SDK worker processes it starts, which inherit its environment (and TF_CPP_MIN_LOG_LEVEL).
-QUIET_WORKERS = "KERAS_VIT_QUIET_WORKERS"
-
-
 def _import_tensorflow():
-    import os
-    import sys
-
-    if os.environ.get(QUIET_WORKERS) == "1" and "tensorflow" not in sys.modules:
-        from keras_vit.quiet import filtered_stderr
-
-        with filtered_stderr():
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the cuInit line, while filtered
+    # Here, not at the top: Beam's launcher imports this module without running a model. In a
+    # worker process `serving` is imported first, so the import is filtered by keras_vit/quiet.py
+    # under the launcher's own choice (the environment it inherits).
     import tensorflow as tf
 
     return tf

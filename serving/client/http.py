@@ -82,6 +82,11 @@ class JsonHttp:
         except requests.exceptions.Timeout:
             raise DeadlineExceededError(f"no response from {url} within {timeout} s") from None
         except requests.exceptions.ConnectionError as error:
+            if _answered_in_http2(error):
+                raise UnavailableError(
+                    f"{url}: this port speaks gRPC (HTTP/2), not REST: use protocol grpc "
+                    "(--protocol grpc), or the server's REST port (TF Serving's default: 8501)"
+                ) from None
             raise UnavailableError(f"cannot connect to {url}: {error}") from None
         except requests.exceptions.RequestException as error:
             raise ServingError(f"{method} {url} failed: {error}") from None
@@ -114,6 +119,28 @@ class JsonHttp:
             return error_for_code(code, message, http_status=status)
         # Not TF Serving talking (a proxy, a load balancer, libevent's HTML 404): keep the text.
         return error_for_http_status(status, _clip(text.strip()) or f"HTTP {status}")
+
+
+def _answered_in_http2(error: BaseException) -> bool:
+    """Whether the peer answered an HTTP/1.1 request with HTTP/2 frames (a gRPC port).
+
+    ``http.client`` reads them as a bad status line: ``BadStatusLine('\\x00\\x00\\x1e\\x04...')``,
+    the 3-byte length and type 4 (SETTINGS) of the frame an HTTP/2 server opens with.
+    """
+    import http.client
+
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, http.client.BadStatusLine):
+            line = str(item.args[0]) if item.args else ""
+            return len(line) >= 4 and line.startswith("\x00") and line[3] == "\x04"
+        pending.extend([*item.args, item.__cause__, item.__context__])
+    return False
 
 
 def _clip(text: str, limit: int = 2000) -> str:

@@ -50,16 +50,3 @@ def configure(stream=None, level: int = logging.INFO) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
-
-
-def quiet_tensorflow() -> None:
-    """Keeps TensorFlow's C++ INFO and WARNING lines out of the server log.
-
-    Call before TensorFlow is imported. Without it the runtime logs
-    ``W ... local_rendezvous.cc:412] Local rendezvous is aborting`` (with the graph
-    location) for every request it refuses; the server reports those failures itself,
-    in the answer. C++ errors still show; ``TF_CPP_MIN_LOG_LEVEL`` set by the operator
-    wins (0 shows everything). TensorFlow prints a few banners while it is imported,
-    before its logging is set up; those remain, once.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

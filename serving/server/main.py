@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from keras_vit import quiet
 from serving.server import logs, memory
 from serving.server.options import ServerOptions, build_parser, check_options, options_from_args
 
@@ -37,7 +38,11 @@ def serve(options: ServerOptions) -> int:
         sys.stdout.write(f"Failed to start server. Error: INVALID_ARGUMENT: {problem}\n")
         return 255
     logs.configure()
-    logs.quiet_tensorflow()
+    # TensorFlow's start-up lines filtered and its runtime level at errors: without it the
+    # runtime logs `W ... local_rendezvous.cc:412] Local rendezvous is aborting` (with the graph
+    # location) for every request it refuses, which the server reports itself, in the answer.
+    # TF_CPP_MIN_LOG_LEVEL set by the operator wins (0 shows everything).
+    quiet.for_program()
     memory.use_system_allocator()
     from serving.server.server import Server
     from serving.server.status import ServingError

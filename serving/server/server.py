@@ -324,14 +324,20 @@ class Server:
                 self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{_bracket(options.host)}:{options.port}"
+        where = f"{address} (--port)"
         try:
             if options.port:
                 self.grpc_port = server.add_insecure_port(address)
             if options.grpc_socket_path:
+                where = f"unix:{options.grpc_socket_path} (--grpc_socket_path)"
                 server.add_insecure_port(f"unix:{options.grpc_socket_path}")
         except RuntimeError:
             self._stop_quietly()
-            raise invalid_argument("Failed to BuildAndStart gRPC server") from None
+            # TF Serving's text first (operators grep it), then what a user can act on.
+            raise invalid_argument(
+                f"Failed to BuildAndStart gRPC server: cannot listen on {where}: "
+                "another process uses it (or it is not allowed); choose another"
+            ) from None
         server.start()
         self._grpc_server = server
         if options.port:

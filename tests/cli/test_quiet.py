@@ -1,4 +1,7 @@
-"""``keras-vit`` prints no TensorFlow C++ start-up lines unless asked (``--verbose``, own env)."""
+"""``keras-vit`` prints no TensorFlow C++ start-up lines unless asked (``--tf-logs``, own env).
+
+One mechanism for all (keras_vit/quiet.py): the library, the commands, the demo and the server.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ LOG_LINE = re.compile(r"^[IWE][0-9]{4} |absl::InitializeLog", re.M)
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet_settings = ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY", "KERAS_VIT_TF_LOGS")
+    env = {k: v for k, v in os.environ.items() if k not in quiet_settings}
     env.update(PYTHONPATH=str(ROOT), KERAS_BACKEND="tensorflow", **extra)
     return env
 
@@ -35,13 +39,13 @@ def _messages(text: str) -> set[str]:
     return {line.split("] ", 1)[-1] for line in text.splitlines() if LOG_LINE.search(line)}
 
 
-def test_info_prints_no_tensorflow_startup_lines_and_verbose_brings_them_back():
+def test_info_prints_no_tensorflow_startup_lines_and_tf_logs_brings_them_back():
     quiet = _run("info", "--model", "vit-tiny-patch16-224", "--max-labels", "1")
     assert quiet.returncode == 0, quiet.stderr
     assert "parameters: 5,717,416" in quiet.stdout
     assert not LOG_LINE.search(quiet.stdout + quiet.stderr), quiet.stderr
 
-    verbose = _run("--verbose", "info", "--model", "vit-tiny-patch16-224", "--max-labels", "1")
+    verbose = _run("--tf-logs", "info", "--model", "vit-tiny-patch16-224", "--max-labels", "1")
     assert verbose.returncode == 0, verbose.stderr
     # Whatever TensorFlow itself prints on this machine when imported and its devices listed.
     plain = subprocess.run(
@@ -54,19 +58,35 @@ def test_info_prints_no_tensorflow_startup_lines_and_verbose_brings_them_back():
     assert _messages(plain.stderr) <= _messages(verbose.stderr)
 
 
-def test_the_users_own_log_level_is_left_alone(monkeypatch):
-    from keras_vit.cli import quiet
+def test_the_users_own_choice_wins(monkeypatch):
+    from keras_vit import quiet
 
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
-    assert quiet.quiet_tensorflow() is False
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY", quiet.TF_LOGS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(quiet, "_SET_GRPC_VERBOSITY", False)
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    quiet.for_program()
+    # A program of ours: errors only at run time, gRPC's info lines off.
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == quiet.PROGRAM_LEVEL
+    assert os.environ["GRPC_VERBOSITY"] == "ERROR"
+    # --tf-logs: everything, for this process and those it starts.
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
-    assert quiet.quiet_tensorflow(verbose=True) is False
-    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    quiet.for_program(tf_logs=True)
+    assert os.environ[quiet.TF_LOGS] == "1" and quiet.logs_wanted()
+    assert "GRPC_VERBOSITY" not in os.environ and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert quiet._FINDER not in sys.meta_path
+    # The user's own levels are kept as they are.
+    monkeypatch.delenv(quiet.TF_LOGS)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    monkeypatch.setenv("GRPC_VERBOSITY", "DEBUG")
+    quiet.for_program()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["GRPC_VERBOSITY"] == "DEBUG"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert quiet.logs_wanted()
 
 
 def test_filtered_stderr_keeps_everything_but_log_lines(capfd):
-    from keras_vit.cli.quiet import filtered_stderr
+    from keras_vit.quiet import filtered_stderr
 
     with filtered_stderr():
         os.write(2, b"I0000 00:00:1.2 1 port.cc:153] oneDNN custom operations are on.\n")
@@ -104,3 +124,39 @@ def test_the_python_api_is_as_quiet_and_the_users_level_brings_the_lines_back():
     assert loud.returncode == 0, loud.stderr
     # TensorFlow's own start-up notices, which the first run hid (not a vacuous check).
     assert _messages(loud.stderr), loud.stderr
+
+
+GOAWAY = """
+import time
+from concurrent import futures
+import serving.client  # noqa: F401  (what the ui and predict --server import before gRPC runs)
+import grpc
+
+server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_connection_idle_ms", 300)])
+echo = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", {"M": echo}),))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+print(channel.unary_unary("/t.S/M")(b"one", timeout=10))
+time.sleep(1.5)  # the server closes the idle connection (GOAWAY "connection idle")
+print(channel.unary_unary("/t.S/M")(b"two", timeout=10))
+"""
+
+
+def test_a_connection_closed_for_idling_prints_no_grpc_log_line():
+    """The ui's terminal showed ``chttp2_transport.cc:1403] ... Got goaway ... connection idle``."""
+    quiet = subprocess.run(
+        [sys.executable, "-c", GOAWAY], env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.split() == ["b'one'", "b'two'"]
+    assert "goaway" not in quiet.stderr.lower(), quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", GOAWAY], env=_env(KERAS_VIT_TF_LOGS="1"), capture_output=True,
+        text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert loud.returncode == 0, loud.stderr
+    # gRPC's own line, which the first run hid (not a vacuous check).
+    assert "Got goaway" in loud.stderr, loud.stderr

@@ -72,9 +72,27 @@ def test_gradient_method_and_bad_arguments(model_file, photos, tmp_path, capsys)
     assert main([*base, "--method", "gradient", "--label", "zebra", str(photos[0])]) == 2
     assert "no label 'zebra'" in capsys.readouterr().err
     # A missing file is reported; the others are still drawn.
-    assert main([*base, str(tmp_path / "missing.jpg"), str(photos[1])]) == 2
+    assert main([*base, str(tmp_path / "missing.jpg"), str(photos[1])]) == 1
     assert "no such file" in capsys.readouterr().err
     assert (tmp_path / "g" / "coffee.png").exists()
+
+
+def test_folders_and_recursive_as_predict_takes_them(model_file, photos, tmp_path, capsys):
+    """``explain photos_test/5`` said ``is a directory``; it takes folders (and -r) now."""
+    import shutil
+
+    from keras_vit.cli import main
+
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    shutil.copy(photos[0], folder / "chelsea.jpg")
+    shutil.copy(photos[1], folder / "more" / "coffee.png")
+    base = ["explain", "--model", str(model_file)]
+    assert main([*base, "--output", str(tmp_path / "flat"), str(folder)]) == 0
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["chelsea.png"]
+    capsys.readouterr()
+    assert main([*base, "--output", str(tmp_path / "deep"), "-r", str(folder)]) == 0
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["chelsea.png", "coffee.png"]
 
 
 def _reachable_ops(graph_def, output_names) -> collections.Counter:

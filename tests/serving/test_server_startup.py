@@ -125,3 +125,27 @@ def test_a_failing_models_retries_never_stall_the_others(tmp_path):
     assert "broken" in outcome["error"].message and "did not become available" in (
         outcome["error"].message
     )
+
+
+def test_a_busy_grpc_port_is_named_after_tf_servings_text(tmp_path):
+    import socket
+
+    build_half_plus(tmp_path / "half" / "1")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = Server()
+        with pytest.raises(ServingError) as raised:
+            server.build_and_start(
+                ServerOptions(
+                    port=port,
+                    model_name="half",
+                    model_base_path=str(tmp_path / "half"),
+                    max_num_load_retries=0,
+                )
+            )
+        server.shutdown(5)
+    message = raised.value.message
+    assert message.startswith("Failed to BuildAndStart gRPC server: ")  # what operators grep
+    assert f":{port} (--port)" in message and "another process uses it" in message
