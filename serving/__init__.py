@@ -1,5 +1,7 @@
-"""Serving keras-vit models: the TF Serving client library and the local server."""
+"""Serving keras-vit models: the TF Serving client library and the local server.
 
-from keras_vit import quiet as _quiet
-
-_quiet.install()  # TensorFlow's C++ start-up lines stay off the terminal (keras_vit/quiet.py)
+Importing this package (or :mod:`serving.client`) imports neither TensorFlow nor
+keras_vit. The modules that run TensorFlow (:mod:`serving.server`, :mod:`serving.export`,
+:mod:`serving.batch`) import keras_vit first, whose import keeps TensorFlow's C++
+start-up lines off the terminal (keras_vit/quiet.py).
+"""

@@ -17,6 +17,9 @@ Outputs (one row per image):
 
 from __future__ import annotations
 
+# First: keras_vit's import keeps TensorFlow's start-up lines quiet (keras_vit/quiet.py).
+import keras_vit  # noqa: F401  # isort: skip
+
 import tensorflow as tf
 
 EXPLAIN = "explain"

@@ -23,6 +23,9 @@ never sees half a version.
 
 from __future__ import annotations
 
+# First: keras_vit's import keeps TensorFlow's start-up lines quiet (keras_vit/quiet.py).
+import keras_vit  # noqa: F401  # isort: skip
+
 import ctypes
 import ctypes.util
 import errno

@@ -9,3 +9,6 @@
 - :mod:`serving.batch.pipeline`: the pipeline (``fileio`` -> ``RunInference`` -> files)
   and its counters.
 """
+
+# First: keras_vit's import keeps TensorFlow's start-up lines quiet (keras_vit/quiet.py).
+import keras_vit  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""The REST, gRPC and Vertex clients work without importing TensorFlow (in a fresh process)."""
+"""The REST, gRPC and Vertex clients work without importing TensorFlow, Keras or keras_vit (in a
+fresh process): no TensorFlow, and none of keras_vit's import-time settings."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ SCRIPT = textwrap.dedent(
         else:
             raise AssertionError("expected UNAVAILABLE")
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras",
-                    "tensorflow_serving", "tf_keras"))
+                    "tensorflow_serving", "tf_keras", "keras_vit"))
     print("LOADED", loaded)
     # Control: tensorflow-serving-api's protos load TensorFlow, so the check above can see it.
     import tensorflow_serving.apis.predict_pb2
