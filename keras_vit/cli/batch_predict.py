@@ -102,7 +102,7 @@ def register(subparsers) -> None:
         "terminal and the runner is local; remote runners show counters in their own UI)",
     )
     progress.add_argument(
-        "--no-progress", "--quiet", dest="progress", action="store_false", help="no progress bar"
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     parser.add_argument(
         "--overwrite",

@@ -129,7 +129,7 @@ def test_the_python_api_is_as_quiet_and_the_users_level_brings_the_lines_back():
 GOAWAY = """
 import time
 from concurrent import futures
-import serving.client  # noqa: F401  (what the ui and predict --server import before gRPC runs)
+import keras_vit.cli  # noqa: F401  (the keras-vit command: ui, predict --server, before gRPC)
 import grpc
 
 server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_connection_idle_ms", 300)])
