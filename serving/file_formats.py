@@ -87,3 +87,28 @@ def unquote(message: str, data: bytes | None = None) -> str:
     """
     shown = "content not shown" if data is None else describe(data)
     return _QUOTED.sub(lambda match: f"{match['count']} bytes ({shown})", message)
+
+
+# The formats the exported decoder reads, by their magic numbers (keras_vit/decode.py).
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
+
+
+def image_format(data: bytes) -> str | None:
+    """The name in :data:`IMAGE_FORMATS` of an image the decoder reads, by its first
+    bytes; None for anything else.
+
+    >>> image_format(b"\\x89PNG\\r\\n\\x1a\\n...") , image_format(b"%PDF-1.7")
+    ('PNG', None)
+    """
+    head = bytes(data[:HEAD_BYTES])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WebP"
+    return None

@@ -69,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from keras_vit.evaluate.runner import evaluate
-    from keras_vit.training.data import DataError
+    from keras_vit.image_folder import DataError
 
     try:
-        dataset = load_eval_data(args.data)
+        dataset = load_eval_data(args.data, server=bool(args.server))
     except (DataError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -112,8 +112,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_eval_data(spec: str):
-    """The labelled images of ``--data``: a folder, or a split of a TFDS / HF data set."""
+def load_eval_data(spec: str, server: bool = False):
+    """The labelled images of ``--data``: a folder, or a split of a TFDS / HF data set.
+
+    With ``server`` a folder is listed without TensorFlow (the server decodes): files
+    that are not images by their first bytes are skipped with a warning, as the
+    in-process mode skips the files its decoder refuses.
+    """
+    if server and not spec.startswith(("hf:", "tfds:")):
+        from keras_vit.image_folder import list_folder, listing_text
+
+        listing, dropped = list_folder(spec).without_non_images()
+        skipped = listing.unreadable + dropped
+        if skipped:
+            print(
+                f"warning: skipping {len(skipped)} files: {listing_text(skipped)}",
+                file=sys.stderr,
+            )
+        return listing
+
     from keras_vit.training.data import image_folder, load_data
 
     if spec.startswith(("hf:", "tfds:")):

@@ -58,10 +58,30 @@ class ServerPredictor:
         # "Model: vit at localhost:8500 over grpc (server)" in the report.
         self.description = f"{client.model_name} at {client.target} over {client.protocol}"
 
-    def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
-        """``(top-k per image, seconds the request took)``."""
+    def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK | str], float]:
+        """``(top-k per image, seconds the request took)``.
+
+        An image the server refuses (INVALID_ARGUMENT: truncated, not an image) fails its
+        whole request; the images of that request are then sent one at a time, and a
+        refused one gets the server's message in place of its top-k, so that one bad
+        file does not stop the evaluation (the in-process mode skips such files when
+        it lists the folder).
+        """
+        from serving.client.errors import InvalidArgumentError
+
         started = time.perf_counter()
-        predictions = self.client.predict(list(encoded))
+        try:
+            predictions = self.client.predict(list(encoded))
+        except InvalidArgumentError:
+            if len(encoded) == 1:
+                raise
+            rows: list[TopK | str] = []
+            for data in encoded:
+                try:
+                    rows.append(list(self.client.predict([data])[0].top_k))
+                except InvalidArgumentError as error:
+                    rows.append(str(error))
+            return rows, time.perf_counter() - started
         elapsed = time.perf_counter() - started
         return [list(p.top_k) for p in predictions], elapsed
 

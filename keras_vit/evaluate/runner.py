@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_vit.evaluate import metrics as metrics_lib
 from keras_vit.evaluate import plots, report
+from keras_vit.image_folder import listing_text
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def evaluate(
     request_sizes: list[int] = []
     worst: list[tuple[float, int, bytes, str, str]] = []  # a min-heap of the most confident errors
     returned_k = None
+    refused: list[tuple[str, str]] = []
     started = time.perf_counter()
     bar = tqdm(
         total=dataset.size,
@@ -83,13 +85,17 @@ def evaluate(
         disable=(not sys.stderr.isatty()) if progress is None else not progress,
     )
     with open(output / PREDICTIONS_FILE, "w", encoding="utf-8") as predictions_file, bar:
-        batches = dataset.to_tf_dataset().batch(batch_size).as_numpy_iterator()
-        for encoded, labels in batches:
-            encoded = [bytes(item) for item in encoded]
+        position = 0  # of the image in the data set
+        for encoded, labels in dataset.batches(batch_size):
             rows, seconds = predictor.predict(encoded)
             latencies.append(seconds)
             request_sizes.append(len(encoded))
             for data, label, row in zip(encoded, labels, rows, strict=True):
+                position += 1
+                if isinstance(row, str):  # refused by the server: skipped, named below
+                    source = sources[position - 1] if position <= len(sources) else position
+                    refused.append((str(source), row))
+                    continue
                 index = len(y_true)
                 true = class_names[int(label)]
                 predicted, score = row[0]
@@ -100,7 +106,7 @@ def evaluate(
                 ranked.append([name for name, _ in row])
                 record = {
                     "index": index,
-                    "image": sources[index] if index < len(sources) else index,
+                    "image": sources[position - 1] if position <= len(sources) else index,
                     "true": true,
                     "predicted": predicted,
                     "score": score,
@@ -115,6 +121,10 @@ def evaluate(
                         heapq.heappushpop(worst, item)
             bar.update(len(encoded))
     seconds = time.perf_counter() - started
+    if refused:
+        logger.warning(
+            "Skipped %d images the server refused: %s", len(refused), listing_text(refused)
+        )
     if not y_true:
         raise ValueError(f"{dataset.description} holds no images")
 
@@ -134,6 +144,7 @@ def evaluate(
         seconds=seconds,
         images_per_second=len(y_true) / seconds if seconds > 0 else float("inf"),
         batch_size=batch_size,
+        skipped=[{"image": image, "reason": reason} for image, reason in refused],
     )
     figures = {
         "confusion_counts": plots.confusion_matrix_png(

@@ -30,18 +30,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from serving.image_files import listing_problem
+from keras_vit.image_folder import MAX_LISTED as _MAX_LISTED
+from keras_vit.image_folder import DataError, list_folder
+from keras_vit.image_folder import listing_text as _listing
 
 logger = logging.getLogger(__name__)
-
-# What the one decoder (keras_vit/decode.py) reads, in training and serving alike.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-# How many corrupt file names a warning or error lists before it only counts.
-_MAX_LISTED = 10
-
-
-class DataError(ValueError):
-    """The training data cannot be used as given; the message says why and what to do."""
 
 
 class ImageDataset(ABC):
@@ -74,6 +67,11 @@ class ImageDataset(ABC):
     @abstractmethod
     def to_tf_dataset(self) -> tf.data.Dataset:
         """The examples as a ``tf.data.Dataset`` of ``(encoded image, label)``."""
+
+    def batches(self, batch_size: int):
+        """``(encoded images, labels)`` numpy batches of :meth:`to_tf_dataset`."""
+        for encoded, labels in self.to_tf_dataset().batch(batch_size).as_numpy_iterator():
+            yield [bytes(item) for item in encoded], labels
 
     def subset(self, indices: np.ndarray) -> ImageDataset:
         raise DataError(f"{self.description} cannot be split by index")
@@ -171,68 +169,22 @@ def decode_image(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
 def list_image_folder(
     root: str | os.PathLike, class_names: Sequence[str] | None = None
 ) -> FileImageDataset:
-    """Lists ``root/<class>/**/<image>`` files (sorted) with the class index of their folder.
+    """Lists ``root/<class>/**/<image>`` files (sorted) with the class index of their folder
+    (:func:`keras_vit.image_folder.list_folder`, which reads no file and needs no TensorFlow).
 
     ``class_names`` fixes the classes and their order (e.g. those of the training
     folder when listing a validation folder); by default they are the
-    sub-folder names, sorted. Files with other extensions are ignored; hidden
-    files and folders too.
+    sub-folder names, sorted. Pipes, devices, oversized files and symlinks leading out
+    of the folder are never handed to ``tf.io.read_file``: they are listed as unreadable.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"Image folder {str(root)!r} does not exist or is not a folder")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if class_names is None:
-        class_names = folders
-    else:
-        class_names = [str(c) for c in class_names]
-        unknown = sorted(set(folders) - set(class_names))
-        if unknown:
-            raise DataError(
-                f"{root} has class folders that the training data does not have: {unknown}"
-            )
-    if len(class_names) < 2:
-        raise DataError(
-            f"Image folder {str(root)!r} needs one sub-folder per class and at least two "
-            f"classes; found {folders or 'none'}"
-        )
-    paths, labels, unreadable = [], [], []
-    for index, name in enumerate(class_names):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        found = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS
-            and not p.is_dir()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        )
-        # Pipes, devices, oversized files and symlinks leading out of the folder are never
-        # handed to tf.io.read_file (serving.image_files): they are listed as unreadable.
-        files = []
-        for p in found:
-            problem = listing_problem(p, root)
-            if problem is None:
-                files.append(p)
-            else:
-                unreadable.append((str(p), problem))
-        paths += [str(p) for p in files]
-        labels += [index] * len(files)
-    if not paths:
-        raise DataError(
-            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under the class folders of {root}"
-            + (f"; not read: {_listing(unreadable)}" if unreadable else "")
-        )
+    listing = list_folder(root, class_names)
     return FileImageDataset(
-        paths, labels, class_names, description=f"image folder {root}", unreadable=unreadable
+        listing.paths,
+        listing.labels,
+        listing.class_names,
+        description=listing.description,
+        unreadable=listing.unreadable,
     )
-
-
-def _listing(problems: Sequence[tuple[str, str]]) -> str:
-    shown = "; ".join(f"{path}: {reason}" for path, reason in problems[:_MAX_LISTED])
-    more = len(problems) - _MAX_LISTED
-    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def image_folder(

@@ -1,6 +1,7 @@
 """The commands that need no model in this process never import TensorFlow or Keras.
 
-``--help``, ``info --list-presets``, ``predict --server``, ``ui --server`` and argument
+``--help``, ``info --list-presets``, ``predict --server``, ``evaluate --server`` (a folder),
+``ui --server`` and argument
 errors start in well under a second without them; importing TensorFlow costs ~5 s and
 ~800 MB. Times are benchmarks/client_startup.py's; here only what was imported.
 """
@@ -40,11 +41,15 @@ def _closed_port() -> int:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> str:
+    """cat.png, in a labelled folder beside a dog (``evaluate --data`` takes the folder)."""
     from PIL import Image
 
-    path = tmp_path_factory.mktemp("images") / "cat.png"
-    Image.new("RGB", (8, 8), "orange").save(path)
-    return str(path)
+    root = tmp_path_factory.mktemp("images")
+    for label, colour in (("cat", "orange"), ("dog", "brown")):
+        (root / "labelled" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8), colour).save(root / "labelled" / label / f"{label}.png")
+    Image.new("RGB", (8, 8), "orange").save(root / "cat.png")
+    return str(root / "cat.png")
 
 
 def _imported(*argv: str, root: Path = ROOT) -> tuple[int, list[str], str]:
@@ -68,6 +73,10 @@ CASES = {
     "predict rest": lambda port, image: ["predict", "--server", f"http://127.0.0.1:{port}", image],
     "predict, protocol unknown": lambda port, image: ["predict", "--server", f"127.0.0.1:{port}",
                                                       image],
+    "evaluate grpc": lambda port, image: [
+        "evaluate", "--server", f"127.0.0.1:{port}", "--protocol", "grpc",
+        "--data", str(Path(image).parent / "labelled"), "--output", str(Path(image).parent / "ev"),
+    ],
     "ui grpc": lambda port, image: ["ui", "--server", f"127.0.0.1:{port}", "--protocol", "grpc",
                                     "--port", "0"],
     "unknown option": lambda port, image: ["predict", "--no-such-option", image],

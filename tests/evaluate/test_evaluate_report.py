@@ -164,6 +164,40 @@ def test_served_model_gives_the_same_report(protocol, server, folder, local_repo
     assert "Latency per request" in (out / "report.html").read_text()
 
 
+def test_served_evaluation_skips_bad_files_like_the_local_one(
+    server, folder, local_report, tmp_path, capsys
+):
+    """With --server the folder is read without TensorFlow: a text file named .jpg is
+    skipped by its first bytes, a truncated PNG by the server's refusal (its request is
+    then sent one image at a time); the good images' report is the local one's."""
+    import shutil
+
+    from keras_vit.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    (data / "red" / "notes.jpg").write_text("not an image at all")
+    good = (data / "blue" / "0.png").read_bytes()
+    (data / "blue" / "0a_truncated.png").write_bytes(good[: len(good) // 2])
+    out = tmp_path / "report"
+    args = ["evaluate", "--server", f"127.0.0.1:{server.grpc_port}", "--protocol", "grpc"]
+    args += ["--data", str(data), "--output", str(out), "--batch-size", "5", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "notes.jpg: not an image (text)" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [s["image"] for s in metrics["skipped"]] == [str(data / "blue" / "0a_truncated.png")]
+    served, local = _predictions(out), _predictions(local_report)
+    assert [r["predicted"] for r in served] == [r["predicted"] for r in local]
+    assert [Path(r["image"]).relative_to(data) for r in served] == [
+        Path(r["image"]).relative_to(folder) for r in local
+    ]
+    assert (
+        metrics["confusion_matrix"]
+        == json.loads((local_report / "metrics.json").read_text())["confusion_matrix"]
+    )
+
+
 def test_bad_data_is_a_clear_error(model_file, tmp_path, capsys):
     from keras_vit.cli import main
 
