@@ -54,10 +54,15 @@ class Memory:
         self.peak = _status_kb("VmHWM")
         self.after = _status_kb("VmRSS")
 
-    def check(self, claimed: int | None = None):
-        assert self.seconds < ANSWER_WITHIN
+    def check(self, claimed: int | None = None, within: float = ANSWER_WITHIN):
+        """Answered within ``within`` seconds; peak and kept RSS within :data:`MEMORY_SLACK`
+        of the RSS before, and with ``claimed`` (what the request says it holds), a peak
+        under a tenth of that: the claim was refused, not allocated."""
+        assert self.seconds < within, self.seconds
         assert self.peak - self.before < MEMORY_SLACK, (self.before, self.peak)
         assert self.after - self.before < MEMORY_SLACK, (self.before, self.after)
+        if claimed is not None:
+            assert self.peak - self.before < claimed / 10, (self.before, self.peak, claimed)
 
 
 pytestmark = pytest.mark.skipif(
@@ -134,7 +139,7 @@ def test_38_byte_string_tensor_claiming_67m_elements(stub):
     request = _request("strings", "image_bytes", proto)
     with Memory() as memory:
         error = _grpc_error(stub.Predict, request)
-    memory.check()
+    memory.check(claimed=67108864 * 8)  # a tf.string element takes at least 8 bytes
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "'image_bytes'" in error.details() and "[67108864]" in error.details()
     assert "--max_request_tensor_bytes" in error.details()
@@ -154,7 +159,7 @@ def test_53_byte_float_tensor_claiming_2_gb(stub):
             thread.start()
         for thread in threads:
             thread.join(30)
-    memory.check()
+    memory.check(claimed=2 * 2147483648)
     assert [e.code() for e in errors] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
     assert "2147483648 bytes" in errors[0].details()
 
@@ -162,7 +167,9 @@ def test_53_byte_float_tensor_claiming_2_gb(stub):
 def test_tensor_content_that_cannot_fill_its_shape(stub):
     proto = tf.make_tensor_proto([[1.0], [2.0]], dtype=tf.float32)
     proto.tensor_content = proto.tensor_content[:-4]
-    error = _grpc_error(stub.Predict, _request("half", "x", proto))
+    with Memory() as memory:
+        error = _grpc_error(stub.Predict, _request("half", "x", proto))
+    memory.check()
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "tensor parsing error: x"
 
@@ -198,7 +205,9 @@ def test_four_bracket_floods_at_once(server):
 
 def test_deep_but_cheap_nesting_gets_a_clear_error(server):
     body = b'{"instances": [1.0], "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
-    status, reply = _post(server, "/v1/models/half:predict", body)
+    with Memory() as memory:
+        status, reply = _post(server, "/v1/models/half:predict", body)
+    memory.check()
     assert status == 400
     assert json.loads(reply)["error"] == (
         "JSON Parse error: the document is nested more than 100 levels deep"
@@ -213,6 +222,7 @@ def test_bytes_in_flight_are_capped(server, monkeypatch):
     # they arrive (plus the next read's, up to 1 MiB): it holds the 1.9 MB of the 2 MB.
     # (Announcing a body without sending it holds nothing: tests/serving/test_connections.py.)
     slow = socket.create_connection(("127.0.0.1", server.rest_port))
+    memory = Memory().__enter__()
     try:
         length = int(1.9 * MB)
         prefix = b'{"instances": [1.0], "pad": "'
@@ -222,7 +232,12 @@ def test_bytes_in_flight_are_capped(server, monkeypatch):
             + prefix
             + b"y" * int(1.5 * MB)
         )
-        time.sleep(0.3)
+        # Until the server holds the slow body's bytes (polled, not a fixed sleep).
+        budget = server._rest_server.budget
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while budget.used < 1.5 * MB and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert budget.used >= 1.5 * MB, budget.used
         big = b'{"instances": [1.0], "pad": "' + b"x" * MB + b'"}'
         status, reply = _post(server, "/v1/models/half:predict", big)
         assert status == 429
@@ -234,6 +249,9 @@ def test_bytes_in_flight_are_capped(server, monkeypatch):
         assert b"200 OK" in slow.recv(4096)
     finally:
         slow.close()
+        memory.__exit__(None, None, None)
+    # The whole exchange: the wait for the budget (0.3 s) and three requests of 2 MB.
+    memory.check(within=3 * ANSWER_WITHIN)
     status, _ = _post(server, "/v1/models/half:predict", big)
     assert status == 200
 
@@ -247,24 +265,26 @@ def _slow_request(iterations: int = 10**9) -> predict_pb2.PredictRequest:
 
 
 def test_server_side_deadline_when_the_client_sets_none(stub):
-    start = time.monotonic()
-    error = _grpc_error(stub.Predict, _slow_request(), timeout=None)
+    with Memory() as memory:
+        error = _grpc_error(stub.Predict, _slow_request(), timeout=None)
+    memory.check()
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - start < ANSWER_WITHIN
 
 
 def test_concurrent_rpcs_past_the_quota_are_resource_exhausted(stub):
     # Six calls issued at once from one thread (futures, not threads: on a loaded machine,
     # starting threads can take longer than the 500 ms the first calls run).
     request = _slow_request()
-    futures = [stub.Predict.future(request, timeout=None) for _ in range(6)]
-    codes = []
-    for future in futures:
-        try:
-            future.result(timeout=30)
-            codes.append(grpc.StatusCode.OK)
-        except grpc.RpcError as error:
-            codes.append(error.code())
+    with Memory() as memory:
+        futures = [stub.Predict.future(request, timeout=None) for _ in range(6)]
+        codes = []
+        for future in futures:
+            try:
+                future.result(timeout=30)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+    memory.check()  # the quota's refusals at once, the admitted calls at their 500 ms deadline
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3
     assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -275,7 +295,9 @@ def test_concurrent_rpcs_past_the_quota_are_resource_exhausted(stub):
 
 def test_runtime_errors_carry_no_graph_text(server):
     body = b'{"instances": [{"b64": "aGVsbG8="}]}'  # "hello": not an image
-    status, reply = _post(server, "/v1/models/strings:predict", body)
+    with Memory() as memory:
+        status, reply = _post(server, "/v1/models/strings:predict", body)
+    memory.check()
     assert status == 400
     message = json.loads(reply)["error"]
     assert message.startswith("Unknown image file format")

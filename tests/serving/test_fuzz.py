@@ -2,8 +2,12 @@
 
 Never a 5xx other than the documented ones (501 for an unsupported dtype, 503 when
 every worker is busy, 504 on a timeout), never a crash, never an exception other
-than the server's own error type. CI runs a few examples per property;
-``make fuzz`` runs many (``HYPOTHESIS_PROFILE=fuzz``).
+than the server's own error type. Every example is answered within
+:data:`EXAMPLE_SECONDS` (a gRPC deadline past it fails the example). Over the run, the
+server's process (it runs in this one) peaks at most :data:`RUN_PEAK` above its RSS
+after start-up and keeps at most :data:`RUN_KEPT`, and it still answers a normal
+request at the end. CI runs a few examples per property; ``make fuzz`` runs many
+(``HYPOTHESIS_PROFILE=fuzz``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -31,6 +37,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The fuzz server's --max_request_elements: element-count shapes cross it cheaply.
 MAX_ELEMENTS = 64
+MB = 1024 * 1024
+# Bounds: each example's answer, and the server's memory over the whole run.
+EXAMPLE_SECONDS = 10.0
+RUN_PEAK = 256 * MB  # measured: +8 MB over a CI run
+RUN_KEPT = 128 * MB
 DOCUMENTED_5XX = {501, 503, 504}
 REST_STATUSES = {200, 400, 404, 413, 429} | DOCUMENTED_5XX
 GRPC_ERRORS = {
@@ -39,12 +50,37 @@ GRPC_ERRORS = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.UNIMPLEMENTED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"{field} not in /proc/self/status")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, start_server):
+    """The fuzz server, checked when the module's properties are done: alive (a normal
+    request answered), and its memory within the run's bounds."""
+    running = _start(tmp_path_factory, start_server)
+    assert _post(running.rest_port, "/v1/models/half:predict", b'{"instances": [1.0]}')[0] == 200
+    measured = Path("/proc/self/clear_refs").exists()
+    if measured:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here
+        baseline = _status_bytes("VmRSS")
+    yield running
+    status, reply = _post(running.rest_port, "/v1/models/half:predict", b'{"instances": [1.0]}')
+    assert (status, json.loads(reply)) == (200, {"predictions": [2.5]})
+    if measured:
+        peak, kept = _status_bytes("VmHWM") - baseline, _status_bytes("VmRSS") - baseline
+        print(f"fuzz run: peak +{peak / MB:.0f} MB, kept +{kept / MB:.0f} MB")
+        assert peak < RUN_PEAK, f"peak +{peak / MB:.0f} MB"
+        assert kept < RUN_KEPT, f"kept +{kept / MB:.0f} MB"
+
+
+def _start(tmp_path_factory, start_server):
     root = tmp_path_factory.mktemp("fuzz_models")
     build_half_plus(root / "half" / "1")
     build_string_model(root / "strings" / "1")
@@ -112,13 +148,29 @@ _bodies = (
 
 
 def _post(port: int, path: str, body: bytes) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=EXAMPLE_SECONDS)
+    started = time.monotonic()
     try:
         connection.request("POST", path, body)
         response = connection.getresponse()
-        return response.status, response.read()
+        answer = response.status, response.read()
     finally:
         connection.close()
+    assert time.monotonic() - started < EXAMPLE_SECONDS
+    return answer
+
+
+def _grpc_predict(port: int, request):
+    """Predict within :data:`EXAMPLE_SECONDS` (DEADLINE_EXCEEDED is not an accepted answer)."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        started = time.monotonic()
+        try:
+            return stub.Predict(request, timeout=EXAMPLE_SECONDS)
+        finally:
+            assert time.monotonic() - started < EXAMPLE_SECONDS
 
 
 @given(
@@ -204,18 +256,16 @@ def test_codec_decodes_or_raises_tensor_error(proto):
 
 @given(proto=tensor_protos(), model=st.sampled_from([("half", "x"), ("strings", "image_bytes")]))
 def test_grpc_tensor_protos(server, proto, model):
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model[0]
     request.inputs[model[1]].CopyFrom(proto)
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        try:
-            stub.Predict(request, timeout=60)
-        except grpc.RpcError as error:
-            assert error.code() in GRPC_ERRORS, (error.code(), error.details())
-            assert "[[{{" not in (error.details() or "")
+    try:
+        _grpc_predict(server.grpc_port, request)
+    except grpc.RpcError as error:
+        assert error.code() in GRPC_ERRORS, (error.code(), error.details())
+        assert "[[{{" not in (error.details() or "")
 
 
 # ----------------------------------------------------------------------------------------
@@ -240,7 +290,7 @@ _counts = st.integers(1, 3 * MAX_ELEMENTS) | st.sampled_from([MAX_ELEMENTS, MAX_
 
 @given(count=_counts, element=_elements, mixed=st.booleans())
 def test_grpc_many_strings(server, count, element, mixed):
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2
 
     from serving import tensor_codec
 
@@ -250,16 +300,14 @@ def test_grpc_many_strings(server, count, element, mixed):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "strings"
     tensor_codec.string_tensor(values, out=request.inputs["image_bytes"])
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        try:
-            reply = stub.Predict(request, timeout=60)
-        except grpc.RpcError as error:
-            assert error.code() in GRPC_ERRORS, (error.code(), error.details())
-            if count > MAX_ELEMENTS:
-                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-                assert "--max_request_elements" in error.details()
-            return
+    try:
+        reply = _grpc_predict(server.grpc_port, request)
+    except grpc.RpcError as error:
+        assert error.code() in GRPC_ERRORS, (error.code(), error.details())
+        if count > MAX_ELEMENTS:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "--max_request_elements" in error.details()
+        return
     assert count <= MAX_ELEMENTS
     assert len(reply.outputs["length"].int_val) == count
 
