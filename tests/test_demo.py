@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from keras_vit import ViTClassifier
 from tests.conftest import TINY_CONFIG
+
+pytestmark = pytest.mark.slow  # the demo in a fresh process: export, server, queries
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
