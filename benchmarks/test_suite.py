@@ -36,10 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", required=True, help="the section's title")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "test-suite-runs.md"))
+    parser.add_argument("--log", help="also write pytest's whole output to this file")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest's arguments")
     args = parser.parse_args(argv)
     pytest_args = [a for a in args.pytest_args if a != "--"] or ["tests"]
-    command = [sys.executable, "-m", "pytest", *pytest_args, "--durations=15", "-q"]
+    durations = [] if any(a.startswith("--durations") for a in pytest_args) else ["--durations=15"]
+    command = [sys.executable, "-m", "pytest", *pytest_args, *durations, "-q"]
     command += ["-p", "no:cacheprovider"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     load_before, started = _load(), time.monotonic()
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = done.stdout + done.stderr
+    if args.log:
+        Path(args.log).write_text(output)
     slowest = re.findall(r"^\d+\.\d+s (?:call|setup|teardown) .*$", output, re.M)[:15]
     outcome = [line for line in output.splitlines() if re.search(r" in \d+\.\d+s", line)]
     section = [

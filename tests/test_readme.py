@@ -13,12 +13,13 @@ What a test machine lacks is stood in for, never skipped silently:
   ``python -m serving.server``) is started in the background and waited for;
   a block that talks to a server nobody started gets one (``_needs_server``);
 - training is shrunk to one epoch; ``--dry-run`` stays where it is;
-- ``keras-vit predict|info|export|evaluate|explain|deploy`` run inside the test
-  process (``tests/support/cli_runner.py``: bash runs the command as written and its
-  ``keras-vit`` hands argv, streams, directory and environment to this process),
-  saving a TensorFlow import per command; ``serve``, ``train``, ``batch-predict``,
-  ``--verbose``, ``--help`` and hub ids still start a fresh interpreter, whose
-  start-up lines are checked (``tests/cli/test_quiet.py`` checks the quiet start-up).
+- ``keras-vit predict|info|export|evaluate|explain|deploy|train`` run inside the
+  test process (``tests/support/cli_runner.py``: bash runs the command as written and
+  its ``keras-vit`` hands argv, streams, directory and environment to this process),
+  saving a TensorFlow import per command; ``serve``, ``batch-predict``, ``--verbose``,
+  ``--help`` and ``train --strategy`` still start a fresh interpreter, whose start-up
+  lines are checked (``tests/cli/test_quiet.py`` checks the quiet start-up; the
+  journeys run every command in fresh processes).
 
 Each command (shell) or block (Python) must exit 0, print no Python traceback
 and no TensorFlow C++ start-up lines (``_tf_startup_lines``). What cannot run

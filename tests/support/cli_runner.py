@@ -8,11 +8,12 @@ standard streams, working directory and environment, to this process, which runs
 ``keras_vit.cli.main(argv)`` in its main thread and answers the exit status.
 
 Commands for which a fresh process is the point, or that change process-wide state
-that cannot be put back (``serve``, ``train``, ``batch-predict``, ``ui``, ``--verbose``,
-``--help``), are declined (``fresh``): the client then becomes ``python -m keras_vit ...``
-as before. What a command reads from the environment at run time sees the caller's;
-huggingface_hub reads ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` once, when imported, so
-those two of its settings are set to the caller's for the command's duration.
+that cannot be put back (``serve``, ``batch-predict``, ``ui``, ``--verbose``, ``--help``,
+``train --strategy/--devices`` or with ``TF_CONFIG``), are declined (``fresh``): the
+client then becomes ``python -m keras_vit ...`` as before. What a command reads from
+the environment at run time sees the caller's; huggingface_hub reads ``HF_HUB_CACHE``
+and ``HF_HUB_OFFLINE`` once, when imported, so those two of its settings are set to
+the caller's for the command's duration.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ from pathlib import Path
 
 CLIENT = Path(__file__).with_name("cli_client.py")
 # Sub-commands that run in the test process; the others get a fresh interpreter.
-IN_PROCESS = frozenset({"predict", "info", "export", "evaluate", "explain", "deploy"})
+IN_PROCESS = frozenset({"predict", "info", "export", "evaluate", "explain", "deploy", "train"})
+# Arguments that set process-wide TensorFlow state (a distribution strategy's devices).
+FRESH_ARGS = ("--strategy", "--devices")
 
 
-def runs_in_process(argv: list[str]) -> bool:
+def runs_in_process(argv: list[str], env: dict) -> bool:
     """Whether ``keras-vit ARGV`` may run in the test process (see the module docstring)."""
-    # --help: argparse's exit and the terminal width are a fresh process's.
-    return bool(argv) and argv[0] in IN_PROCESS and not {"--help", "-h"} & set(argv)
+    if not argv or argv[0] not in IN_PROCESS or {"--help", "-h"} & set(argv):
+        return False  # --help: argparse's exit and the terminal width are a fresh process's
+    return "TF_CONFIG" not in env and not any(arg.startswith(FRESH_ARGS) for arg in argv)
 
 
 @contextlib.contextmanager
@@ -157,7 +161,7 @@ class InProcessCli:
     def _serve(self, connection: socket.socket, request: dict, fds: list[int]) -> None:
         argv = request["argv"]
         try:
-            if len(fds) != 3 or not runs_in_process(argv):
+            if len(fds) != 3 or not runs_in_process(argv, request["env"]):
                 self.ran_fresh.append(argv)
                 reply = {"fresh": [self.python, "-m", "keras_vit", *argv]}
             else:
