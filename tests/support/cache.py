@@ -65,6 +65,7 @@ def cache_key(script: Path, args: list[str], key_files: list[Path] = ()) -> str:
 
 
 def _write(script: Path, out: Path, args: list[str], env: dict, timeout: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)  # the writers expect their folder to exist
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(script), str(out), *args],
