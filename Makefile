@@ -7,7 +7,12 @@ CHROMIUM ?= /usr/bin/chromium
 
 include Makefile.deploy
 
-.PHONY: install test demo lint format bench fuzz clean protos
+.PHONY: install test test-fast demo lint format bench fuzz clean protos
+
+# pytest-xdist workers for `make test` / `make test-fast` (TEST_WORKERS=0: one process).
+# loadgroup keeps the tests of one xdist_group on one worker.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 install: $(STAMP)
 
@@ -18,12 +23,19 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 ## make test: create .venv (and checkov's own .venv-checkov) if absent, install, lint,
-## run the whole test suite.
+## run the whole test suite (on TEST_WORKERS processes; the 15 slowest tests are listed).
 test: install $(CHECKOV_VENV)/bin/checkov $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) --durations=15 $(PYTEST_ARGS)
+
+## make test-fast: lint and the tests not marked slow (a few minutes; `make test` runs all).
+test-fast: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest tests $(XDIST) -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 # The UI test drives Debian's chromium with Playwright (Playwright's own browser
 # downloads are not reachable from CI). Installed with apt-get when missing (CI runs as root).

@@ -1,11 +1,26 @@
-"""Shared test set-up: quiet TensorFlow logs and a tiny ViT configuration."""
+"""Shared test set-up: quiet TensorFlow logs, a tiny ViT, its export and a server for it.
+
+Slow reference writers cache their files across runs (``tests/support/cache.py``);
+``tests/support`` also holds the free-port and server-process helpers.
+"""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run first (in their collected order), then the others.
+
+    With pytest-xdist the long tests then start while the short ones can still fill
+    the other workers, instead of one long test ending the run alone.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 # Small enough to build and run in milliseconds, odd enough to catch layout bugs:
 # 3 heads, a hidden size that is not a power of two, a non-square label count.
@@ -23,3 +38,56 @@ TINY_CONFIG = dict(
 @pytest.fixture
 def tiny_config():
     return dict(TINY_CONFIG)
+
+
+# The labels of the shared tiny model: named, and as many as TINY_CONFIG's classes.
+TINY_LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """One tiny labelled ViTClassifier (random weights) for the whole session."""
+    from keras_vit import ViTClassifier
+
+    return ViTClassifier(**TINY_CONFIG, labels=TINY_LABELS)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model, tmp_path_factory) -> Path:
+    """Version 1 of ``tiny_model`` under ``.../vit/1``: top 5, probabilities and ``explain``.
+
+    Shared by the tests that need *an* export to query; tests of what an export
+    option changes write their own.
+    """
+    from serving.export import export_saved_model
+
+    base = tmp_path_factory.mktemp("tiny_export") / "vit"
+    return export_saved_model(
+        tiny_model, base, version=1, top_k=5, with_probabilities=True, with_explain=True
+    )
+
+
+@pytest.fixture(scope="session")
+def vit_server(tiny_export):
+    """The local TF-Serving-compatible server, in this process, serving ``tiny_export`` as
+    ``vit`` on free loopback ports (``.grpc_port``, ``.rest_port``)."""
+    pytest.importorskip("serving.server.server", reason="the local model server is not available")
+    from serving.server.options import ServerOptions
+    from serving.server.server import Server
+    from tests.support.ports import free_port
+
+    server = Server()
+    server.build_and_start(
+        ServerOptions(
+            model_name="vit",
+            model_base_path=str(tiny_export.parent),
+            port=free_port(),
+            rest_api_port=free_port(),
+            max_num_load_retries=0,
+            shutdown_grace_seconds=5.0,
+        )
+    )
+    try:
+        yield server
+    finally:
+        server.shutdown()

@@ -1,7 +1,8 @@
 """Stand-ins for what the README and docs/*.md name but a test machine lacks.
 
-``python tests/readme_fixtures.py OUT`` writes, once per test session (see
-``tests/test_readme.py``):
+``python tests/readme_fixtures.py OUT`` writes, once per change of this script or of
+transformers (``tests/support/cache.py`` keeps it across test runs), what transformers
+and scikit-image write:
 
 - ``hf-tiny/``: a tiny ViT checkpoint written by transformers
   (``ViTForImageClassification.save_pretrained``: ``config.json`` with the
@@ -9,10 +10,14 @@
 - ``hf-cache/``: a Hugging Face Hub cache (``HF_HUB_CACHE``) in which
   ``google/vit-base-patch16-224`` (and the other hub ids of ``HUB_IDS``) are that
   tiny checkpoint, so the documented hub ids load offline, unchanged;
+- ``images/``: real photos from scikit-image, as JPEG and PNG files.
+
+``write_keras_files(OUT)`` then adds, with this checkout's keras_vit, once per test
+session (``tests/test_readme.py`` calls it in the test process):
+
 - ``tiny.npz``: the same architecture in Google's vit_jax layout;
 - ``run/``: a keras-vit run directory (``model.keras``, labels ``cat``/``dog``);
-- ``export/vit/1/``: that model exported for TF Serving;
-- ``images/``: real photos from scikit-image, as JPEG and PNG files.
+- ``export/vit/1/``: that model exported for TF Serving.
 
 transformers runs in its own process (its TF classes switch ``tf.keras`` to
 Keras 2 process-wide), so this script imports it before anything else.
@@ -104,7 +109,6 @@ def main(argv: list[str]) -> int:
             write_hf_checkpoint(checkpoint, num_classes)
         write_hub_cache(out / "hf-cache", repo_id, checkpoint)
     write_images(out / "images")
-    write_keras_files(out)
     (out / "done").write_text(json.dumps(sorted(p.name for p in out.iterdir())))
     return 0
 

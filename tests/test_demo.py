@@ -14,6 +14,8 @@ from keras_vit import ViTClassifier, demo
 from keras_vit.demo import MIN_ACCURACY
 from tests.conftest import TINY_CONFIG
 
+pytestmark = pytest.mark.slow  # the demo in a fresh process: export, server, queries
+
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
 # TensorFlow's and gRPC's C++ log lines (glog/absl prefixes, absl's pre-init notice).

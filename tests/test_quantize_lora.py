@@ -70,6 +70,7 @@ def _served_probabilities(model, base_path, images: np.ndarray) -> np.ndarray:
     return np.array([row["probabilities"] for row in reply["predictions"]])
 
 
+@pytest.mark.slow
 def test_int8_quantize_right_after_loading_exports_and_serves(tmp_path):
     import keras
 
@@ -246,6 +247,7 @@ def test_train_with_lora_rank_saves_a_merged_model_that_exports_and_serves(tmp_p
     np.testing.assert_allclose(served, _softmax(model(images)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_export_quantize_int8_writes_int8_variables(tmp_path):
     import tensorflow as tf
 

@@ -12,7 +12,14 @@ What a test machine lacks is stood in for, never skipped silently:
 - the ports 8500/8501 become free ports; a server command (``keras-vit serve``,
   ``python -m serving.server``) is started in the background and waited for;
   a block that talks to a server nobody started gets one (``_needs_server``);
-- training is shrunk to one epoch; ``--dry-run`` stays where it is.
+- training is shrunk to one epoch; ``--dry-run`` stays where it is;
+- ``keras-vit predict|info|export|evaluate|explain|deploy|train`` run inside the
+  test process (``tests/support/cli_runner.py``: bash runs the command as written and
+  its ``keras-vit`` hands argv, streams, directory and environment to this process),
+  saving a TensorFlow import per command; ``serve``, ``batch-predict``, ``--verbose``,
+  ``--help`` and ``train --strategy`` still start a fresh interpreter, whose start-up
+  lines are checked (``tests/cli/test_quiet.py`` checks the quiet start-up; the
+  journeys run every command in fresh processes).
 
 Each command (shell) or block (Python) must exit 0, print no Python traceback
 and no TensorFlow C++ start-up lines (``_tf_startup_lines``). What cannot run
@@ -32,7 +39,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -42,6 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.cache import cached_output
+from tests.support.cli_runner import InProcessCli
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]
@@ -305,33 +315,31 @@ def check_output(output: str, where: str, record: list[str]) -> None:
         raise AssertionError(f"{where} printed TensorFlow start-up lines:\n" + "\n".join(noise))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def fixtures(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("readme_fixtures")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "readme_fixtures.py"), str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
-    if done.returncode != 0 and "No module named 'transformers'" in done.stderr:
+    if importlib.util.find_spec("transformers") is None:
         pytest.skip("the stand-in checkpoint is written by transformers (requirements-dev.txt)")
-    assert done.returncode == 0, f"readme_fixtures.py failed:\n{done.stderr[-5000:]}"
+    out = cached_output(
+        "readme", ROOT / "tests" / "readme_fixtures.py", [],
+        tmp_path_factory.mktemp("readme_fixtures"),
+        key_files=[ROOT / "keras_vit" / "imagenet.py",
+                   ROOT / "keras_vit" / "data" / "imagenet-1k-id2label.json"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES=""), timeout=600,
+    )  # fmt: skip
+    from tests.readme_fixtures import write_keras_files
+
+    write_keras_files(out)  # with this checkout's keras_vit: never cached
     return out
 
 
 class DocumentRun:
     """One document's blocks, in order, in one working directory with its own servers."""
 
-    def __init__(self, name: str, workdir: Path, fixtures: Path):
+    def __init__(self, name: str, workdir: Path, fixtures: Path, cli: InProcessCli | None = None):
         self.name, self.workdir, self.fixtures = name, workdir, fixtures
+        self.cli = cli  # runs the commands' keras-vit in this process (fresh where it declines)
         self.values = dict(
-            grpc_port=_free_port(), rest_port=_free_port(), workdir=workdir, fixtures=fixtures
+            grpc_port=free_port(), rest_port=free_port(), workdir=workdir, fixtures=fixtures
         )
         self.servers: list[subprocess.Popen] = []
         self.ran: list[str] = []
@@ -460,10 +468,15 @@ class DocumentRun:
     def shell(self, command: str, where: str, carry: list[str] = ()) -> None:
         script = "\n".join([*carry, "set -o pipefail", command])
         started = time.monotonic()
-        done = subprocess.run(
-            ["bash", "-c", script], cwd=self.workdir, env=self.env,
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-        )  # fmt: skip
+        if self.cli is not None:
+            done = self.cli.run(
+                ["bash", "-c", script], cwd=self.workdir, env=self.env, timeout=COMMAND_TIMEOUT
+            )
+        else:
+            done = subprocess.run(
+                ["bash", "-c", script], cwd=self.workdir, env=self.env,
+                capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+            )  # fmt: skip
         output = done.stdout + done.stderr
         assert done.returncode == expected_status(command), (
             f"{where}: exit status {done.returncode}\n$ {command}\n{output[-6000:]}"
@@ -532,19 +545,26 @@ class DocumentRun:
 
     def report(self) -> str:
         lines = [f"{self.name}: {len(self.ran)} run, {len(self.skipped)} skipped"]
+        if self.cli is not None:
+            lines[0] += (
+                f"; keras-vit: {len(self.cli.ran_in_process)} in the test process, "
+                f"{len(self.cli.ran_fresh)} in a fresh one"
+            )
         lines += [f"  ran     {item}" for item in self.ran]
         lines += [f"  skipped {item}" for item in self.skipped]
         lines += [f"  noise   {item}" for item in self.noise]
         return "\n".join(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_document_blocks_run(document, fixtures, tmp_path):
     blocks = extract_blocks((ROOT / document).read_text(), document)
     runnable = [b for b in blocks if b.language.lower() in SHELL + PYTHON]
     if not runnable:
         pytest.skip(f"{document} has no shell or Python block")
-    DocumentRun(document, tmp_path, fixtures).run(runnable)
+    with InProcessCli() as cli:
+        DocumentRun(document, tmp_path, fixtures, cli).run(runnable)
 
 
 def help_examples() -> list[tuple[str, list[str]]]:
@@ -567,10 +587,15 @@ def help_examples() -> list[tuple[str, list[str]]]:
     return out
 
 
+@pytest.mark.slow
 def test_help_examples(fixtures, tmp_path):
     examples = help_examples()
     assert examples, "no --help text has examples"
-    run = DocumentRun("--help", tmp_path, fixtures)
+    with InProcessCli() as cli:
+        run_help_examples(examples, DocumentRun("--help", tmp_path, fixtures, cli))
+
+
+def run_help_examples(examples, run: DocumentRun) -> None:
     try:
         for prog, commands in examples:
             block = Block("--help", prog, 1, 0, "bash", "\n".join(commands))

@@ -1,9 +1,9 @@
 """Session fixtures: tiny checkpoints and reference outputs written by transformers.
 
-The checkpoints are written once per test session by ``hf_reference.py`` in a
-subprocess (transformers' TF classes switch ``tf.keras`` to Keras 2
-process-wide). Tests skip with a reason when transformers/torch/tf-keras are
-not installed.
+The checkpoints are written by ``hf_reference.py`` in a subprocess (transformers'
+TF classes switch ``tf.keras`` to Keras 2 process-wide), once per change of that
+script or of transformers: ``tests/support/cache.py`` keeps them across runs.
+Tests skip with a reason when transformers/torch/tf-keras are not installed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ if str(HERE) not in sys.path:
 from hf_reference import SPECS  # noqa: E402
 
 from keras_vit.presets import PRESETS  # noqa: E402
+from tests.support.cache import cached_output  # noqa: E402
 
 
 def _missing_reference_packages() -> list[str]:
@@ -37,21 +37,16 @@ def hf_reference(tmp_path_factory) -> Path:
     missing = _missing_reference_packages()
     if missing:
         pytest.skip(f"reference checkpoints need {', '.join(missing)} (requirements-dev.txt)")
-    out = tmp_path_factory.mktemp("hf_reference")
-    specs = out / "specs.json"
+    scratch = tmp_path_factory.mktemp("hf_reference_inputs")
+    specs = scratch / "specs.json"
     specs.write_text(json.dumps(SPECS))
-    presets = out / "presets.json"
+    presets = scratch / "presets.json"
     presets.write_text(json.dumps(PRESETS))
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, str(HERE / "hf_reference.py"), str(out), str(specs), str(presets)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    if result.returncode != 0 or not (out / "done").exists():
-        raise RuntimeError(
-            f"hf_reference.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-        )
+    out = cached_output(
+        "hf_reference", HERE / "hf_reference.py", [str(specs), str(presets)],
+        tmp_path_factory.mktemp("hf_reference"), env=env, timeout=600,
+    )  # fmt: skip
+    if not (out / "done").exists():
+        raise RuntimeError(f"hf_reference.py wrote no {out / 'done'}")
     return out

@@ -11,7 +11,6 @@ import hashlib
 import inspect
 import io
 import json
-import socket
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -33,6 +32,7 @@ from serving.vertex_batch import (
     instance_line,
 )
 from serving.vertex_sdk import RecordingSdk, Sdk
+from tests.support.ports import free_port
 
 
 def _image(fmt: str, size=(40, 56), seed=0) -> bytes:
@@ -150,12 +150,6 @@ def test_bad_lines_are_listed(tmp_path):
 # --- our REST server answers a line ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
     """The tiny model exported and served by our server on free loopback ports."""
@@ -173,8 +167,8 @@ def served_model(tmp_path_factory):
     server = Server()
     server.build_and_start(
         ServerOptions(
-            port=_free_port(),
-            rest_api_port=_free_port(),
+            port=free_port(),
+            rest_api_port=free_port(),
             model_name="vit",
             model_base_path=str(base),
             max_num_load_retries=0,

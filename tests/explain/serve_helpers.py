@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.support.ports import free_port
 
 
 @contextlib.contextmanager

@@ -8,31 +8,24 @@ import io
 import numpy as np
 import pytest
 
-from tests.explain.serve_helpers import png, serving
-
-LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    from keras_vit import ViTClassifier
-    from tests.conftest import TINY_CONFIG
-
-    return ViTClassifier(**TINY_CONFIG, labels=LABELS)
+from tests.conftest import TINY_LABELS as LABELS
+from tests.explain.serve_helpers import png
 
 
-@pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    from serving.export import export_saved_model
-
-    base = tmp_path_factory.mktemp("explain_models") / "vit"
-    return export_saved_model(model, base, with_explain=True)
+# The session's tiny model, its export (with_explain=True) and the server for it (conftest.py).
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model
 
 
-@pytest.fixture(scope="module")
-def server(exported):
-    with serving(exported.parent) as running:
-        yield running
+@pytest.fixture
+def exported(tiny_export):
+    return tiny_export
+
+
+@pytest.fixture
+def server(vit_server):
+    return vit_server
 
 
 @pytest.fixture(scope="module")

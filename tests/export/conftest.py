@@ -1,6 +1,7 @@
 """Fixtures for the export tests: a tiny labelled ViT, its SavedModel export and real photos.
 
-The export is written once per test session (``exported``) and loaded once,
+The tiny model is the session's ``tiny_model`` (``tests/conftest.py``). Its export
+without ``explain`` is written once per test session (``exported``) and loaded once,
 the way TF Serving does (``session_model``: a TF1 session on the ``serve``
 tag, fed and fetched by the SignatureDef tensor names).
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
+from tests.conftest import TINY_LABELS as LABELS  # noqa: F401 (the tests import it from here)
+
 TOP_K = 5
 
 
@@ -25,14 +27,6 @@ def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
     image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="session")
-def tiny_model():
-    from keras_vit import ViTClassifier
-    from tests.conftest import TINY_CONFIG
-
-    return ViTClassifier(**TINY_CONFIG, labels=LABELS)
 
 
 @pytest.fixture(scope="session")

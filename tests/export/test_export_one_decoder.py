@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.export.conftest import encode
+from tests.support.ports import free_port
 
 FILES = {
     # 451x300: decoded at 1/4 scale for the tiny model's 32x32 input.
@@ -70,14 +71,6 @@ def test_the_jpeg_is_decoded_like_the_export_not_like_tf_decode_image(folder, ti
     assert np.abs(resize(old, size).numpy() - read_image(folder[0], size)).max() > 1.0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _predict(capsys, *args: str) -> dict:
     """``keras-vit predict ARGS --json``, one result per image by file name."""
     import json
@@ -100,7 +93,7 @@ def served(exported):
     import urllib.request
     from pathlib import Path
 
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -21,32 +20,11 @@ import pytest
 from tests.export.conftest import LABELS, TOP_K, encode
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(exported):
-    from serving.server.options import ServerOptions
-    from serving.server.server import Server
-
-    server = Server()
-    server.build_and_start(
-        ServerOptions(
-            model_name="vit",
-            model_base_path=str(exported.parent),
-            port=free_port(),
-            rest_api_port=free_port(),
-            max_num_load_retries=0,
-            shutdown_grace_seconds=5.0,
-        )
-    )
-    try:
-        yield server
-    finally:
-        server.shutdown()
+@pytest.fixture
+def server(vit_server):
+    """The session's server (conftest.py): ``tiny_model`` exported with top 5, probabilities
+    and explain; ``session_model`` runs the same weights' plain export."""
+    return vit_server
 
 
 def post(server, verb: str, body: dict) -> tuple[int, dict]:

@@ -12,16 +12,18 @@ import importlib.util
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.support.cache import cached_output
+from tests.support.ports import free_port
+from tests.support.processes import ServerNotReady, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -108,12 +110,6 @@ def predictions(stdout: str) -> dict[str, dict]:
     return {Path(r["image"]).name: r for r in records}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(journey: Journey, model_name: str, base_path: Path) -> Iterator[tuple[int, int]]:
     """``keras-vit serve --model_name=... --model_base_path=... --port=P --rest_api_port=Q``.
@@ -122,8 +118,7 @@ def serving(journey: Journey, model_name: str, base_path: Path) -> Iterator[tupl
     server announces it after the model is loaded and warmed up); SIGTERM at the end.
     """
     grpc_port, rest_port = free_port(), free_port()
-    started = time.monotonic()
-    process = subprocess.Popen(
+    server = ServerProcess(
         keras_vit_command(
             "serve",
             f"--model_name={model_name}",
@@ -131,32 +126,19 @@ def serving(journey: Journey, model_name: str, base_path: Path) -> Iterator[tupl
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
         ),
+        ready=f"Exporting HTTP/REST API at:localhost:{rest_port}",
         cwd=ROOT,
         env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
-    reader.start()
     try:
-        ready = f"Exporting HTTP/REST API at:localhost:{rest_port}"
-        deadline = time.monotonic() + 120
-        while not any(ready in line for line in log):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"keras-vit serve did not come up:\n{''.join(log)[-4000:]}")
-            time.sleep(0.1)
-        journey.note("serve (until ready)", time.monotonic() - started)
+        server.start()
+    except ServerNotReady as error:
+        pytest.fail(f"keras-vit serve did not come up: {error}")
+    journey.note("serve (until ready)", server.started_in)
+    try:
         yield grpc_port, rest_port
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        reader.join(10)
+        server.stop()
 
 
 def _crops(photo: np.ndarray, count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -219,18 +201,17 @@ def checkpoints(tmp_path_factory, query_photos) -> Path:
     missing = [m for m in ("transformers", "torch", "tf_keras") if not importlib.util.find_spec(m)]
     if missing:
         pytest.skip(f"the journeys' checkpoints need {', '.join(missing)} (requirements-dev.txt)")
-    out = tmp_path_factory.mktemp("checkpoints")
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, str(HERE / "write_checkpoints.py"), str(out), str(query_photos[0].parent)],
+    out = cached_output(
+        "journeys",
+        HERE / "write_checkpoints.py",
+        [str(query_photos[0].parent)],
+        tmp_path_factory.mktemp("checkpoints"),
+        key_files=[ROOT / "tests" / "convert" / "hf_reference.py"],
         env=environment(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
-    if result.returncode != 0 or not (out / "done").exists():
-        raise RuntimeError(
-            f"write_checkpoints.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-        )
-    print(f"journeys: transformers wrote the checkpoints in {time.monotonic() - started:.1f} s")
+    if not (out / "done").exists():
+        raise RuntimeError(f"write_checkpoints.py wrote no {out / 'done'}")
+    print(f"journeys: checkpoints (transformers, cached) in {time.monotonic() - started:.1f} s")
     return out

@@ -14,6 +14,8 @@ import shutil
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a journey: keras-vit in fresh processes
+
 pytest.importorskip("apache_beam", reason="batch-predict needs the batch extra (apache-beam)")
 
 SCORE_TOLERANCE = 5e-3

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.journeys.conftest import predictions
+
+pytestmark = pytest.mark.slow  # a journey: keras-vit in fresh processes
 
 SCORE_TOLERANCE = 5e-3
 

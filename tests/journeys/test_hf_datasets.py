@@ -16,6 +16,8 @@ import pytest
 
 from tests.journeys.conftest import CLASS_PHOTOS
 
+pytestmark = pytest.mark.slow  # a journey: keras-vit in fresh processes
+
 
 def _save_to_disk(photo_folder, path):
     import datasets

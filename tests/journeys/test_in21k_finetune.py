@@ -16,6 +16,8 @@ import pytest
 
 from tests.journeys.conftest import CLASS_PHOTOS, predictions, serving
 
+pytestmark = pytest.mark.slow  # a journey: keras-vit in fresh processes
+
 # In-process prediction and the served signature share one decoder (keras_vit/decode.py):
 # the same pixels, so the scores agree to float rounding.
 SCORE_TOLERANCE = 1e-5

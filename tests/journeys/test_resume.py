@@ -23,6 +23,8 @@ from tests.journeys.conftest import (
     keras_vit_command,
 )
 
+pytestmark = pytest.mark.slow  # a journey: keras-vit in fresh processes
+
 EPOCHS = 4
 
 

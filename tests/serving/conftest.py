@@ -20,7 +20,6 @@ Servers run in the test process (one TensorFlow import for the whole run).
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,15 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (on 127.0.0.1)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

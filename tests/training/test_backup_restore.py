@@ -15,6 +15,8 @@ import pytest
 
 from tests.training.conftest import SMALL_VIT, write_colour_folder
 
+pytestmark = pytest.mark.slow  # training runs killed and resumed
+
 EPOCHS = 8
 BATCH = 4
 ROOT = Path(__file__).resolve().parents[2]

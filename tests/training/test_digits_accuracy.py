@@ -8,6 +8,9 @@ pipeline nor our metric code can flatter the number.
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # 20 epochs of training
 
 
 def test_digits_recipe_reaches_95_percent_on_held_out_images(tmp_path):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.training.conftest import SMALL_VIT, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +62,7 @@ print("RESULT " + json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     data = write_colour_folder(tmp_path / "data", per_class=8)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")

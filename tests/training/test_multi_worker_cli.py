@@ -30,6 +30,8 @@ from tests.training.multi_worker_support import (
     tf_config,
 )
 
+pytestmark = pytest.mark.slow  # several training processes in step
+
 CLI = [sys.executable, "-m", "keras_vit"]
 
 
