@@ -25,46 +25,10 @@ import grpc
 import pytest
 import tensorflow as tf
 from half_plus_two import build_half_plus, build_slow_model, build_string_model
+from memory_bounds import ANSWER_WITHIN, MB, Memory
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-MB = 1024 * 1024
-ANSWER_WITHIN = 5.0
-MEMORY_SLACK = 300 * MB
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{field} not in /proc/self/status")
-
-
-class Memory:
-    """RSS before, peak during and RSS after one attack, in bytes."""
-
-    def __enter__(self):
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        self.before = _status_kb("VmRSS")
-        self.start = time.monotonic()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.monotonic() - self.start
-        self.peak = _status_kb("VmHWM")
-        self.after = _status_kb("VmRSS")
-
-    def check(self, claimed: int | None = None, within: float = ANSWER_WITHIN):
-        """Answered within ``within`` seconds; peak and kept RSS within :data:`MEMORY_SLACK`
-        of the RSS before, and with ``claimed`` (what the request says it holds), a peak
-        under a tenth of that: the claim was refused, not allocated."""
-        assert self.seconds < within, self.seconds
-        assert self.peak - self.before < MEMORY_SLACK, (self.before, self.peak)
-        assert self.after - self.before < MEMORY_SLACK, (self.before, self.after)
-        if claimed is not None:
-            assert self.peak - self.before < claimed / 10, (self.before, self.peak, claimed)
-
-
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure memory"
 )

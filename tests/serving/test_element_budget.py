@@ -23,43 +23,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from memory_bounds import Memory
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving import tensor_codec
 from serving.server import admission
 from serving.server.status import Code, ServingError
-
-MB = 1024 * 1024
-ANSWER_WITHIN = 5.0
-MEMORY_SLACK = 300 * MB
-
-
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{field} not in /proc/self/status")
-
-
-class Memory:
-    """Time, RSS before, peak (VmHWM, reset first) and RSS after, of this process."""
-
-    def __enter__(self):
-        Path("/proc/self/clear_refs").write_text("5")
-        self.before = _status_bytes("VmRSS")
-        self.start = time.monotonic()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.monotonic() - self.start
-        self.peak = _status_bytes("VmHWM")
-        self.after = _status_bytes("VmRSS")
-
-    def check(self):
-        assert self.seconds < ANSWER_WITHIN, self.seconds
-        assert self.peak - self.before < MEMORY_SLACK, (self.before, self.peak)
-        assert self.after - self.before < MEMORY_SLACK, (self.before, self.after)
 
 
 def _image(fmt: str, size=(1, 1), **options) -> bytes:

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from half_plus_two import build_half_plus, build_string_model
+from memory_bounds import MB, status_bytes
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is a dev requirement")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -37,7 +38,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The fuzz server's --max_request_elements: element-count shapes cross it cheaply.
 MAX_ELEMENTS = 64
-MB = 1024 * 1024
 # Bounds: each example's answer, and the server's memory over the whole run.
 EXAMPLE_SECONDS = 10.0
 RUN_PEAK = 256 * MB  # measured: +8 MB over a CI run
@@ -53,13 +53,6 @@ GRPC_ERRORS = {
 }
 
 
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{field} not in /proc/self/status")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, start_server):
     """The fuzz server, checked when the module's properties are done: alive (a normal
@@ -69,12 +62,12 @@ def server(tmp_path_factory, start_server):
     measured = Path("/proc/self/clear_refs").exists()
     if measured:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here
-        baseline = _status_bytes("VmRSS")
+        baseline = status_bytes("VmRSS")
     yield running
     status, reply = _post(running.rest_port, "/v1/models/half:predict", b'{"instances": [1.0]}')
     assert (status, json.loads(reply)) == (200, {"predictions": [2.5]})
     if measured:
-        peak, kept = _status_bytes("VmHWM") - baseline, _status_bytes("VmRSS") - baseline
+        peak, kept = status_bytes("VmHWM") - baseline, status_bytes("VmRSS") - baseline
         print(f"fuzz run: peak +{peak / MB:.0f} MB, kept +{kept / MB:.0f} MB")
         assert peak < RUN_PEAK, f"peak +{peak / MB:.0f} MB"
         assert kept < RUN_KEPT, f"kept +{kept / MB:.0f} MB"
