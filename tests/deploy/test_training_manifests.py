@@ -127,7 +127,7 @@ def test_entrypoint_derives_tf_config_from_the_completion_index(
         }
         args = build_parser().parse_args(argv)
         assert args.strategy == "multi_worker"
-        assert args.output.startswith("/work/") and args.data.startswith("/work/")
+        assert args.output.startswith("/keras-vit/") and args.data.startswith("/keras-vit/")
 
     # Without the index (not an Indexed Job) the entrypoint refuses to start.
     env = {k: v for k, v in os.environ.items() if k != "JOB_COMPLETION_INDEX"}
@@ -142,7 +142,7 @@ def test_work_volume_is_shared_and_the_root_filesystem_read_only(training) -> No
     container = _worker(training["Job"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/work", "/tmp", "/etc/keras-vit"} <= mounts
+    assert {"/keras-vit", "/tmp", "/etc/keras-vit"} <= mounts
 
 
 def test_checkov_training_build(training_text: str, tmp_path: Path) -> None:
