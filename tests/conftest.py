@@ -71,23 +71,7 @@ def tiny_export(tiny_model, tmp_path_factory) -> Path:
 def vit_server(tiny_export):
     """The local TF-Serving-compatible server, in this process, serving ``tiny_export`` as
     ``vit`` on free loopback ports (``.grpc_port``, ``.rest_port``)."""
-    pytest.importorskip("serving.server.server", reason="the local model server is not available")
-    from serving.server.options import ServerOptions
-    from serving.server.server import Server
-    from tests.support.ports import free_port
+    from tests.support.servers import serving
 
-    server = Server()
-    server.build_and_start(
-        ServerOptions(
-            model_name="vit",
-            model_base_path=str(tiny_export.parent),
-            port=free_port(),
-            rest_api_port=free_port(),
-            max_num_load_retries=0,
-            shutdown_grace_seconds=5.0,
-        )
-    )
-    try:
+    with serving(tiny_export.parent) as server:
         yield server
-    finally:
-        server.shutdown()

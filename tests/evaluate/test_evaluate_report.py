@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.explain.serve_helpers import serving
+from tests.support.servers import serving
 
 LABELS = ["blue", "green", "red", "cyan", "magenta", "yellow", "black"]
 PER_CLASS = {"blue": 9, "green": 7, "red": 8}

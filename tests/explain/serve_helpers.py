@@ -1,38 +1,10 @@
-"""Serving a tiny export with the local TF-Serving-compatible server (shared test helper)."""
+"""Images for the served-explain tests (the server itself: tests/support/servers.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-
-from tests.support.ports import free_port
-
-
-@contextlib.contextmanager
-def serving(base_path: Path, model_name: str = "vit") -> Iterator:
-    """Runs the local server on free loopback ports; yields it (``.grpc_port``, ``.rest_port``)."""
-    from serving.server.options import ServerOptions
-    from serving.server.server import Server
-
-    server = Server()
-    server.build_and_start(
-        ServerOptions(
-            model_name=model_name,
-            model_base_path=str(base_path),
-            port=free_port(),
-            rest_api_port=free_port(),
-            max_num_load_retries=0,
-            shutdown_grace_seconds=5.0,
-        )
-    )
-    try:
-        yield server
-    finally:
-        server.shutdown()
 
 
 def png(pixels: np.ndarray) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.explain.serve_helpers import serving
+from tests.support.servers import serving
 
 LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
 CHROMIUM = os.environ.get("KERAS_VIT_CHROMIUM", "/usr/bin/chromium")
