@@ -12,6 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+# Per-test CPU seconds on request (KERAS_VIT_TEST_CPU_REPORT=file.jsonl).
+pytest_plugins = ["tests.support.cpu_report"]
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` run first (in their collected order), then the others.
