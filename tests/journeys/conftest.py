@@ -1,8 +1,12 @@
 """The journeys' shared parts: checkpoints written by transformers, real photos, the CLI.
 
-Every journey runs ``keras-vit`` in subprocesses, as a user types it, and
-feeds each step's output to the next. ``Journey`` times every step; the times
-are printed (``pytest -s``) and end up in the test report.
+Every journey runs ``keras-vit`` as a user types it and feeds each step's output
+to the next: in fresh processes (a new interpreter per command, the server its own
+process), or, for the further variants of a journey already run fresh (another
+checkpoint format on the same path), with ``Journey(in_process=True)``: the same
+command lines through ``tests/support/cli_runner.py`` and the server in the test
+process, saving a TensorFlow start-up per step. ``Journey`` times every step; the
+times are printed (``pytest -s``) and end up in the test report.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import importlib.util
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +27,7 @@ import numpy as np
 import pytest
 
 from tests.support.cache import cached_output
+from tests.support.cli_runner import InProcessCli
 from tests.support.ports import free_port
 from tests.support.processes import ServerNotReady, ServerProcess
 
@@ -56,24 +62,35 @@ def children_cpu() -> float:
 class Journey:
     """Runs the steps of one journey and records how long each took (wall) and its CPU time."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, cli: InProcessCli | None = None):
         self.name = name
+        self.cli = cli  # None: every command in a fresh interpreter
         self.times: list[tuple[str, float, float | None]] = []
         self.started = time.monotonic()
         self.cpu_started = children_cpu()
+
+    @property
+    def in_process(self) -> bool:
+        return self.cli is not None
 
     def run(
         self, step: str, *args: str, timeout: float = 180, env: dict | None = None
     ) -> subprocess.CompletedProcess:
         started, cpu = time.monotonic(), children_cpu()
-        result = subprocess.run(
-            keras_vit_command(*args),
-            cwd=ROOT,
-            env={**environment(), **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        env = {**environment(), **(env or {})}
+        if self.cli is not None:  # the command line as typed, its keras-vit in this process
+            result = self.cli.run(
+                ["bash", "-c", shlex.join(["keras-vit", *args])], cwd=ROOT, env=env, timeout=timeout
+            )
+        else:
+            result = subprocess.run(
+                keras_vit_command(*args),
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         self.times.append((step, time.monotonic() - started, children_cpu() - cpu))
         assert result.returncode == 0, (
             f"keras-vit {' '.join(args)} failed ({result.returncode}):\n"
@@ -99,8 +116,15 @@ class Journey:
 
 @pytest.fixture
 def journey(request) -> Iterator[Journey]:
-    trip = Journey(request.node.name)
-    yield trip
+    """A fresh-process journey; ``@pytest.mark.journey_in_process`` on a test (or a
+    ``pytest.param(..., marks=...)``) runs its commands in the test process instead."""
+    if request.node.get_closest_marker("journey_in_process") is None:
+        trip = Journey(request.node.name)
+        yield trip
+    else:
+        with InProcessCli() as cli:
+            trip = Journey(request.node.name, cli)
+            yield trip
     trip.report()
 
 
@@ -117,6 +141,14 @@ def serving(journey: Journey, model_name: str, base_path: Path) -> Iterator[tupl
     Yields ``(grpc_port, rest_port)`` once the REST port is announced (the
     server announces it after the model is loaded and warmed up); SIGTERM at the end.
     """
+    if journey.in_process:
+        from tests.support.servers import serving as serving_here
+
+        started = time.monotonic()
+        with serving_here(base_path, model_name) as server:
+            journey.note("serve, in the test process (until ready)", time.monotonic() - started)
+            yield server.grpc_port, server.rest_port
+        return
     grpc_port, rest_port = free_port(), free_port()
     server = ServerProcess(
         keras_vit_command(

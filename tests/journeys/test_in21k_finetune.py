@@ -16,7 +16,7 @@ import pytest
 
 from tests.journeys.conftest import CLASS_PHOTOS, predictions, serving
 
-pytestmark = pytest.mark.slow  # a journey: keras-vit in fresh processes
+pytestmark = pytest.mark.slow  # a journey: keras-vit as typed, a server, queries
 
 # In-process prediction and the served signature share one decoder (keras_vit/decode.py):
 # the same pixels, so the scores agree to float rounding.
@@ -29,7 +29,15 @@ SOURCES = {
 }
 
 
-@pytest.mark.parametrize("source", list(SOURCES))
+# The first format runs the journey in fresh processes, as a user's terminal does; the
+# others take the same path with the commands in the test process (tests/journeys/conftest.py).
+@pytest.mark.parametrize(
+    "source",
+    [
+        source if index == 0 else pytest.param(source, marks=pytest.mark.journey_in_process)
+        for index, source in enumerate(SOURCES)
+    ],
+)
 def test_in21k_backbone_fine_tunes_exports_serves_and_answers_alike(
     source, checkpoints, photo_folder, query_photos, tmp_path, journey
 ):
