@@ -39,6 +39,7 @@ class ServerProcess:
         self.timeout, self.cwd, self.env = timeout, cwd, env
         self.process: subprocess.Popen | None = None
         self.started_in: float | None = None
+        self._started = 0.0
         self._lines: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -54,8 +55,9 @@ class ServerProcess:
         except OSError:
             return False
 
-    def start(self) -> ServerProcess:
-        started = time.monotonic()
+    def launch(self) -> ServerProcess:
+        """Starts the process without waiting; :meth:`wait_ready` waits (start several at once)."""
+        self._started = time.monotonic()
         self.process = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, text=True, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -64,6 +66,11 @@ class ServerProcess:
             target=lambda: self._lines.extend(self.process.stdout), daemon=True
         )
         self._reader.start()
+        return self
+
+    def wait_ready(self) -> ServerProcess:
+        """Until ready; stops the process and raises :class:`ServerNotReady` if it is not."""
+        started = self._started
         deadline = started + self.timeout
         while not self._is_ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -76,6 +83,9 @@ class ServerProcess:
             time.sleep(0.1)
         self.started_in = time.monotonic() - started
         return self
+
+    def start(self) -> ServerProcess:
+        return self.launch().wait_ready()
 
     def stop(self, grace: float = 30) -> None:
         process = self.process
