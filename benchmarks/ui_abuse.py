@@ -37,7 +37,6 @@ import shlex
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from pathlib import Path
 
 from benchmarks.harness import (
     ROOT,
+    ServerProcess,
     add_output_options,
     machine_info,
     markdown_table,
@@ -65,25 +65,20 @@ def _proc_status(pid: int, name: str) -> int:
     return 0
 
 
-class UIProcess:
-    """``python -m keras_vit ui --model MODEL --port 0 FLAGS`` run from ``checkout``."""
+class UIProcess(ServerProcess):
+    """``python -m keras_vit ui --model MODEL --port 0 FLAGS`` run from ``checkout``,
+    started until its page is up, stopped with Ctrl-C (SIGINT)."""
+
+    stop_signal = signal.SIGINT
 
     def __init__(self, checkout: Path, model: Path, flags=()):
-        env = dict(os.environ, PYTHONPATH=str(checkout))
         command = [sys.executable, "-m", "keras_vit", "ui", "--model", str(model), "--port", "0"]
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [*command, *flags], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=self.log,
-            text=True,
+        super().__init__(
+            [*command, *flags], ready="keras-vit ui: http://", timeout=300, cwd=checkout,
+            env=dict(os.environ, PYTHONPATH=str(checkout)),
         )  # fmt: skip
-        ready, _, _ = select.select([self.process.stdout], [], [], 300)
-        line = self.process.stdout.readline() if ready else ""
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if not match:
-            self.stop()
-            self.log.seek(0)
-            raise RuntimeError(f"keras-vit ui did not start: {line!r} {self.log.read()[-2000:]!r}")
-        self.port = int(match.group(1))
+        self.start()
+        self.port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", self.output()).group(1))
         self.host = f"127.0.0.1:{self.port}"
         page = request(self.port, "GET", "/", {"Host": self.host})
         found = re.search(rb'name="keras-vit-token" content="([^"]+)"', page.body)
@@ -113,14 +108,6 @@ class UIProcess:
         }  # fmt: skip
         headers.update(more)
         return headers
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 class Response(collections.namedtuple("Response", "status body")):

@@ -22,8 +22,11 @@ class ServerProcess:
     ``ready`` is a line the process prints (stdout or stderr) once it serves, or a URL
     that must answer (with ``ready_text`` in its body, when given). The output is
     collected in ``server.output()`` (for failure messages). The child runs in its own
-    session so that a wrapper script's children are stopped with it.
+    session so that a wrapper script's children are stopped with it; ``stop()`` sends
+    ``stop_signal`` (SIGTERM; a subclass may choose SIGINT, Ctrl-C) to that session.
     """
+
+    stop_signal = signal.SIGTERM
 
     def __init__(
         self,
@@ -90,7 +93,7 @@ class ServerProcess:
     def stop(self, grace: float = 30) -> None:
         process = self.process
         if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, self.stop_signal)
             try:
                 process.wait(grace)
             except subprocess.TimeoutExpired:
