@@ -2,7 +2,7 @@
 
 A benchmark compares *our* code with a peer measured in the same process run, and
 runs as ``python -m benchmarks.NAME`` from the checkout (``benchmarks`` and
-``tests`` are packages there; nothing edits ``sys.path``). This module gives it:
+``tests`` are packages there; no module edits the import path). This module gives it:
 
 - :func:`add_output_options` (``--out``, and ``--quick`` where the benchmark has a
   quick mode) and :func:`results_path`: ``benchmarks/results/<name>.md`` by default,
