@@ -67,15 +67,15 @@ protos: install
 ## make bench: the benchmarks; each writes benchmarks/results/<name>.md.
 bench: install
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
-	$(PY) benchmarks/forward.py
-	$(PY) benchmarks/export.py
-	$(PY) benchmarks/train.py
-	$(PY) benchmarks/serving.py
-	$(PY) benchmarks/tune_serving.py
-	$(PY) benchmarks/abuse.py
-	$(PY) benchmarks/rollout.py
-	$(PY) benchmarks/batch_predict.py
-	$(PY) benchmarks/precision.py
+	$(PY) -m benchmarks.forward
+	$(PY) -m benchmarks.export
+	$(PY) -m benchmarks.train
+	$(PY) -m benchmarks.serving_overhead
+	$(PY) -m benchmarks.tune_serving
+	$(PY) -m benchmarks.abuse
+	$(PY) -m benchmarks.rollout
+	$(PY) -m benchmarks.batch_predict
+	$(PY) -m benchmarks.precision
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache

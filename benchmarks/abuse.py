@@ -14,10 +14,10 @@ within 300 MB, normal-request p99 <= 1 s during the attack. The image attacks
 (GIF comment flood, big PNGs) exercise the SavedModel's decoder
 (``keras_vit/decode.py``), whatever version the checkout has.
 
-    python benchmarks/abuse.py                 # writes benchmarks/results/abuse.md
-    python benchmarks/abuse.py --only rest     # attacks whose name contains "rest"
-    python benchmarks/abuse.py --connections   # the connection attacks (its own section)
-    python benchmarks/abuse.py --elements      # many elements, few bytes (its own section)
+    python -m benchmarks.abuse                 # writes benchmarks/results/abuse.md
+    python -m benchmarks.abuse --only rest     # attacks whose name contains "rest"
+    python -m benchmarks.abuse --connections   # the connection attacks (its own section)
+    python -m benchmarks.abuse --elements      # many elements, few bytes (its own section)
 
 The element attacks (``--elements``, issue 18) are small in bytes but large in elements:
 100,000 one-byte strings over gRPC, 100,000 ``{"b64"}`` instances over REST, 20,000 valid
@@ -40,12 +40,9 @@ import http.client
 import io
 import json
 import os
-import platform
 import shlex
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,9 +53,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# The checkout first, not this folder (its serving.py would shadow the serving package).
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+from benchmarks.harness import (
+    ROOT,
+    ServedModel,
+    ServerNotReady,
+    add_output_options,
+    cpu_flags,
+    cpu_model,
+    export_tiny,
+    machine_info,
+    results_path,
+)
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -83,34 +88,20 @@ def _status(pid: int, field_name: str) -> int:
     return 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m serving.server`` on free ports, watched for RSS."""
+class WatchedServer(ServedModel):
+    """The served model (``python -m serving.server`` on free ports), watched for RSS:
+    killed once it passes ``rss_limit`` bytes."""
 
     def __init__(
         self, base_path: Path, rss_limit: int, extra: list[str], root: Path = ROOT
     ) -> None:
-        self.grpc_port, self.rest_port = free_port(), free_port()
-        self.log = Path(tempfile.mkstemp(prefix="abuse-server-", suffix=".log")[1])
-        env = {**os.environ, "PYTHONPATH": str(root)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", f"--port={self.grpc_port}",
-             f"--rest_api_port={self.rest_port}", "--model_name=vit",
-             f"--model_base_path={base_path}", *extra],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=root,
-        )  # fmt: skip
+        super().__init__(base_path, extra, checkout=root)
         self.rss_limit = rss_limit
         self.killed_for_rss = False
-        deadline = time.monotonic() + 300
-        while b"Exporting HTTP/REST API" not in self.log.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            self.start()
+        except ServerNotReady as error:
+            raise SystemExit(f"server did not start: {error}") from None
         self._watch = threading.Thread(target=self._watchdog, daemon=True)
         self._watch.start()
 
@@ -124,10 +115,6 @@ class ServerProcess:
             except OSError:
                 return
             time.sleep(0.01)
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
     def rss(self) -> int:
         return _status(self.process.pid, "VmRSS")
@@ -144,13 +131,8 @@ class ServerProcess:
     def peak(self) -> int:
         return _status(self.process.pid, "VmHWM")
 
-    def stop(self) -> None:
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+    def stop(self, grace: float = 40) -> None:
+        super().stop(grace)
 
 
 def rest_post(port: int, body: bytes, timeout: float = 120.0, path: str = "/v1/models/vit:predict"):
@@ -199,7 +181,6 @@ def _normal_traffic(
 
     REST: a new connection per request (as many clients do); gRPC: one channel."""
     if protocol == "grpc":
-        sys.path.insert(0, str(ROOT))
         from serving.client import ServingClient
 
         client = ServingClient(f"127.0.0.1:{port}", "vit", protocol="grpc", retries=0)
@@ -353,7 +334,7 @@ def png_bytes(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def attacks(server: ServerProcess, args) -> dict[str, Callable[[], tuple[str, str]]]:
+def attacks(server: WatchedServer, args) -> dict[str, Callable[[], tuple[str, str]]]:
     from serving import tensor_codec
 
     grpc_port, rest_port = server.grpc_port, server.rest_port
@@ -400,7 +381,7 @@ def attacks(server: ServerProcess, args) -> dict[str, Callable[[], tuple[str, st
     }
 
 
-def element_attacks(server: ServerProcess, args) -> dict[str, Callable[[], tuple[str, str]]]:
+def element_attacks(server: WatchedServer, args) -> dict[str, Callable[[], tuple[str, str]]]:
     """Requests that are small in bytes but hold many elements (issue 18), alone and 4 at once."""
     import base64
 
@@ -460,7 +441,7 @@ class Row:
         )
 
 
-def run_attack(server: ServerProcess, name: str, action) -> Row:
+def run_attack(server: WatchedServer, name: str, action) -> Row:
     row = Row(name)
     time.sleep(0.5)
     row.baseline = server.rss()
@@ -486,35 +467,15 @@ def run_attack(server: ServerProcess, name: str, action) -> Row:
     return row
 
 
-def export_tiny(base: Path) -> Path:
-    from keras_vit import ViTClassifier
-    from serving.export import export_saved_model
-
-    model = ViTClassifier(
-        image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96,
-        num_classes=7, labels=["a", "b", "c", "d", "e", "f", "g"],
-    )  # fmt: skip
-    export_saved_model(model, base)
-    return base
-
-
 def write_report(rows: list[Row], args, path: Path, idle_rss: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "fma")
-                flags = " ".join(f for f in line.split() if f in wanted)
-                break
-    except OSError:
-        pass
+    facts = "\n".join(f"- {key}: {value}" for key, value in args.machine.items())
     lines = [
         "# Abuse suite: hostile requests against `keras-vit serve` (issue 10)",
         "",
-        f"`python benchmarks/abuse.py {' '.join(sys.argv[1:])}`; tiny exported ViT; "
-        f"{os.cpu_count()} CPUs ({cpu}; flags: {flags}), load average "
-        f"{os.getloadavg()[0]:.1f} at the end (shared machine); server idle RSS "
+        facts,
+        "",
+        f"`python -m benchmarks.abuse {' '.join(sys.argv[1:])}`; tiny exported ViT; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (shared machine); server idle RSS "
         f"{idle_rss / MB:.0f} MB. Peak = kernel VmHWM of the server process, reset before "
         "each attack; 'after' = RSS 1 s after the answer; 'normal p99' = latency of small "
         "REST predicts sent back to back during the attack. Goals: answer <= 5 s, peak <= "
@@ -612,8 +573,6 @@ def _replace_section(path: Path, marker: str, section: str) -> None:
 
 
 def cpu_description() -> str:
-    from benchmarks.common import cpu_flags, cpu_model
-
     return f"{os.cpu_count()} CPUs ({cpu_model()}; flags: {cpu_flags()})"
 
 
@@ -624,7 +583,7 @@ def write_elements_report(rows: list[Row], args, path: Path, idle_rss: int) -> s
     saved = json.loads(store.read_text()) if store.exists() else {}
     new = {row.name: {**row.__dict__, "goals": row.meets_goals()} for row in rows}
     kept = [r for r in saved.get(args.label, {}).get("rows", []) if r["name"] not in new]
-    command = f"python benchmarks/abuse.py {shlex.join(sys.argv[1:])}"
+    command = f"python -m benchmarks.abuse {shlex.join(sys.argv[1:])}"
     commands = saved.get(args.label, {}).get("commands", [])
     if rows:
         saved[args.label] = {
@@ -781,7 +740,7 @@ def _outcome(closed_at, first, failed: int, seconds: float) -> str:
     return text
 
 
-def connection_attacks(server: ServerProcess, args) -> dict[str, tuple[str, Callable[[], str]]]:
+def connection_attacks(server: WatchedServer, args) -> dict[str, tuple[str, Callable[[], str]]]:
     """name -> (protocol of the normal traffic, attack)."""
     rest, grpc_port, count = server.rest_port, server.grpc_port, args.connection_count
     slow_head = b"POST /v1/models/vit:predict HTTP/1.1\r\nHost: x\r\n"
@@ -839,7 +798,7 @@ class ConnRow:
     normal_failures: int = 0
 
 
-def run_connection_attack(server: ServerProcess, label: str, name: str, protocol, action):
+def run_connection_attack(server: WatchedServer, label: str, name: str, protocol, action):
     row = ConnRow(name, label)
     time.sleep(0.5)
     row.baseline, row.threads_before = server.rss(), server.threads()
@@ -886,7 +845,7 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
     # A run with --only replaces just its rows of that label.
     new = {row.name: row.__dict__ for row in rows}
     kept = [r for r in saved.get(args.label, {}).get("rows", []) if r["name"] not in new]
-    command = f"python benchmarks/abuse.py {shlex.join(sys.argv[1:])}"
+    command = f"python -m benchmarks.abuse {shlex.join(sys.argv[1:])}"
     commands = saved.get(args.label, {}).get("commands", [])
     if rows:  # without rows: only the section is written again
         saved[args.label] = {
@@ -938,7 +897,7 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
     return section
 
 
-def run_elements(server: ServerProcess, base: Path, args) -> int:
+def run_elements(server: WatchedServer, base: Path, args) -> int:
     rows = []
     try:
         time.sleep(2)
@@ -947,7 +906,7 @@ def run_elements(server: ServerProcess, base: Path, args) -> int:
             if args.only not in name:
                 continue
             if not server.alive:  # the watchdog killed the last one: a fresh server
-                server = ServerProcess(
+                server = WatchedServer(
                     base, server.rss_limit, args.server_flags, Path(args.server_checkout)
                 )
                 time.sleep(2)
@@ -973,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss_limit_gb", type=float, default=3.0)
     parser.add_argument("--png_requests", type=int, default=2)
     parser.add_argument("--png_images", type=int, default=1)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "abuse.md"))
+    add_output_options(parser, "abuse", aliases=["--output"])
     parser.add_argument(
         "--connections",
         action="store_true",
@@ -999,12 +958,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc_hold", type=float, default=15.0)
     parser.add_argument("server_flags", nargs="*", help="extra flags for the server (after --)")
     args = parser.parse_args(argv)
+    args.output = str(results_path(args))
+    args.machine = machine_info(["tensorflow", "grpcio", "protobuf"])
     with tempfile.TemporaryDirectory() as tmp:
         if args.model_base_path:
             base = Path(args.model_base_path)
         else:
-            base = export_tiny(Path(tmp) / "vit")
-        server = ServerProcess(
+            base = Path(tmp) / "vit"
+            export_tiny(base)
+        server = WatchedServer(
             base, int(args.rss_limit_gb * GB), args.server_flags, Path(args.server_checkout)
         )
         if args.elements:

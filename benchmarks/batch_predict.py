@@ -19,10 +19,11 @@ finalising and shutting the workers down), and one more run with a tiny model
 
 Usage (from the repository root, with the batch extra installed, alone on the machine)::
 
-    .venv/bin/python benchmarks/batch_predict.py   # about 8 min
-    .venv/bin/python benchmarks/batch_predict.py --quick    # tiny model, a smoke run
+    .venv/bin/python -m benchmarks.batch_predict            # about 8 min
+    .venv/bin/python -m benchmarks.batch_predict --quick    # tiny model, a smoke run
 
-Writes ``benchmarks/results/batch_predict.md`` (``--output`` to change it).
+Writes ``benchmarks/results/batch_predict.md`` (``--quick``: ``batch_predict-quick.md``;
+``--out`` to change it).
 """
 
 from __future__ import annotations
@@ -32,35 +33,33 @@ import io
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-# The repository root first: benchmarks/serving.py would shadow the serving package.
-sys.path.insert(0, HERE)
-sys.path.insert(0, ROOT)
-# The Beam worker processes import this file's handler subclass by name.
-os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")])
-
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics import Metrics  # noqa: E402
-from common import (  # noqa: E402
-    RESULTS_DIR,
+
+from benchmarks.harness import (  # noqa: E402
+    ROOT,
     Stats,
+    add_output_options,
+    export_tiny,
     machine_info,
     markdown_table,
+    results_path,
     write_results,
 )
-
 from serving.batch import pipeline  # noqa: E402
 from serving.batch.model_handler import SavedModelHandler  # noqa: E402
 
-CACHE = Path(HERE) / ".cache" / "batch_predict"
+# The Beam worker processes import this module's handler subclass by name: the checkout
+# must be on their path too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+CACHE = ROOT / "benchmarks" / ".cache" / "batch_predict"
 NAMESPACE = "bench.batch_predict"
 WARMUP_IMAGE = "BENCH_BATCH_PREDICT_WARMUP_IMAGE"  # inherited by the worker processes
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -208,18 +207,9 @@ def export(base: Path, preset: str | None) -> Path:
 
     if 1 in existing_versions(base):
         return base / "1"
-    if preset:
-        model = ViTClassifier.from_preset(preset, load_weights=False)
-    else:
-        model = ViTClassifier(
-            image_size=32,
-            patch_size=8,
-            num_layers=2,
-            num_heads=3,
-            hidden_dim=48,
-            mlp_dim=96,
-            num_classes=10,
-        )
+    if not preset:
+        return export_tiny(base)
+    model = ViTClassifier.from_preset(preset, load_weights=False)
     return Path(export_saved_model(model, base, version=1))
 
 
@@ -228,8 +218,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="tiny model, 1 repeat")
-    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "batch_predict.md"))
+    add_output_options(parser, "batch_predict", quick="tiny model, 1 repeat", aliases=["--output"])
     args = parser.parse_args()
     if args.quick:
         args.repeats = 1
@@ -337,14 +326,8 @@ model load of the {beams[0]["workers"]} workers overlaps.
 The loop: {loop_stats.format()} images/s; file reads {med("read_total", loops):.2f} s of
 {med("wall", loops):.1f} s.
 """
-    path = write_results(
-        Path(args.output).stem,
-        "batch-predict (Beam, 2 local workers) vs a plain loop",
-        info,
-        body,
-    )
-    if args.output != path:
-        shutil.copy(path, args.output)
+    title = "batch-predict (Beam, 2 local workers) vs a plain loop"
+    path = write_results(results_path(args), title, info, body)
     print(body)
     print(f"wrote {path}")
 

@@ -10,15 +10,15 @@ types it: interpreter start, imports, the request and the output. The peer in th
 same run is ``python -c pass`` (the interpreter's own floor). Reports the median
 wall time, CPU time and peak RSS, and whether TensorFlow was imported.
 
-    python benchmarks/client_startup.py --name cli-startup          # 7 rounds
-    python benchmarks/client_startup.py --rounds 3 --compare-with DIR
+    python -m benchmarks.client_startup                   # 7 rounds: results/cli-startup.md
+    python -m benchmarks.client_startup --quick           # 2 rounds: cli-startup-quick.md
+    python -m benchmarks.client_startup --rounds 3 --compare-with DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
 import statistics
@@ -26,14 +26,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import (
+    ROOT,
+    ServedModel,
+    add_output_options,
+    export_tiny,
+    free_port,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
 
-from common import machine_info, markdown_table, write_results  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Prints whether the command loaded TensorFlow, after it ran (--help exits: SystemExit too).
 PROBE = (
@@ -58,24 +65,6 @@ EXPECTED_ERRORS = {
 }
 
 
-def export_tiny(base: Path) -> None:
-    from keras_vit import ViTClassifier
-    from serving.export import export_saved_model
-
-    labels = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
-    model = ViTClassifier(
-        image_size=32,
-        patch_size=8,
-        num_layers=2,
-        num_heads=3,
-        hidden_dim=48,
-        mlp_dim=96,
-        num_classes=len(labels),
-        labels=labels,
-    )
-    export_saved_model(model, base, top_k=5)
-
-
 def photos(folder: Path) -> list[str]:
     from PIL import Image
     from skimage import data
@@ -92,29 +81,6 @@ def photos(folder: Path) -> list[str]:
         path.write_bytes(buffer.getvalue())
         paths.append(str(path))
     return paths
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_available(rest_port: int, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{rest_port}/v1/models/vit"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                states = json.load(reply)["model_version_status"]
-                if any(s["state"] == "AVAILABLE" for s in states):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not make the model available in time")
 
 
 # Settings this process (and the test suite) makes that a user's shell does not have: the
@@ -185,9 +151,9 @@ def timed_ui(command: list[str], root: Path = ROOT) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=None, help="7 (--quick: 2)")
     parser.add_argument("--label", default="", help="a note for the results table (e.g. 'before')")
-    parser.add_argument("--name", default="cli-startup", help="results file name")
+    add_output_options(parser, "cli-startup", quick="2 rounds", aliases=["--name"])
     parser.add_argument(
         "--compare-with",
         metavar="DIR",
@@ -195,30 +161,14 @@ def main() -> None:
         "extra cases against the same server, in the same rounds",
     )
     args = parser.parse_args()
+    args.rounds = args.rounds or (2 if args.quick else 7)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        export_tiny(tmp / "vit")
+        export_tiny(tmp / "vit", top_k=5)
         images = photos(tmp)
-        grpc_port, rest_port = free_port(), free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "keras_vit",
-                "serve",
-                "--model_name",
-                "vit",
-                f"--model_base_path={tmp / 'vit'}",
-                f"--port={grpc_port}",
-                f"--rest_api_port={rest_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            wait_available(rest_port)
+        with ServedModel(tmp / "vit") as server:
+            grpc_port, rest_port = server.grpc_port, server.rest_port
             other = Path(args.compare_with).resolve() if args.compare_with else None
             data = tmp / "data"
             for index, path in enumerate(images):
@@ -267,9 +217,6 @@ def main() -> None:
                     elif sample["code"] != 0:
                         raise RuntimeError(f"{name} failed:\n{sample['stderr']}")
                     samples[name].append(sample)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
 
     rows = []
     for name, runs in samples.items():
@@ -305,11 +252,12 @@ def main() -> None:
         f"{args.rounds} rounds, round-robin with a rotating start; each run is a fresh process "
         "under `/usr/bin/time -v` (wall clock, user+system CPU time, maximum resident set "
         "size), against "
-        "`keras-vit serve` on 127.0.0.1 serving a tiny ViT (32 px, 2 layers).\n\n"
+        "the local server (`python -m serving.server`, what `keras-vit serve` runs) on "
+        "127.0.0.1 serving a tiny ViT (32 px, 2 layers).\n\n"
         f"gRPC output of the last round:\n\n```\n{sample_out}\n```\n"
     )
     title = "Start-up of the keras-vit commands that need no model in-process"
-    print(write_results(args.name, title, machine_info(["grpcio", "protobuf"]), body))
+    print(write_results(results_path(args), title, machine_info(["grpcio", "protobuf"]), body))
 
 
 if __name__ == "__main__":

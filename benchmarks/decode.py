@@ -4,9 +4,10 @@ Peers, in the same run: ``plain TF`` (``tf.map_fn`` of ``decode_jpeg`` + antiali
 resize, no checks at all: the floor) and, with ``--baseline FILE``, another version
 of ``keras_vit/decode.py`` (e.g. ``git show REV:keras_vit/decode.py > old.py``).
 
-    .venv/bin/python benchmarks/decode.py --baseline /tmp/old_decode.py
+    .venv/bin/python -m benchmarks.decode --baseline /tmp/old_decode.py
+    .venv/bin/python -m benchmarks.decode --quick    # 640x480 only, 3 rounds, small floods
 
-Writes ``benchmarks/results/decode.md``.
+Writes ``benchmarks/results/decode.md`` (``decode-quick.md`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import argparse
 import importlib.util
 import io
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.harness import (
     Stats,
+    add_output_options,
     calibrate,
     machine_info,
     markdown_table,
+    results_path,
     run_interleaved,
     write_results,
 )
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SIZE = (224, 224)
 
@@ -107,9 +108,11 @@ def time_once(fn, data: bytes) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", help="another keras_vit/decode.py to compare with")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=None, help="7 (--quick: 3)")
     parser.add_argument("--baseline-flood", type=int, default=50_000, help="its GIF sub-blocks")
+    add_output_options(parser, "decode", quick="640x480 only, 3 rounds, the 3 MB flood only")
     args = parser.parse_args()
+    args.rounds = args.rounds or (3 if args.quick else 7)
     import tensorflow as tf
 
     from keras_vit import decode
@@ -117,7 +120,9 @@ def main() -> None:
     decoders = {"ours": compiled(decode), "plain TF": plain_tf()}
     if args.baseline:
         decoders["baseline"] = compiled(load_module(args.baseline))
-    inputs = {"640x480 JPEG": encode_jpeg(480, 640), "4000x3000 JPEG": encode_jpeg(3000, 4000)}
+    inputs = {"640x480 JPEG": encode_jpeg(480, 640)}
+    if not args.quick:
+        inputs["4000x3000 JPEG"] = encode_jpeg(3000, 4000)
     cases, calls = {}, {}
     for input_name, jpeg in inputs.items():
         for batch in (1, 8):
@@ -127,7 +132,8 @@ def main() -> None:
                 cases[key] = lambda fn=fn, x=batch_tensor: fn(x).numpy()
                 cases[key]()
                 calls[key] = calibrate(cases[key], target_s=0.3, max_calls=50)
-    timings = run_interleaved(cases, calls, rounds=args.rounds, min_rounds=3, budget_s=240)
+    budget = 60 if args.quick else 240
+    timings = run_interleaved(cases, calls, rounds=args.rounds, min_rounds=3, budget_s=budget)
     rows = []
     for key, samples in timings.items():
         wall = Stats.from_rates([1000 * t.wall for t in samples])
@@ -140,6 +146,8 @@ def main() -> None:
         ("9 MB: 4.5 M one-byte sub-blocks", flood_gif(4_500_000), decoders["ours"]),
         ("1.8 MB: 600 k sub-blocks of 1 and 2 bytes", flood_gif(600_000, (1, 2)), decoders["ours"]),
     ]
+    if args.quick:
+        floods = floods[:1]
     if args.baseline:
         floods.append(
             (
@@ -163,9 +171,8 @@ def main() -> None:
         + markdown_table(["file", "seconds", "answer"], flood_rows)
         + "\n"
     )
-    path = write_results(
-        "decode", "Image decoder cost", machine_info(["tensorflow", "pillow"]), body
-    )
+    info = machine_info(["tensorflow", "pillow"])
+    path = write_results(results_path(args), "Image decoder cost", info, body)
     print(body)
     print(f"wrote {path}")
 

@@ -8,7 +8,7 @@ also times each mode once end to end through the ``keras-vit evaluate``
 command (process start, TensorFlow import, model load included). Writes
 ``benchmarks/results/evaluate.md``.
 
-    python benchmarks/evaluate.py [--model RUN_DIR] [--repeats 3]
+    python -m benchmarks.evaluate [--model RUN_DIR] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -22,13 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# Appended, not prepended: benchmarks/serving.py must not shadow the serving package.
-sys.path.append(str(ROOT / "benchmarks"))
+from benchmarks.harness import (
+    ROOT,
+    ServedModel,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
 
-from common import ServerProcess, machine_info, markdown_table, write_results  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv=None) -> int:
@@ -36,6 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="a keras-vit run directory (default: train digits)")
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / ".cache" / "evaluate"))
     parser.add_argument("--repeats", type=int, default=3)
+    add_output_options(parser, "evaluate")
     args = parser.parse_args(argv)
     return run(args)
 
@@ -63,7 +68,7 @@ def run(args) -> int:
     base = Path(scratch.name) / "vit"
     export_saved_model(model, base, version=1)
     data = image_folder(folder.test_dir)
-    server = ServerProcess(base)
+    server = ServedModel(base).start()
     clients = {}
     try:
         for protocol in ("grpc", "rest"):
@@ -71,7 +76,6 @@ def run(args) -> int:
             clients[protocol] = ServingClient(
                 f"127.0.0.1:{port}", protocol=protocol, batch_size=32, timeout=120
             )
-        server.wait(clients["grpc"])
         predictors = {
             "in-process": LocalPredictor(model),
             "server, gRPC": ServerPredictor(clients["grpc"]),
@@ -161,9 +165,8 @@ def run(args) -> int:
     )
     info = machine_info(["tensorflow", "keras", "scikit-learn", "matplotlib"])
     print(body)
-    print(
-        "wrote", write_results("evaluate", "keras-vit evaluate: in-process vs served", info, body)
-    )
+    title = "keras-vit evaluate: in-process vs served"
+    print("wrote", write_results(results_path(args), title, info, body))
     return 0
 
 

@@ -21,10 +21,11 @@ the 224x224 model input against that pipeline's.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/export.py            # about 6 minutes on 2 busy cores
-    .venv/bin/python benchmarks/export.py --quick    # 2 rounds, 8 fidelity images
+    .venv/bin/python -m benchmarks.export            # about 6 minutes on 2 busy cores
+    .venv/bin/python -m benchmarks.export --quick    # 2 rounds, 8 fidelity images
 
-Writes ``benchmarks/results/export.md`` (``--output`` to change it); the exports
+Writes ``benchmarks/results/export.md`` (``export-quick.md`` with ``--quick``; ``--out``
+to change it); the exports
 go to ``benchmarks/.cache/export/``.
 """
 
@@ -42,22 +43,20 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# The repository root first: benchmarks/serving.py would shadow the serving package.
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
-
-from common import (  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    ROOT,
     Stats,
+    add_output_options,
     calibrate,
     machine_info,
     markdown_table,
     ratio,
+    results_path,
     run_interleaved,
     write_results,
 )
 
-CACHE = os.path.join(HERE, ".cache", "export")
+CACHE = str(ROOT / "benchmarks" / ".cache" / "export")
 SIZE = 224
 LARGE = (4000, 3000)  # width, height: 12 megapixels
 SEED = 2022
@@ -320,10 +319,9 @@ def sanity_check(ours, recipe, jpeg: bytes) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 8 fidelity images")
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (default 6)")
     parser.add_argument("--budget", type=float, default=200, help="seconds for throughput")
-    parser.add_argument("--output", default="export", help="results name (benchmarks/results/)")
+    add_output_options(parser, "export", quick="2 rounds, 8 fidelity images", aliases=["--output"])
     args = parser.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
     started = time.perf_counter()
@@ -372,9 +370,8 @@ def main(argv=None) -> int:
         rates, costs, faithful, sizes, ours_seconds, recipe_seconds, gap, large, small, rounds
     )
     body += f"\n- Total wall time {time.perf_counter() - started:.0f} s.\n"
-    path = write_results(
-        args.output, "Exported SavedModel vs the 2022 blog recipe (ViT-B/16, CPU)", info, body
-    )
+    title = "Exported SavedModel vs the 2022 blog recipe (ViT-B/16, CPU)"
+    path = write_results(results_path(args), title, info, body)
     log(f"wrote {path}")
     return 0
 
@@ -524,7 +521,7 @@ resolution, or never scaled: the default (keep 2×) is the speed/fidelity choice
   {sum(map(len, small)) / len(small) / 1024:.0f} KB) or 4000×3000 (mean
   {sum(map(len, large)) / len(large) / mb:.1f} MB), JPEG quality 90. Batch 8 uses all 8.
 - Timing: one warm-up call per case, then samples of about 0.5 s (at least one call),
-  cases round-robin with a rotating start (`benchmarks/common.py`), medians.
+  cases round-robin with a rotating start (`benchmarks/harness.py`), medians.
 - Default TF thread pools, no XLA, CPU only. The machine has 2 cores shared with other
   agents' builds and tests: absolute numbers are noisy, the ratios come from interleaved
   samples of the same run.

@@ -4,17 +4,17 @@ All models are built in this process with random weights (ours are copied
 into the peers, so every model computes the same function; ``--skip-parity``
 skips that copy and check), called the same way — one ``tf.function`` around
 ``model(x, training=False)``, with ``jit_compile`` off and on — at each batch
-size, and timed round-robin (see ``common.run_interleaved``). The tables give
+size, and timed round-robin (see ``harness.run_interleaved``). The tables give
 images/s (wall clock) and images per CPU-second as median [q1–q3], and the
 ratio ours / best peer.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/forward.py            # full run, about 5 minutes on 2 cores
-    .venv/bin/python benchmarks/forward.py --quick    # about 1 minute: batch 1, 2-4 rounds
+    .venv/bin/python -m benchmarks.forward            # full run, about 5 minutes on 2 cores
+    .venv/bin/python -m benchmarks.forward --quick    # about 1 minute: batch 1, 2-4 rounds
 
 Writes ``benchmarks/results/forward.md`` (``--quick``: ``forward-quick.md``;
-``--output NAME`` to choose).
+``--out NAME`` or ``--out PATH`` to choose).
 """
 
 from __future__ import annotations
@@ -24,22 +24,21 @@ import os
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-# `python benchmarks/forward.py` and `python -m benchmarks.forward` both find common.py.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import (  # noqa: E402
+from benchmarks.harness import (
     Stats,
+    add_output_options,
     calibrate,
     machine_info,
     markdown_table,
     ratio,
+    results_path,
     run_interleaved,
     write_results,
 )
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 PRESET = "vit-base-patch16-224"
 # ViT-B/16 at 224: the keras-hub and transformers configurations of the same network.
@@ -67,7 +66,7 @@ def build_models(with_raw: bool) -> dict:
         from transformers import TFViTForImageClassification, ViTConfig
     except ImportError as error:
         raise SystemExit(
-            f"benchmarks/forward.py needs the peers' packages ({error}); install them with "
+            f"benchmarks.forward needs the peers' packages ({error}); install them with "
             "`.venv/bin/pip install -r benchmarks/requirements.txt`"
         ) from error
 
@@ -213,9 +212,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="batch 1 only, 2-4 rounds, 60 s budget, no parity"
-    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=10, help="at most this many samples per case")
     parser.add_argument(
@@ -236,15 +232,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--raw", action="store_true", help=f"also time '{OURS_RAW}' (ours minus preprocessing)"
     )
-    parser.add_argument(
-        "--output", default=None, help="writes benchmarks/results/NAME.md (forward[-quick])"
+    add_output_options(
+        parser,
+        "forward",
+        quick="batch 1 only, 2-4 rounds, 60 s budget, no parity",
+        aliases=["--output"],
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.rounds, args.min_rounds = [1], 4, 2
         args.budget, args.skip_parity = 60.0, True
-    if args.output is None:
-        args.output = "forward-quick" if args.quick else "forward"
     if min(args.batch_sizes) < 1 or args.rounds < 1 or args.min_rounds < 1 or args.threads < 0:
         parser.error("batch sizes, rounds and threads must be positive")
     args.min_rounds = min(args.min_rounds, args.rounds)
@@ -342,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     title = "ViT-B/16 forward throughput on the CPU"
     if args.quick:
         title += " (--quick run)"
-    path = write_results(args.output, title, info, body)
+    path = write_results(results_path(args), title, info, body)
     log(f"wrote {path} in {elapsed:.0f} s")
     return 0
 
@@ -377,7 +374,7 @@ def ratio_summary(measures: dict, names: list[str], batch_sizes, xla_settings) -
 
 def report(args, rounds, parity, tables: dict[str, str], elapsed) -> str:
     batches = ", ".join(map(str, args.batch_sizes))
-    command = " ".join(["python benchmarks/forward.py", *sys.argv[1:]])
+    command = " ".join(["python -m benchmarks.forward", *sys.argv[1:]])
     return f"""Command: `{command}`
 
 ## Throughput: images/s (wall clock), median [q1–q3] of {rounds} samples

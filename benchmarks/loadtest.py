@@ -7,10 +7,10 @@ given relative to the first (lowest) level, measured in the same run.
 
 Examples::
 
-    python benchmarks/loadtest.py --target localhost:8500 --protocol grpc
-    python benchmarks/loadtest.py --target http://vit.default.svc:8501 --protocol rest \\
+    python -m benchmarks.loadtest --target localhost:8500 --protocol grpc
+    python -m benchmarks.loadtest --target http://vit.default.svc:8501 --protocol rest \\
         --concurrency 1,8,32 --requests 500 --duration 60 --images photos/
-    python benchmarks/loadtest.py --protocol vertex --endpoint 1234567890 \\
+    python -m benchmarks.loadtest --protocol vertex --endpoint 1234567890 \\
         --project my-project --region europe-west4 --concurrency 1,4
 """
 
@@ -30,13 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this folder comes first on sys.path and its serving.py (the serving
-# benchmark) would shadow the serving package, also when an editable install or PYTHONPATH
-# already lists the checkout further down: the checkout goes first.
-sys.path.insert(0, str(ROOT))
-
-from serving.client import ServingClient, ServingError, VertexClient  # noqa: E402
+from benchmarks.harness import add_output_options, machine_info, results_path, write_results
+from serving.client import ServingClient, ServingError, VertexClient
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 MAX_CONCURRENCY = 256
@@ -184,15 +179,13 @@ def report(args: argparse.Namespace, results: list[LevelResult], image_names: li
     target = args.endpoint if args.protocol == "vertex" else args.target
     base = results[0].rps if results and results[0].rps > 0 else float("nan")
     lines = [
-        "# Load test",
-        "",
         f"Target `{target}` over {args.protocol}"
         + ("" if args.protocol == "vertex" else f", model `{args.model_name}`")
         + f"; {len(image_names)} real images cycled ({', '.join(image_names[:8])}"
         + (", ..." if len(image_names) > 8 else "")
         + f"); batch {args.batch_size} image(s) per request; at most {args.requests} requests"
         f" or {args.duration:g} s per level, after {args.warmup} warm-up requests.",
-        f"Command: `{' '.join(['python', 'benchmarks/loadtest.py', *sys.argv[1:]])}`",
+        f"Command: `{' '.join(['python -m benchmarks.loadtest', *sys.argv[1:]])}`",
         "",
         "| concurrency | requests | errors | requests/s | images/s | p50 ms | p90 ms | p95 ms "
         f"| p99 ms | max ms | requests/s ÷ c={results[0].concurrency if results else 1} |",
@@ -271,11 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="retries on UNAVAILABLE (default 0: count overload as errors)",
     )
-    parser.add_argument(
-        "--output",
-        default=str(ROOT / "benchmarks" / "results" / "loadtest.md"),
-        help="results file (Markdown); '-' for none",
-    )
+    add_output_options(parser, "loadtest", aliases=["--output"], note="; '-': none")
     parser.add_argument("--json", help="also write the raw numbers to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -307,9 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     text = report(args, results, [os.path.basename(n) for n, _ in named])
     print(text)
-    if args.output != "-":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
+    if args.out != "-":
+        write_results(results_path(args), "Load test", machine_info(["grpcio"]), text)
     if args.json:
         rows = [asdict(r) | {"rps": r.rps} for r in results]
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -12,7 +12,7 @@ same weights and for the same epochs:
 
 Each is evaluated on the held-out digits 5-9 (the trainer's test split).
 
-Usage: ``.venv/bin/python benchmarks/lora_digits.py [--pretrain-epochs 8 --epochs 4]``.
+Usage: ``.venv/bin/python -m benchmarks.lora_digits [--pretrain-epochs 8 --epochs 4]``.
 Writes ``benchmarks/results/lora-digits.md``.
 """
 
@@ -25,11 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness import (
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import machine_info, markdown_table, write_results  # noqa: E402
 
 
 def _subset(source: Path, target: Path, digits: str) -> Path:
@@ -47,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="full fine-tuning and head")
     parser.add_argument("--lora-lr", type=float, default=5e-3, help="LoRA (PEFT guide: 5e-3)")
-    parser.add_argument("--output", default="lora-digits")
+    add_output_options(parser, "lora-digits", aliases=["--output"])
     args = parser.parse_args(argv)
 
     from keras_vit.training import train
@@ -112,7 +117,7 @@ def main(argv=None) -> int:
         ["fine-tuning", "trainable parameters", "peak lr", "held-out accuracy 5-9", "wall s"],
         rows,
     )
-    body = f"""Command: `python benchmarks/lora_digits.py {" ".join(sys.argv[1:])}`
+    body = f"""Command: `python -m benchmarks.lora_digits {" ".join(sys.argv[1:])}`
 
 Start: the `digits` recipe's ViT ({recipe["model_config"]}) trained from scratch
 on digits 0-4 for {args.pretrain_epochs} epochs: {pre_accuracy:.4f} held-out accuracy
@@ -127,7 +132,8 @@ One seed, one run each; on a machine shared with other jobs (wall times are not
 comparable between rows). Total {time.perf_counter() - started:.0f} s.
 """
     print(table)
-    write_results(args.output, "LoRA vs full fine-tuning on digits", machine_info(["keras"]), body)
+    title = "LoRA vs full fine-tuning on digits"
+    write_results(results_path(args), title, machine_info(["keras"]), body)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Multi-worker fine-tuning on one machine: samples/s of 1 vs 2 workers, all-reduce time.
 
-    python benchmarks/multiworker.py [--steps 40] [--batch-size 32]
+    python -m benchmarks.multiworker [--steps 40] [--batch-size 32]
 
 Starts worker processes on 127.0.0.1 with their own TF_CONFIG (as
 ``keras-vit train --strategy multi_worker`` runs them, with the Keras
@@ -25,14 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.common import Stats, machine_info, markdown_table, write_results  # noqa: E402
+from benchmarks.harness import (
+    ROOT,
+    Stats,
+    add_output_options,
+    free_ports,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
 
 MODEL = dict(image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=128, mlp_dim=256)
 WARMUP_STEPS = 5
@@ -106,18 +112,8 @@ def worker_main(args: argparse.Namespace) -> None:
     }), flush=True)  # fmt: skip
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_cluster(workers: int, args: argparse.Namespace) -> list[dict]:
-    ports = _free_ports(workers)
+    ports = free_ports(workers)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
     for index in range(workers):
@@ -125,11 +121,16 @@ def run_cluster(workers: int, args: argparse.Namespace) -> list[dict]:
         env["TF_CONFIG"] = json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}
         )
-        command = [sys.executable, __file__, "--worker", "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size)]  # fmt: skip
+        command = [sys.executable, "-m", "benchmarks.multiworker", "--worker",
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size)]  # fmt: skip
         processes.append(
             subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
         )
     return collect_results(processes, args.timeout)
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="global batch size")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_output_options(parser, "multiworker")
     args = parser.parse_args()
     if args.worker:
         worker_main(args)
@@ -215,7 +217,8 @@ def main() -> None:
         "real network). The all-reduce row for 1 worker is the cost of the collective "
         "call with no peer.\n"
     )
-    path = write_results("multiworker", "Multi-worker fine-tuning on one machine", info, body)
+    title = "Multi-worker fine-tuning on one machine"
+    path = write_results(results_path(args), title, info, body)
     print(open(path).read())
 
 

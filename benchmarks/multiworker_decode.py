@@ -1,6 +1,6 @@
 """Decode work per worker of multi-worker training on an image folder: DATA vs file shards.
 
-    python benchmarks/multiworker_decode.py [--images 480]
+    python -m benchmarks.multiworker_decode [--images 480]
 
 Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, their own TF_CONFIG)
 read one image folder of JPEGs through the training pipeline for ``--epochs`` epochs:
@@ -29,10 +29,16 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.common import machine_info, markdown_table, write_results  # noqa: E402
-from benchmarks.multiworker import _free_ports, collect_results  # noqa: E402
+from benchmarks.harness import (
+    ROOT,
+    add_output_options,
+    free_ports,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
+from benchmarks.multiworker import collect_results
 
 IMAGE_SIZE = (64, 64)
 
@@ -128,7 +134,7 @@ def worker_main(args: argparse.Namespace) -> None:
 
 
 def run_cluster(args: argparse.Namespace) -> list[dict]:
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
     for index in range(2):
@@ -138,11 +144,17 @@ def run_cluster(args: argparse.Namespace) -> list[dict]:
         # One thread pool each, as the two-worker test runs them on this machine.
         env.setdefault("TF_NUM_INTRAOP_THREADS", "1")
         env.setdefault("TF_NUM_INTEROP_THREADS", "1")
-        command = [sys.executable, __file__, "--worker", "--data", args.data,
-                   "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]  # fmt: skip
+        command = [sys.executable, "-m", "benchmarks.multiworker_decode", "--worker",
+                   "--data", args.data, "--epochs", str(args.epochs),
+                   "--batch-size", str(args.batch_size)]  # fmt: skip
         processes.append(
             subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
         )
     return collect_results(processes, args.timeout)
@@ -156,6 +168,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_output_options(parser, "multiworker-decode")
     args = parser.parse_args()
     if args.worker:
         worker_main(args)
@@ -209,7 +222,8 @@ def main() -> None:
         f"{results[1]['check_decodes']} decodes here (`--no-verify-images` skips it).\n"
     )
     print(body)
-    print(write_results("multiworker-decode", "Multi-worker decode work per worker", info, body))
+    title = "Multi-worker decode work per worker"
+    print(write_results(results_path(args), title, info, body))
 
 
 if __name__ == "__main__":

@@ -45,10 +45,11 @@ real photos (8 skimage / scikit-learn photos, 8 views each).
 
 Usage (from the repository root, alone on the machine)::
 
-    .venv/bin/python benchmarks/precision.py   # ~8 min, 2 cores
-    .venv/bin/python benchmarks/precision.py --quick       # batch 1 and 8, 2 rounds
+    .venv/bin/python -m benchmarks.precision   # ~8 min, 2 cores
+    .venv/bin/python -m benchmarks.precision --quick       # batch 1 and 8, 2 rounds
 
-Writes ``benchmarks/results/precision.md`` (``--output`` to change the name)
+Writes ``benchmarks/results/precision.md`` (``precision-quick.md`` with ``--quick``;
+``--out`` to change it)
 and its raw data to ``benchmarks/.cache/precision/precision.json``
 (``--report-only`` rewrites the table from it); the exports go to
 ``benchmarks/.cache/precision/``, made in two child processes (ONNX, then
@@ -73,21 +74,19 @@ from dataclasses import asdict
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# The repository root first: benchmarks/serving.py would shadow the serving package.
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
-
-from common import (  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    ROOT,
     Stats,
+    add_output_options,
     calibrate,
     machine_info,
     markdown_table,
+    results_path,
     run_interleaved,
     write_results,
 )
 
-CACHE = os.path.join(HERE, ".cache", "precision")
+CACHE = str(ROOT / "benchmarks" / ".cache" / "precision")
 PRESET = "vit-base-patch16-224"
 SIZE = 224
 SEED = 2026
@@ -872,7 +871,6 @@ def load_raw(path: str):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 1 and 8, 2 rounds")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=8, help="max interleaved rounds (8)")
     parser.add_argument("--min-rounds", type=int, default=3)
@@ -881,7 +879,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--sample-seconds", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=0, help="0: each library's default")
-    parser.add_argument("--output", default=None, help="results name (benchmarks/results/)")
+    add_output_options(parser, "precision", quick="batch 1 and 8, 2 rounds", aliases=["--output"])
     parser.add_argument("--reuse", action="store_true", help="keep the exports already in cache")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the results from the last run's data"
@@ -907,8 +905,8 @@ def main(argv=None) -> int:
         return 0
     if args.quick:
         args.batch_sizes, args.rounds, args.min_rounds = [1, 8], 2, 1
-    output = args.output or ("precision-quick" if args.quick else "precision")
-    raw_path = os.path.join(CACHE, f"{output}.json")
+    output = results_path(args)
+    raw_path = os.path.join(CACHE, f"{output.stem}.json")
     started = time.perf_counter()
     if args.report_only:
         rates, checks, names, threads_line, info, args.batch_sizes = load_raw(raw_path)
@@ -918,10 +916,10 @@ def main(argv=None) -> int:
         if not (args.reuse and os.path.exists(os.path.join(CACHE, "manifest.json"))):
             rss = {}
             for stage in ("onnx", "savedmodels"):
-                command = [sys.executable, os.path.abspath(__file__), "--stage", stage]
+                command = [sys.executable, "-m", "benchmarks.precision", "--stage", stage]
                 command += ["--smoke"] if args.smoke else []
                 command += ["--erfc-probe"] if args.erfc_probe else []
-                subprocess.run(command, check=True)
+                subprocess.run(command, check=True, cwd=ROOT)
                 # The largest child so far: each stage runs after the smaller ones.
                 rss[stage] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
             with open(os.path.join(CACHE, "rss.json"), "w") as f:

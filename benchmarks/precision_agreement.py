@@ -13,9 +13,9 @@
    weights): both exports' ``serving_pixels`` signature at batch 8, interleaved
    rounds, median img/s (``benchmarks/precision.py`` has the full table).
 
-Usage (it loads ViT-B/16: take the lock)::
+Usage (it loads ViT-B/16: run it alone on the machine)::
 
-    .venv/bin/python benchmarks/precision_agreement.py
+    .venv/bin/python -m benchmarks.precision_agreement
 
 Writes ``benchmarks/results/precision-agreement.md``.
 """
@@ -35,14 +35,18 @@ import time
 import warnings
 from pathlib import Path
 
+from benchmarks.harness import (
+    ROOT,
+    ServedModel,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# Appended, not prepended: benchmarks/serving.py must not shadow the serving package.
-sys.path.append(str(ROOT / "benchmarks"))
-
-from common import ServerProcess, machine_info, markdown_table, write_results  # noqa: E402
 
 GOAL_POINTS = 0.3  # held-out accuracy within 0.3 points of float32 (issue 11)
 
@@ -93,19 +97,11 @@ def signature_outputs(export_dir: Path, images: list[bytes], batch: int = 32) ->
 
 def evaluate_served(base: Path, data_dir: Path, output: Path) -> dict:
     """``keras-vit evaluate --server`` against our server serving ``base``; its metrics."""
-    from serving.client import ServingClient
-
-    server = ServerProcess(base)
-    client = ServingClient(f"127.0.0.1:{server.grpc_port}", protocol="grpc", timeout=120)
-    try:
-        server.wait(client)
+    with ServedModel(base) as server:
         command = [sys.executable, "-m", "keras_vit", "evaluate"]
         command += ["--server", f"127.0.0.1:{server.grpc_port}", "--protocol", "grpc"]
         command += ["--data", str(data_dir), "--output", str(output), "--no-progress"]
         subprocess.run(command, check=True, cwd=ROOT, capture_output=True, timeout=600)
-    finally:
-        client.close()
-        server.stop()
     return json.loads((output / "metrics.json").read_text())
 
 
@@ -185,6 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", help="keep the digits, model and exports here")
     parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rounds", type=int, default=8, help="speed rounds (batch 8 each)")
+    add_output_options(parser, "precision-agreement")
     args = parser.parse_args(argv)
 
     from keras_vit.loading import load_pretrained
@@ -329,9 +326,8 @@ def main(argv=None) -> int:
             "`benchmarks/precision.py` has the full table (TF1 session, batch 1/8/32, peers).",
         ]
     body.append(f"\nTotal {time.perf_counter() - started:.0f} s.")
-    path = write_results(
-        "precision-agreement", "bfloat16 vs float32 export: agreement", info, "\n".join(body)
-    )
+    title = "bfloat16 vs float32 export: agreement"
+    path = write_results(results_path(args), title, info, "\n".join(body))
     print(Path(path).read_text())
     if scratch is not None:
         scratch.cleanup()

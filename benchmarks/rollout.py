@@ -9,7 +9,7 @@ AVAILABLE and version 1 END (polled through GetModelStatus every 5 ms), and the
 latency before, during and after the rollout. Writes
 ``benchmarks/results/rollout.md``.
 
-    python benchmarks/rollout.py [--concurrency 8] [--seconds_after 3]
+    python -m benchmarks.rollout [--concurrency 8] [--seconds_after 3]
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ import argparse
 import io
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,31 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# The checkout first, not this folder (its serving.py would shadow the serving package).
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+from benchmarks.harness import (
+    ServedModel,
+    add_output_options,
+    export_tiny,
+    machine_info,
+    results_path,
+    write_results,
+)
 
 AVAILABLE, END = 30, 50  # ModelVersionStatus.State
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def export(base: Path, version: int, seed: int) -> Path:
     import keras
 
-    from keras_vit import ViTClassifier
-    from serving.export import export_saved_model
-
     keras.utils.set_random_seed(seed)
-    model = ViTClassifier(
-        image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96,
-        num_classes=7, labels=["a", "b", "c", "d", "e", "f", "g"],
-    )  # fmt: skip
-    return export_saved_model(model, base, version=version)
+    return export_tiny(base, version)
 
 
 def jpeg() -> bytes:
@@ -71,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds_before", type=float, default=3.0)
     parser.add_argument("--seconds_after", type=float, default=3.0)
     parser.add_argument("--poll_seconds", type=int, default=1)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "rollout.md"))
+    add_output_options(parser, "rollout", aliases=["--output"])
     args = parser.parse_args(argv)
 
     import grpc
@@ -84,24 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving import tensor_codec
 
+    info = machine_info(["tensorflow", "grpcio"])
     tmp = Path(tempfile.mkdtemp(prefix="rollout-"))
     base = tmp / "vit"
     export(base, 1, seed=1)
     export(tmp / "staging", 2, seed=2)  # written beside the base path, moved in later
-    port = free_port()
-    log = tmp / "server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", f"--port={port}", "--model_name=vit",
-         f"--model_base_path={base}", f"--file_system_poll_wait_seconds={args.poll_seconds}"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    server = ServedModel(base, [f"--file_system_poll_wait_seconds={args.poll_seconds}"])
+    server.start()
     try:
-        while b"Running gRPC ModelServer" not in log.read_bytes():
-            if process.poll() is not None:
-                raise SystemExit(log.read_text()[-3000:])
-            time.sleep(0.2)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
         request = predict_pb2.PredictRequest()
@@ -149,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             thread.join(60)
         channel.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(40)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop(grace=40)
 
     failures = [r for r in records if r[2] == 0]
     first_v2 = min((end for _, end, version, _ in records if version == 2), default=float("nan"))
@@ -167,11 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return f"p50 {np.percentile(values, 50):.1f} ms, p99 {np.percentile(values, 99):.1f} ms"
 
     lines = [
-        "# Rollout under load: version 2 in, version 1 out (issue 10)",
-        "",
-        f"`python benchmarks/rollout.py {' '.join(sys.argv[1:])}`: tiny ViT export, gRPC "
+        f"`python -m benchmarks.rollout {' '.join(sys.argv[1:])}`: tiny ViT export, gRPC "
         f"Predict of one 64x48 JPEG, {args.concurrency} clients back to back, "
-        f"`--file_system_poll_wait_seconds={args.poll_seconds}`, {os.cpu_count()} CPUs. "
+        f"`--file_system_poll_wait_seconds={args.poll_seconds}`. "
         "Times in seconds after version 2 was renamed into the base path.",
         "",
         "| measure | value |",
@@ -196,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         lines.append(f"Failures: {sorted({r[3] for r in failures})}")
     text = "\n".join(lines)
-    Path(args.output).write_text(text)
+    title = "Rollout under load: version 2 in, version 1 out (issue 10)"
+    write_results(results_path(args), title, info, text)
     print(text)
     shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failures else 0

@@ -1,6 +1,6 @@
 """Times a pytest run of this suite: wall clock, CPU seconds of every process, slowest tests.
 
-    python benchmarks/test_suite.py --label "make test" -- tests -n 2 --dist loadgroup
+    python -m benchmarks.test_suite --label "make test" -- tests -n 2 --dist loadgroup
 
 runs ``python -m pytest ARGS --durations=15 -q -p no:cacheprovider`` and appends one
 section to ``benchmarks/results/test-suite-runs.md`` (created with the machine facts,
@@ -21,11 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import RESULTS_DIR, machine_info  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, add_output_options, machine_info, results_path, write_results
 
 
 def _load() -> str:
@@ -35,7 +31,7 @@ def _load() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", required=True, help="the section's title")
-    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "test-suite-runs.md"))
+    add_output_options(parser, "test-suite-runs", aliases=["--output"])
     parser.add_argument("--log", help="also write pytest's whole output to this file")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest's arguments")
     args = parser.parse_args(argv)
@@ -72,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         "```",
         "",
     ]
-    path = Path(args.output)
+    path = results_path(args)
     if not path.exists():
         info = machine_info(["pytest", "pytest-xdist"])
-        facts = "\n".join(f"- {key}: {value}" for key, value in info.items())
-        path.write_text(f"# Test-suite runs (benchmarks/test_suite.py)\n\n{facts}\n\n")
+        write_results(path, "Test-suite runs (benchmarks/test_suite.py)", info, "")
     with open(path, "a") as f:
+        f.write("\n")
         f.write("\n".join(section) + "\n")
     print("\n".join(section))
     if done.returncode not in (0, 1):

@@ -8,16 +8,16 @@ the optimiser of ``keras_vit.training.optim``, transformers'
 ``TFViTForImageClassification`` with tf-keras. Ours takes uint8 NHWC images
 and does its preprocessing in the graph; TFViT takes normalised NCHW floats.
 Batch 8; after two warm-up steps per model, the steps are timed round-robin
-(``common.run_interleaved``) within a time budget. The table gives images/s
+(``harness.run_interleaved``) within a time budget. The table gives images/s
 as median [q1–q3] over steps, by wall clock and by process CPU time, and the
 ratio ours / transformers.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/train.py              # about 5 minutes on 2 cores
-    .venv/bin/python benchmarks/train.py --rounds 2   # a quicker look
+    .venv/bin/python -m benchmarks.train              # about 5 minutes on 2 cores
+    .venv/bin/python -m benchmarks.train --rounds 2   # a quicker look
 
-Writes ``benchmarks/results/train.md`` (``--output-name`` to change it).
+Writes ``benchmarks/results/train.md`` (``--out`` to change it).
 """
 
 from __future__ import annotations
@@ -27,21 +27,20 @@ import os
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import (  # noqa: E402
+from benchmarks.harness import (
     Stats,
+    add_output_options,
     machine_info,
     markdown_table,
     ratio,
+    results_path,
     run_interleaved,
     write_results,
 )
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 BATCH = 8
 IMAGE_SIZE, CLASSES = 224, 1000
@@ -101,7 +100,7 @@ def main() -> int:
         "--budget", type=float, default=200.0, help="seconds of timed rounds at most (default 200)"
     )
     parser.add_argument("--with-xla", action="store_true", help="also time ours with jit_compile")
-    parser.add_argument("--output-name", default="train", help="results file name (train)")
+    add_output_options(parser, "train", aliases=["--output-name"])
     args = parser.parse_args()
 
     info = machine_info(["tensorflow", "keras", "tf-keras", "transformers"])
@@ -161,7 +160,7 @@ def main() -> int:
         f"Goal: ours / transformers >= 1.0x. The machine is shared with other work; "
         f"load average at start: {info.get('load average (1/5/15 min) at start', '?')}."
     )
-    path = write_results(args.output_name, "ViT-B/16 training step on the CPU", info, body)
+    path = write_results(results_path(args), "ViT-B/16 training step on the CPU", info, body)
     print(table)
     log(f"wrote {path}")
     return 0

@@ -29,9 +29,9 @@ the gain over the defaults is taken from those medians. With the defaults
 (export included) a run takes about 10 minutes on 2 cores. Results:
 ``benchmarks/results/tune_serving.md``.
 
-    python benchmarks/tune_serving.py                 # ViT-B/16, C = 2
-    python benchmarks/tune_serving.py --quick         # tiny ViT, short windows: a smoke run
-    python benchmarks/tune_serving.py --cores 4 --window 15 --rounds 3
+    python -m benchmarks.tune_serving                 # ViT-B/16, C = 2
+    python -m benchmarks.tune_serving --quick         # tiny ViT, short windows: a smoke run
+    python -m benchmarks.tune_serving --cores 4 --window 15 --rounds 3
 """
 
 from __future__ import annotations
@@ -49,15 +49,16 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from benchmarks.harness import (
+    ServedModel,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+)
+from benchmarks.loadtest import default_images, parse_args, run_level
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-# The checkout first: this folder's serving.py must not shadow the serving package.
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import ServerProcess, machine_info, markdown_table  # noqa: E402
-from benchmarks.loadtest import default_images, parse_args, run_level  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results" / "tune_serving.md"
 CONCURRENCIES = (1, 4, 16)
 LOADED = (4, 16)  # the levels whose throughput the objective counts
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -243,33 +244,28 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def start_servers(settings: list[Setting], env: dict) -> list[ServerProcess]:
+def start_servers(settings: list[Setting], env: dict) -> list[ServedModel]:
     """One server per setting, started together (the slow part is importing TensorFlow);
     idle while another is measured."""
-    from serving.client import ServingClient
-
     servers = []
     try:
         for setting in settings:
             flags = setting.flags(env["work"], env["monitoring"])
-            servers.append(ServerProcess(env["base"], flags, cpus=env["server_cpus"]))
+            servers.append(ServedModel(env["base"], flags, cpus=env["server_cpus"]).launch())
         for server in servers:
-            with ServingClient(f"127.0.0.1:{server.grpc_port}", "vit", "grpc") as client:
-                server.wait(client)
+            server.wait_ready()
     except BaseException:
         stop_servers(servers)
         raise
     return servers
 
 
-def stop_servers(servers: list[ServerProcess]) -> None:
+def stop_servers(servers: list[ServedModel]) -> None:
     for server in servers:  # no graceful shutdown needed: it would only cost seconds
-        server.process.kill()
-    for server in servers:
-        server.process.wait()
+        server.stop(grace=0)
 
 
-def measure_level(server: ServerProcess, c: int, env: dict, warm_up: bool) -> Level:
+def measure_level(server: ServedModel, c: int, env: dict, warm_up: bool) -> Level:
     load = parse_args(
         [
             "--protocol=grpc", f"--target=127.0.0.1:{server.grpc_port}", "--model-name=vit",
@@ -419,7 +415,6 @@ def tiny_jpegs(images: list[bytes]) -> list[bytes]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2, help="pod size C: CPUs the server gets")
-    parser.add_argument("--quick", action="store_true", help="tiny ViT, short windows")
     parser.add_argument(
         "--window", type=float, help="measured seconds per level at concurrency 16 (7; quick 2)"
     )
@@ -436,11 +431,13 @@ def main(argv=None) -> int:
         "(e.g. tfs-default,previous-manifests): measure just these, --rounds rounds, no sweep",
     )
     parser.add_argument("--request-timeout", type=float, default=60.0)
-    parser.add_argument("--output", type=Path)
+    add_output_options(
+        parser, "tune_serving", quick="tiny ViT, short windows", aliases=["--output"]
+    )
     args = parser.parse_args(argv)
     window = args.window or (2.0 if args.quick else 7.0)
     rounds = args.rounds or (1 if args.quick else 2)
-    output = args.output or (RESULTS.with_name("tune_serving-quick.md") if args.quick else RESULTS)
+    output = results_path(args)
 
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= args.cores <= len(available):
@@ -468,7 +465,7 @@ def main(argv=None) -> int:
     if args.saved_model:
         base = args.saved_model.resolve()
     else:
-        from benchmarks.serving import export_model
+        from benchmarks.serving_overhead import export_model
 
         base = work / "vit"
         export_model(base, args.quick)
@@ -666,7 +663,7 @@ def report(points, args, env, info, elapsed, best) -> str:
   side by side, idle while another is measured, and each round measures every level of every
   setting round-robin, so that load from other jobs on the machine hits all settings alike
 - whole run: {elapsed / 60:.1f} min
-- command: `python benchmarks/tune_serving.py {" ".join(sys.argv[1:])}`
+- command: `python -m benchmarks.tune_serving {" ".join(sys.argv[1:])}`
 
 ## Objective
 

@@ -18,9 +18,9 @@ from each checkout as its own process and measures four things:
   not an image once read) sent together; RSS before, peak (kernel ``VmHWM``, reset
   before) and kept 3 s after the last answer, and the answers.
 
-    python benchmarks/ui_abuse.py                                   # this checkout
+    python -m benchmarks.ui_abuse                                   # this checkout
     git archive COMMIT | tar -x -C /tmp/ui-before
-    python benchmarks/ui_abuse.py --before-checkout /tmp/ui-before  # both, one table
+    python -m benchmarks.ui_abuse --before-checkout /tmp/ui-before  # both, one table
 
 Writes ``benchmarks/results/ui-abuse.md``.
 """
@@ -37,23 +37,25 @@ import shlex
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# The checkout first, not this folder (its serving.py would shadow the serving package).
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-
-from benchmarks.common import machine_info, markdown_table, write_results  # noqa: E402
+from benchmarks.harness import (
+    ROOT,
+    ServerProcess,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
+from tests.support.tiny import tiny_vit
 
 MIB = 1024 * 1024
 TOKEN_HEADER = "X-Keras-Vit-Token"
-TINY = dict(image_size=32, patch_size=8, num_layers=2, num_heads=3, hidden_dim=48, mlp_dim=96)
-LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
 
 
 def _proc_status(pid: int, name: str) -> int:
@@ -63,25 +65,20 @@ def _proc_status(pid: int, name: str) -> int:
     return 0
 
 
-class UIProcess:
-    """``python -m keras_vit ui --model MODEL --port 0 FLAGS`` run from ``checkout``."""
+class UIProcess(ServerProcess):
+    """``python -m keras_vit ui --model MODEL --port 0 FLAGS`` run from ``checkout``,
+    started until its page is up, stopped with Ctrl-C (SIGINT)."""
+
+    stop_signal = signal.SIGINT
 
     def __init__(self, checkout: Path, model: Path, flags=()):
-        env = dict(os.environ, PYTHONPATH=str(checkout))
         command = [sys.executable, "-m", "keras_vit", "ui", "--model", str(model), "--port", "0"]
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [*command, *flags], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=self.log,
-            text=True,
+        super().__init__(
+            [*command, *flags], ready="keras-vit ui: http://", timeout=300, cwd=checkout,
+            env=dict(os.environ, PYTHONPATH=str(checkout)),
         )  # fmt: skip
-        ready, _, _ = select.select([self.process.stdout], [], [], 300)
-        line = self.process.stdout.readline() if ready else ""
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if not match:
-            self.stop()
-            self.log.seek(0)
-            raise RuntimeError(f"keras-vit ui did not start: {line!r} {self.log.read()[-2000:]!r}")
-        self.port = int(match.group(1))
+        self.start()
+        self.port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", self.output()).group(1))
         self.host = f"127.0.0.1:{self.port}"
         page = request(self.port, "GET", "/", {"Host": self.host})
         found = re.search(rb'name="keras-vit-token" content="([^"]+)"', page.body)
@@ -111,14 +108,6 @@ class UIProcess:
         }  # fmt: skip
         headers.update(more)
         return headers
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 class Response(collections.namedtuple("Response", "status body")):
@@ -356,19 +345,17 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=32, help="large uploads at once")
     parser.add_argument("--large-mib", type=int, default=20)
     parser.add_argument("--ui-flags", default="", help="more `keras-vit ui` flags")
-    parser.add_argument("--name", default="ui-abuse", help="results/<name>.md")
+    add_output_options(parser, "ui-abuse", aliases=["--name"])
     args = parser.parse_args()
 
     import keras
-
-    from keras_vit import ViTClassifier
 
     flags = args.ui_flags.split()
     info = machine_info(["tornado", "tensorflow", "keras"])
     keras.utils.set_random_seed(0)
     model_dir = Path(tempfile.mkdtemp(prefix="ui-abuse-"))
     model = model_dir / "tiny.keras"
-    ViTClassifier(**TINY, num_classes=len(LABELS), labels=LABELS).save(model)
+    tiny_vit().save(model)
     runs = []
     if args.before_checkout:
         runs.append((args.before_label, args.before_checkout.resolve()))
@@ -385,7 +372,7 @@ def main() -> None:
         + [["idle RSS MiB", *(row["idle RSS MiB"] for row in rows)]]
         + [["ui survived", *(row["survived"] for row in rows)]],
     )
-    command = shlex.join(["python", "benchmarks/ui_abuse.py", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks.ui_abuse", *sys.argv[1:]])
     ui_command = shlex.join(["keras-vit", "ui", "--model", "tiny.keras", "--port", "0", *flags])
     body = (
         f"`{command}`; `{ui_command}` (a tiny ViT in-process) as its own process; "
@@ -400,7 +387,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (shared machine).\n\n{table}\n\n{NOTES}"
     )
     title = "`keras-vit ui` under hostile requests (issue 18 §4)"
-    print(write_results(args.name, title, info, body))
+    print(write_results(results_path(args), title, info, body))
 
 
 if __name__ == "__main__":

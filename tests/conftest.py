@@ -12,6 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+from tests.support.tiny import TINY_CONFIG, tiny_vit  # noqa: E402
+
 # Per-test CPU seconds on request (KERAS_VIT_TEST_CPU_REPORT=file.jsonl).
 pytest_plugins = ["tests.support.cpu_report"]
 
@@ -25,34 +27,15 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-# Small enough to build and run in milliseconds, odd enough to catch layout bugs:
-# 3 heads, a hidden size that is not a power of two, a non-square label count.
-TINY_CONFIG = dict(
-    image_size=32,
-    patch_size=8,
-    num_layers=2,
-    num_heads=3,
-    hidden_dim=48,
-    mlp_dim=96,
-    num_classes=7,
-)
-
-
 @pytest.fixture
 def tiny_config():
     return dict(TINY_CONFIG)
 
 
-# The labels of the shared tiny model: named, and as many as TINY_CONFIG's classes.
-TINY_LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
-
-
 @pytest.fixture(scope="session")
 def tiny_model():
     """One tiny labelled ViTClassifier (random weights) for the whole session."""
-    from keras_vit import ViTClassifier
-
-    return ViTClassifier(**TINY_CONFIG, labels=TINY_LABELS)
+    return tiny_vit()
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,7 @@ SKIPS = [
     ),  # fmt: skip
     Skip(r"(^|/)(\.venv/bin/)?python -m pytest\b", "runs the test suite itself (CI runs it)"),
     Skip(
-        r"^(\.venv/bin/)?python benchmarks/(?!loadtest)",
+        r"^(\.venv/bin/)?python -m benchmarks\.(?!loadtest\b)",
         "a benchmark: minutes of ViT-B/16 (`make bench`)",
     ),  # fmt: skip
     Skip(
@@ -177,7 +177,7 @@ SUBSTITUTIONS = [
     (r"^curl ", "curl --fail-with-body "),
     # Load tests: a few requests per level.
     (
-        r"^(python benchmarks/loadtest\.py\b[^#]*?)(\s*#.*)?$",
+        r"^(python -m benchmarks\.loadtest\b[^#]*?)(\s*#.*)?$",
         r"\1 --requests 8 --duration 3 --output {workdir}/loadtest.md\2",
     ),
 ]

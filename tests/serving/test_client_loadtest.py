@@ -1,26 +1,18 @@
-"""benchmarks/loadtest.py drives an endpoint within its bounds and reports what it measured."""
+"""benchmarks.loadtest drives an endpoint within its bounds and reports what it measured."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from client_support import FakeRestServer, encode, error_body, solid
 
-LOADTEST = Path(__file__).resolve().parents[2] / "benchmarks" / "loadtest.py"
-
 
 @pytest.fixture(scope="module")
 def loadtest():
-    spec = importlib.util.spec_from_file_location("loadtest", LOADTEST)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loadtest"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("loadtest", None)
+    from benchmarks import loadtest
+
+    return loadtest
 
 
 @pytest.fixture

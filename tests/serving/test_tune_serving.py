@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import tune_serving as tune  # noqa: E402
-from benchmarks.common import ServerProcess  # noqa: E402
+from benchmarks import tune_serving as tune
+from benchmarks.harness import ServedModel
 
 
 def all_settings(cores: int) -> list[tune.Setting]:
@@ -99,19 +95,12 @@ def test_medians_of_several_measurements() -> None:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
 def test_server_process_is_pinned_to_the_given_cpus(half_plus_two_base_path) -> None:
-    from serving.client import ServingClient
-
     cpu = max(os.sched_getaffinity(0))
-    server = ServerProcess(half_plus_two_base_path, cpus=[cpu])
-    try:
-        with ServingClient(f"127.0.0.1:{server.grpc_port}", "vit", "grpc") as client:
-            server.wait(client, timeout=120)
-        tasks = os.listdir(f"/proc/{server.process.pid}/task")
+    with ServedModel(half_plus_two_base_path, cpus=[cpu], timeout=120) as server:
+        tasks = os.listdir(f"/proc/{server.pid}/task")
         assert len(tasks) > 5  # gRPC's and TensorFlow's threads exist by now
         for task in tasks:
             assert os.sched_getaffinity(int(task)) == {cpu}
-    finally:
-        server.stop()
 
 
 def test_report_says_when_no_setting_met_the_conditions() -> None:

@@ -22,8 +22,11 @@ class ServerProcess:
     ``ready`` is a line the process prints (stdout or stderr) once it serves, or a URL
     that must answer (with ``ready_text`` in its body, when given). The output is
     collected in ``server.output()`` (for failure messages). The child runs in its own
-    session so that a wrapper script's children are stopped with it.
+    session so that a wrapper script's children are stopped with it; ``stop()`` sends
+    ``stop_signal`` (SIGTERM; a subclass may choose SIGINT, Ctrl-C) to that session.
     """
+
+    stop_signal = signal.SIGTERM
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class ServerProcess:
         self.timeout, self.cwd, self.env = timeout, cwd, env
         self.process: subprocess.Popen | None = None
         self.started_in: float | None = None
+        self._started = 0.0
         self._lines: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -54,8 +58,9 @@ class ServerProcess:
         except OSError:
             return False
 
-    def start(self) -> ServerProcess:
-        started = time.monotonic()
+    def launch(self) -> ServerProcess:
+        """Starts the process without waiting; :meth:`wait_ready` waits (start several at once)."""
+        self._started = time.monotonic()
         self.process = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, text=True, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -64,6 +69,11 @@ class ServerProcess:
             target=lambda: self._lines.extend(self.process.stdout), daemon=True
         )
         self._reader.start()
+        return self
+
+    def wait_ready(self) -> ServerProcess:
+        """Until ready; stops the process and raises :class:`ServerNotReady` if it is not."""
+        started = self._started
         deadline = started + self.timeout
         while not self._is_ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -77,10 +87,13 @@ class ServerProcess:
         self.started_in = time.monotonic() - started
         return self
 
+    def start(self) -> ServerProcess:
+        return self.launch().wait_ready()
+
     def stop(self, grace: float = 30) -> None:
         process = self.process
         if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, self.stop_signal)
             try:
                 process.wait(grace)
             except subprocess.TimeoutExpired:

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from keras_vit.training.callbacks import read_history
+from tests.support.ports import free_ports
 from tests.training.conftest import SMALL_VIT, write_colour_folder
 from tests.training.multi_worker_support import (
     ROOT,
     environment,
     finish,
-    free_ports,
     read_log,
     start,
     tf_config,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.training.multi_worker_support import finish, free_ports, read_log, start, tf_config
+from tests.support.ports import free_ports
+from tests.training.multi_worker_support import finish, read_log, start, tf_config
 
 SCRIPT = r"""
 import json

@@ -6,10 +6,10 @@ Exports a ViT (default ViT-B/16, random weights) with ``serving.export``, starts
 with real JPEGs. The peer is the same SavedModel's ``serving_default`` called
 in-process on the same images, in the same run. It reports p50/p95/p99 latency
 and throughput, and the ratios to the in-process call, in
-``benchmarks/results/serving.md``.
+``benchmarks/results/serving.md`` (``serving-quick.md`` with ``--quick``).
 
-    python benchmarks/serving.py            # ViT-B/16, a few minutes on 2 cores
-    python benchmarks/serving.py --quick    # a tiny ViT, well under a minute
+    python -m benchmarks.serving_overhead            # ViT-B/16, a few minutes on 2 cores
+    python -m benchmarks.serving_overhead --quick    # a tiny ViT, well under a minute
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,13 +24,16 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.harness import (
+    ServedModel,
+    add_output_options,
+    export_tiny,
+    machine_info,
+    results_path,
+    write_results,
+)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import ServerProcess  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results" / "serving.md"
 
 
 def sample_jpegs(count: int, size: int) -> list[bytes]:
@@ -60,21 +62,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def export_model(base: Path, quick: bool) -> Path:
+    if quick:
+        return export_tiny(base)
     from keras_vit import ViTClassifier
     from serving.export import export_saved_model
 
-    if quick:
-        model = ViTClassifier(
-            image_size=32,
-            patch_size=8,
-            num_layers=2,
-            num_heads=3,
-            hidden_dim=48,
-            mlp_dim=96,
-            num_classes=10,
-        )
-    else:
-        model = ViTClassifier.from_preset("vit-base-patch16-224", load_weights=False)
+    model = ViTClassifier.from_preset("vit-base-patch16-224", load_weights=False)
     return Path(export_saved_model(model, base, version=1))
 
 
@@ -147,9 +140,10 @@ def drive(client, images: list[bytes], concurrency: int, requests: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny ViT instead of ViT-B/16")
     parser.add_argument("--requests", type=int, default=None, help="requests per cell")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    add_output_options(
+        parser, "serving", quick="tiny ViT instead of ViT-B/16", aliases=["--output"]
+    )
     args = parser.parse_args(argv)
 
     from serving.client import ServingClient
@@ -177,10 +171,11 @@ def main(argv=None) -> int:
         "max_enqueued_batches { value: 64 }\n"
         "num_batch_threads { value: 1 }\n"
     )
+    info = machine_info(["tensorflow", "keras", "grpcio"])
     rows = []
     for batching_file in (None, batching):
         flags = ["--enable_batching", f"--batching_parameters_file={batching_file}"]
-        server = ServerProcess(base, flags if batching_file else ())
+        server = ServedModel(base, flags if batching_file else ()).start()
         try:
             for protocol in ("grpc", "rest"):
                 port = server.grpc_port if protocol == "grpc" else server.rest_port
@@ -188,7 +183,6 @@ def main(argv=None) -> int:
                     f"127.0.0.1:{port}", model_name="vit", protocol=protocol,
                     batch_size=1, max_concurrency=max(concurrencies), timeout=120, image_size=size,
                 )  # fmt: skip
-                server.wait(client)
                 drive(client, images, 4, 8)  # warm the connections and the server
                 for concurrency in concurrencies:
                     # The peer is timed right before each cell, so that both see the same
@@ -211,20 +205,12 @@ def main(argv=None) -> int:
                 client.close()
         finally:
             server.stop()
-    write_results(args, rows, per_cell)
+    report(args, info, rows, per_cell)
     return 0
 
 
-def write_results(args, rows, per_cell) -> None:
-    import keras
-    import tensorflow as tf
-
+def report(args, info, rows, per_cell) -> None:
     lines = [
-        "# Serving benchmark: local server through the client vs in-process signature",
-        "",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: "
-        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-        f"TF {tf.__version__}, Keras {keras.__version__}.",
         f"- Model: {'tiny ViT (32 px)' if args.quick else 'ViT-B/16 (224 px), random weights'}; "
         f"{per_cell} one-image requests per cell (at least 2 per client thread).",
         "- Peer (same run, timed right before each cell): the same SavedModel's "
@@ -232,8 +218,8 @@ def write_results(args, rows, per_cell) -> None:
         "throughput.",
         "- Ratios: `p50 / in-process p50` (goal ≤ 1.10 at concurrency 1) and "
         "`throughput / in-process batch throughput` (goal ≥ 0.9 at concurrency 16 with batching).",
-        f"- Load average at the end (1/5/15 min): {' / '.join(f'{v:.2f}' for v in os.getloadavg())}"
-        " on 2 cores.",
+        "- Load average at the end (1/5/15 min): "
+        f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())}.",
         "",
         "| protocol | batching | concurrency | p50 ms | p95 ms | p99 ms | img/s "
         "| in-process p50 ms | in-process batch img/s | p50 / in-process "
@@ -247,8 +233,8 @@ def write_results(args, rows, per_cell) -> None:
             f"| {row['throughput']:.2f} | {row['peer_p50'] * 1e3:.1f} | {row['peer_rate']:.2f} "
             f"| {row['p50'] / row['peer_p50']:.2f} | {row['throughput'] / row['peer_rate']:.2f} |"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
+    title = "Serving benchmark: local server through the client vs in-process signature"
+    print(write_results(results_path(args), title, info, "\n".join(lines)))
     print("\n".join(lines))
 
 

@@ -1,8 +1,14 @@
-"""Small timing helpers shared by the benchmarks in this folder.
+"""The harness every benchmark here uses: options, machine header, results, timing, servers.
 
-A benchmark here compares *our* code with a peer measured in the same process
-run, so the helpers are built around that:
+A benchmark compares *our* code with a peer measured in the same process run, and
+runs as ``python -m benchmarks.NAME`` from the checkout (``benchmarks`` and
+``tests`` are packages there; no module edits the import path). This module gives it:
 
+- :func:`add_output_options` (``--out``, and ``--quick`` where the benchmark has a
+  quick mode) and :func:`results_path`: ``benchmarks/results/<name>.md`` by default,
+  ``<name>-quick.md`` with ``--quick``, so a smoke run never overwrites a real one;
+- :func:`machine_info` (date, cores, CPU model and flags, load average, Python, OS,
+  package versions) and :func:`write_results` (that header, then the body);
 - :func:`calibrate` picks how many calls make one timed sample (long enough
   for the clock, short enough for many samples);
 - :func:`run_interleaved` times every case round-robin (the order rotates each
@@ -10,13 +16,14 @@ run, so the helpers are built around that:
   cases alike instead of one of them, within an optional time budget; each
   sample is a :class:`Timing` of wall-clock and process CPU seconds;
 - :class:`Stats` holds a median and interquartile range of a rate (items/s);
-- :func:`ratio` and :func:`markdown_table` make the comparison table;
-- :func:`machine_info` and :func:`write_results` write
-  ``benchmarks/results/<name>.md`` with the date, machine and versions;
-- :class:`ServerProcess` runs ``python -m serving.server`` on free loopback ports.
+  :func:`ratio` and :func:`markdown_table` make the comparison table;
+- :class:`ServedModel` runs ``python -m serving.server`` on an export, on free
+  loopback ports, and waits until the model is available; :func:`export_tiny`
+  writes the tiny ViT's export to serve.
 
-Only the standard library is imported here, so ``serving`` benchmarks can use
-it without importing TensorFlow.
+``free_port`` and the process runner are the tests' own (``tests/support``): one
+copy for both. Only the standard library is imported at module level, so
+``serving`` benchmarks can use it without importing TensorFlow.
 
 Example:
 >>> stats = Stats.from_rates([4.0, 5.0, 6.0, 100.0])
@@ -28,21 +35,24 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# The tests' helpers, re-exported for the benchmarks: one copy of each in the repository.
+from tests.support.ports import free_port, free_ports  # noqa: F401
+from tests.support.processes import ServerNotReady, ServerProcess  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 @dataclass(frozen=True)
@@ -199,20 +209,60 @@ def machine_info(packages: Sequence[str] = ()) -> dict[str, str]:
     return info
 
 
-def write_results(name: str, title: str, info: Mapping[str, str], body: str) -> str:
-    """Writes ``benchmarks/results/<name>.md`` (title, machine facts, body); returns its path."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"{name}.md")
+def add_output_options(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    quick: str | None = None,
+    aliases: Sequence[str] = (),
+    note: str = "",
+) -> argparse.ArgumentParser:
+    """Adds ``--out`` (also spelled ``aliases``, the benchmark's older names for it; ``note``
+    ends its help) and, with ``quick`` (its help text), ``--quick``; :func:`results_path`
+    reads them."""
+    parser.add_argument(
+        "--out",
+        *aliases,
+        dest="out",
+        default=None,
+        metavar="PATH",
+        help=f"results file (default benchmarks/results/{name}.md, {name}-quick.md with "
+        "--quick); a bare name without a suffix means benchmarks/results/NAME.md" + note,
+    )
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    parser.set_defaults(results_name=name)
+    return parser
+
+
+def results_path(args: argparse.Namespace) -> Path:
+    """Where this run's results go: ``--out``, else ``benchmarks/results/<name>[-quick].md``."""
+    out = args.out
+    if not out:
+        suffix = "-quick" if getattr(args, "quick", False) else ""
+        return RESULTS_DIR / f"{args.results_name}{suffix}.md"
+    path = Path(out)
+    if path.suffix or os.sep in out:
+        return path
+    return RESULTS_DIR / f"{out}.md"
+
+
+def write_results(path: Path | str, title: str, info: Mapping[str, str], body: str) -> Path:
+    """Writes the results file (title, machine facts, body); returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     facts = "\n".join(f"- {key}: {value}" for key, value in info.items())
-    with open(path, "w") as f:
-        f.write(f"# {title}\n\n{facts}\n\n{body.rstrip()}\n")
+    path.write_text(f"# {title}\n\n{facts}\n\n{body.rstrip()}\n")
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def export_tiny(base: Path | str, version: int = 1, **export_options) -> Path:
+    """The tests' tiny ViT (``tests/support/tiny.py``, random weights) exported under
+    ``base/<version>``; ``export_options`` go to ``serving.export.export_saved_model``."""
+    from serving.export import export_saved_model
+    from tests.support.tiny import tiny_vit
+
+    return Path(export_saved_model(tiny_vit(), Path(base), version=version, **export_options))
 
 
 # Runs ``python -m serving.server ARGS`` pinned to the CPUs in argv[1] ("0,1"): the
@@ -226,41 +276,52 @@ _PINNED_SERVER = (
 )
 
 
-class ServerProcess:
-    """``python -m serving.server`` in a subprocess, on free loopback ports.
+class ServedModel(ServerProcess):
+    """``python -m serving.server`` serving ``base`` as ``model_name``, on free loopback ports.
 
-    Serves ``base`` as model ``vit``; ``flags`` are appended to the command line.
-    With ``cpus``, the server runs only on those CPUs (like ``taskset -c``), as a pod
-    with that many dedicated cores would.
+    ``with ServedModel(base) as server:`` starts it, waits until the model is
+    AVAILABLE over REST (``.grpc_port``, ``.rest_port``) and stops it after the block;
+    ``launch()`` then ``wait_ready()`` start several at once. ``flags`` are appended to
+    the command line. With ``cpus``, the server runs only on those CPUs (like
+    ``taskset -c``), as a pod with that many dedicated cores would. ``checkout`` runs
+    another checkout's server (its ``serving`` package) for before/after comparisons.
     """
 
-    def __init__(self, base: Path, flags: Sequence[str] = (), cpus: Collection[int] = ()):
-        self.grpc_port, self.rest_port = free_port(), free_port()
+    def __init__(
+        self,
+        base: Path | str,
+        flags: Sequence[str] = (),
+        *,
+        cpus: Collection[int] = (),
+        model_name: str = "vit",
+        checkout: Path = ROOT,
+        timeout: float = 300,
+    ):
+        self.grpc_port, self.rest_port = free_ports(2)
+        self.model_name = model_name
         args = [
             f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
-            "--model_name=vit", f"--model_base_path={base}", *flags,
+            f"--model_name={model_name}", f"--model_base_path={Path(base).resolve()}", *flags,
         ]  # fmt: skip
         if cpus:
             cpu_list = ",".join(str(cpu) for cpu in sorted(cpus))
-            command = [sys.executable, "-c", _PINNED_SERVER, cpu_list, *args]
+            argv = [sys.executable, "-c", _PINNED_SERVER, cpu_list, *args]
         else:
-            command = [sys.executable, "-m", "serving.server", *args]
-        self.log = tempfile.TemporaryFile()
-        root = Path(__file__).resolve().parents[1]
-        self.process = subprocess.Popen(command, cwd=root, stdout=self.log, stderr=self.log)
+            argv = [sys.executable, "-m", "serving.server", *args]
+        path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
+        super().__init__(
+            argv,
+            ready=f"http://127.0.0.1:{self.rest_port}/v1/models/{model_name}",
+            ready_text="AVAILABLE",
+            timeout=timeout,
+            cwd=checkout,
+            env={**os.environ, "PYTHONPATH": path},
+        )
 
-    def wait(self, client, timeout: float = 300) -> None:
-        """Until ``client`` sees the model available; the server's log tail on failure."""
-        try:
-            client.wait_until_available(timeout=timeout)
-        except Exception:
-            self.log.seek(0)
-            sys.stderr.write(self.log.read().decode(errors="replace")[-4000:])
-            raise
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
