@@ -191,7 +191,6 @@ def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
 
     Returns ``(exit code, result)``: 2 for a bad configuration, 1 for a failure of the run.
     """
-    from serving.vertex import plan_json
     from serving.vertex_sdk import RecordingSdk, real_sdk
 
     try:
@@ -214,7 +213,7 @@ def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
         print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1, None
     if dry_run:
-        print(plan_json(sdk, config))
+        print(sdk.plan_json(project=config.project, region=config.region))
     return 0, result
 
 

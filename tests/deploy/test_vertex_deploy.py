@@ -171,7 +171,7 @@ assert rc == 0, rc
         ({"model_dir": "parent"}, "no saved_model.pb"),
         ({"endpoint_id": "1"}, "exactly one of endpoint_name"),
         ({"accelerator_type": "T4"}, "not a Vertex accelerator"),
-        ({"accelerator_count": 2}, "needs an accelerator_type"),
+        ({"accelerator_count": 2}, "together"),
         ({"min_replicas": 0}, "min_replicas must be >= 1"),
         ({"max_replicas": 0}, "below min_replicas"),
         ({"traffic_split": {"0": 50, "7": 40}}, "add up to 100"),
