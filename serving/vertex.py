@@ -227,6 +227,12 @@ class VertexDeployConfig(ModelSource):
         if self.precision not in (None, *DEFAULT_MACHINE_TYPES):
             return [f"precision must be float32 or bfloat16, got {self.precision!r}"]
         exported = None if self.container_image_uri else export_precision(self.model_dir)
+        if exported not in (None, *DEFAULT_MACHINE_TYPES):
+            return [
+                f"model_dir holds a {exported} export, which TF Serving cannot load: bake it "
+                "into our server's image (make image-serve) and pass --container-image-uri "
+                "with --container keras-vit-serve"
+            ]
         if self.precision and exported and exported != self.precision:
             return [
                 f"model_dir holds a {exported} export but precision is {self.precision}: "
