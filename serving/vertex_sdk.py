@@ -22,9 +22,8 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import json
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -65,65 +64,48 @@ class RecordingSdk(Sdk):
     """
 
     def __init__(self, existing_endpoint: bool = False) -> None:
+        from serving.client import VertexClient
+
         real = real_sdk()
         ai, storage = real.aiplatform, real.storage
         self.calls: list[dict[str, Any]] = []
         self._labels: dict[int, str] = {}
-        endpoint = self._instance(ai.Endpoint, f"{AIPLATFORM}.Endpoint", "endpoint")
-        model = self._instance(ai.Model, f"{AIPLATFORM}.Model", "model")
+        model = self._instance(ai.Model, AIPLATFORM, "model")
         # Where Model.upload staged the local model (under init's staging bucket).
         model.uri = "gs://${staging_bucket}/vertex_ai_auto_staging/${timestamp}"
-        endpoint.list_models.side_effect = self._recorder(
-            f"{AIPLATFORM}.Endpoint.list_models",
-            "${endpoint}",
-            lambda: [SimpleNamespace(id="${deployed_model_id}", model=model.resource_name)],
-        )
-        job = self._instance(ai.BatchPredictionJob, f"{AIPLATFORM}.BatchPredictionJob", "job")
-        training = self._instance(
-            ai.CustomContainerTrainingJob, f"{AIPLATFORM}.CustomContainerTrainingJob", "job"
-        )
+        deployed = [SimpleNamespace(id="${deployed_model_id}", model=model.resource_name)]
+        endpoint = self._instance(ai.Endpoint, AIPLATFORM, "endpoint", list_models=deployed)
+        job = self._instance(ai.BatchPredictionJob, AIPLATFORM, "job")
+        training = self._instance(ai.CustomContainerTrainingJob, AIPLATFORM, "job")
         self.aiplatform = SimpleNamespace(
-            init=self._function(ai.init, f"{AIPLATFORM}.init"),
+            init=mock.create_autospec(ai.init, side_effect=self._recorder(f"{AIPLATFORM}.init")),
             helpers=ai.helpers,  # pure functions (container URIs): the real ones
-            Model=self._class(ai.Model, f"{AIPLATFORM}.Model", model, upload=model),
+            Model=self._class(ai.Model, AIPLATFORM, model, upload=model),
             Endpoint=self._class(
                 ai.Endpoint,
-                f"{AIPLATFORM}.Endpoint",
+                AIPLATFORM,
                 endpoint,
                 list=[endpoint] if existing_endpoint else [],
                 create=endpoint,
             ),
-            BatchPredictionJob=self._class(
-                ai.BatchPredictionJob, f"{AIPLATFORM}.BatchPredictionJob", job, create=job
-            ),
+            BatchPredictionJob=self._class(ai.BatchPredictionJob, AIPLATFORM, job, create=job),
             CustomContainerTrainingJob=self._class(
-                ai.CustomContainerTrainingJob,
-                f"{AIPLATFORM}.CustomContainerTrainingJob",
-                training,
+                ai.CustomContainerTrainingJob, AIPLATFORM, training
             ),
         )
-        blob = self._instance(storage.Blob, f"{STORAGE}.Blob", "blob")
-        client = self._instance(storage.Client, f"{STORAGE}.Client", "storage_client")
-        client.bucket.side_effect = self._recorder(f"{STORAGE}.Client.bucket", "${storage_client}")
-        client.list_blobs.side_effect = self._recorder(
-            f"{STORAGE}.Client.list_blobs", "${storage_client}", lambda: []
-        )
+        client = self._instance(storage.Client, STORAGE, "storage_client", list_blobs=[])
+        blob = self._instance(storage.Blob, STORAGE, "blob")
         self.storage = SimpleNamespace(
-            Client=self._class(storage.Client, f"{STORAGE}.Client", client),
-            Blob=self._class(storage.Blob, f"{STORAGE}.Blob", blob, from_string=blob),
+            Client=self._class(storage.Client, STORAGE, client),
+            Blob=self._class(storage.Blob, STORAGE, blob, from_string=blob),
         )
-        from serving.client import VertexClient
-
-        vertex = self._instance(VertexClient, "serving.client.VertexClient", "vertex_client")
+        vertex = self._instance(VertexClient, "serving.client", "vertex_client", predict=[])
         vertex.__enter__.return_value = vertex
-        vertex.predict.side_effect = self._recorder(
-            "serving.client.VertexClient.predict", "${vertex_client}", lambda: []
-        )
-        self.vertex_client = self._class(VertexClient, "serving.client.VertexClient", vertex)
+        self.vertex_client = self._class(VertexClient, "serving.client", vertex)
 
     # ------------------------------------------------------------------ building
 
-    def _recorder(self, call: str, target: str | None, result: Any = None) -> Callable[..., Any]:
+    def _recorder(self, call: str, target: str | None = None, result: Any = None):
         def record(*args, **kwargs):
             entry: dict[str, Any] = {"call": call}
             if target:
@@ -132,58 +114,46 @@ class RecordingSdk(Sdk):
                 entry["args"] = list(args)
             entry["kwargs"] = kwargs
             self.calls.append(entry)
-            return result() if callable(result) else result
+            return result
 
         return record
 
-    def _function(self, function: Callable[..., Any], call: str) -> Any:
-        fake = mock.create_autospec(function)
-        fake.side_effect = self._recorder(call, None)
-        return fake
-
-    def _instance(self, cls: type, qualname: str, name: str) -> Any:
-        """An autospecced instance whose public methods record calls on ``${name}``."""
+    def _instance(self, cls: type, module: str, name: str, **results: Any) -> Any:
+        """An autospecced instance whose public methods record calls on ``${name}`` and
+        return ``results[method]`` (None when absent)."""
         instance = mock.create_autospec(cls, instance=True)
         self._labels[id(instance)] = f"${{{name}}}"
         instance.resource_name = f"${{{name}.resource_name}}"
-        for attribute in _public_methods(cls):
-            getattr(instance, attribute).side_effect = self._recorder(
-                f"{qualname}.{attribute}", f"${{{name}}}"
+        for method in _public_methods(cls):
+            getattr(instance, method).side_effect = self._recorder(
+                f"{module}.{cls.__name__}.{method}", f"${{{name}}}", results.get(method)
             )
         return instance
 
-    def _class(self, cls: type, qualname: str, instance: Any, **results: Any) -> Any:
+    def _class(self, cls: type, module: str, instance: Any, **results: Any) -> Any:
         """An autospecced class: constructing it gives ``instance``; its class and static
-        methods record calls and return ``results[name]`` (None when absent)."""
+        methods record calls and return ``results[method]`` (None when absent)."""
         fake = mock.create_autospec(cls)
-        fake.side_effect = self._recorder(qualname, None, lambda: instance)
-        for attribute in _public_methods(cls, static=True):
-            result = results.get(attribute)
-            getattr(fake, attribute).side_effect = self._recorder(
-                f"{qualname}.{attribute}", None, (lambda value=result: value)
+        fake.side_effect = self._recorder(f"{module}.{cls.__name__}", None, instance)
+        for method in _public_methods(cls, static=True):
+            getattr(fake, method).side_effect = self._recorder(
+                f"{module}.{cls.__name__}.{method}", None, results.get(method)
             )
         return fake
 
     # ------------------------------------------------------------------ output
 
-    def jsonable(self, value: Any) -> Any:
-        """Calls' arguments as JSON: recorded objects by name, bytes by their length."""
-        if id(value) in self._labels:
-            return self._labels[id(value)]
-        if isinstance(value, dict):
-            return {str(k): self.jsonable(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.jsonable(v) for v in value]
-        if isinstance(value, (bytes, bytearray)):
-            return f"<{len(value)} bytes>"
-        if isinstance(value, Path):
-            return str(value)
-        return value
+    def plan_json(self, **header: Any) -> str:
+        """``{"dry_run": true, **header, "calls": [...]}`` as JSON, every call in order;
+        recorded objects by name, bytes by their length."""
 
-    def plan(self, **header: Any) -> dict[str, Any]:
-        """``{"dry_run": true, **header, "calls": [...]}``, every call in order."""
-        calls = [{k: self.jsonable(v) for k, v in entry.items()} for entry in self.calls]
-        return {"dry_run": True, **header, "calls": calls}
+        def named(value: Any) -> str:
+            if isinstance(value, (bytes, bytearray)):
+                return f"<{len(value)} bytes>"
+            return self._labels.get(id(value), str(value))
+
+        plan = {"dry_run": True, **header, "calls": self.calls}
+        return json.dumps(plan, indent=2, default=named)
 
 
 def _public_methods(cls: type, static: bool = False) -> list[str]:

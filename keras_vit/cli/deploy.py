@@ -67,8 +67,16 @@ def add_vertex_arguments(parser: argparse.ArgumentParser, required: bool = True)
     what.add_argument("--model-display-name", default="keras-vit")
     what.add_argument(
         "--container-image-uri",
-        help="serve with this TF Serving image (ours, from `make image`, pushed to Artifact "
-        "Registry; model baked in) instead of Vertex's prebuilt tf2 container",
+        help="serve with an image of ours (pushed to Artifact Registry; model baked in) "
+        "instead of Vertex's prebuilt tf2 container: see --container",
+    )
+    what.add_argument(
+        "--container",
+        choices=("tf-serving", "keras-vit-serve"),
+        default="tf-serving",
+        help="what --container-image-uri is: tf-serving (`make image`, TF Serving's REST "
+        "routes) or keras-vit-serve (`make image-serve`, our server: Vertex's "
+        "AIP_HTTP_PORT, AIP_HEALTH_ROUTE and AIP_PREDICT_ROUTE; needed for int8 exports)",
     )
     endpoint = what.add_mutually_exclusive_group()
     endpoint.add_argument(
@@ -169,7 +177,8 @@ def config_from_args(args: argparse.Namespace):
         endpoint_name=args.endpoint_name or (None if args.endpoint_id else args.model_display_name),
         endpoint_id=args.endpoint_id,
         model_display_name=args.model_display_name,
-        machine_type=args.machine_type or DEFAULT_MACHINE_TYPES[known or "float32"],
+        # An int8 export, refused by validate() on the prebuilt container: float32's.
+        machine_type=args.machine_type or DEFAULT_MACHINE_TYPES.get(known, "n1-standard-4"),
         accelerator_type=args.accelerator_type,
         accelerator_count=accelerator_count,
         min_replicas=args.min_replica_count,
@@ -177,6 +186,7 @@ def config_from_args(args: argparse.Namespace):
         traffic_percentage=args.traffic_percentage,
         traffic_split=parse_traffic_split(args.traffic_split) if args.traffic_split else None,
         container_image_uri=args.container_image_uri,
+        container=args.container,
         service_account=args.service_account,
         labels=labels,
         predict_images=list(args.predict_image),
@@ -191,7 +201,6 @@ def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
 
     Returns ``(exit code, result)``: 2 for a bad configuration, 1 for a failure of the run.
     """
-    from serving.vertex import plan_json
     from serving.vertex_sdk import RecordingSdk, real_sdk
 
     try:
@@ -214,7 +223,7 @@ def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
         print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1, None
     if dry_run:
-        print(plan_json(sdk, config))
+        print(sdk.plan_json(project=config.project, region=config.region))
     return 0, result
 
 

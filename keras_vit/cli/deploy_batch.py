@@ -86,7 +86,14 @@ def _register_predict(vertex_actions: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--container-image-uri",
-        help="our TF Serving image (model baked in) instead of the prebuilt container",
+        help="an image of ours (model baked in) instead of the prebuilt container",
+    )
+    model.add_argument(
+        "--container",
+        choices=("tf-serving", "keras-vit-serve"),
+        default="tf-serving",
+        help="what --container-image-uri is: tf-serving (`make image`) or keras-vit-serve "
+        "(`make image-serve`, our server)",
     )
     model.add_argument("--model-display-name", default="keras-vit")
     how = parser.add_argument_group("how")
@@ -174,6 +181,7 @@ def run_predict(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         model_display_name=args.model_display_name,
         container_image_uri=args.container_image_uri,
+        container=args.container,
         job_display_name=args.job_display_name,
         machine_type=args.machine_type,
         accelerator_type=args.accelerator_type,

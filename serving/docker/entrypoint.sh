@@ -1,6 +1,6 @@
 #!/bin/bash
-# Starts tensorflow_model_server with this image's config files, and sizes TensorFlow's
-# thread pools to the container's CPU quota.
+# Starts tensorflow_model_server (or our server, Dockerfile.keras-vit-serve) with this
+# image's config files, and sizes TensorFlow's thread pools to the container's CPU quota.
 #
 # Why: TF Serving sizes its pools from the CPUs it can schedule on, which inside a
 # container is every core of the host, not the `docker run --cpus` / Kubernetes CPU
@@ -9,7 +9,9 @@
 # line always win; the Kubernetes manifests pass all of them explicitly.
 set -euo pipefail
 
-server="${TF_SERVING_BINARY:-/usr/bin/tensorflow_model_server}"
+# The server command: TF Serving's binary, or ours in Dockerfile.keras-vit-serve
+# ("python -m serving.server": words split on spaces).
+read -r -a server <<<"${TF_SERVING_BINARY:-/usr/bin/tensorflow_model_server}"
 config_dir="${TF_SERVING_CONFIG_DIR:-/etc/tfserving}"
 cgroup_root="${CGROUP_ROOT:-/sys/fs/cgroup}"
 
@@ -64,4 +66,4 @@ if [[ -n "${cores}" ]]; then
     args+=("--rest_api_num_threads=$(( cores * 4 ))")
 fi
 
-exec "${server}" "${args[@]}" "${user_args[@]}"
+exec "${server[@]}" "${args[@]}" "${user_args[@]}"

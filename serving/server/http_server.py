@@ -78,6 +78,7 @@ from serving.server.json_tensor import error_body, parse_cost, parse_limit
 from serving.server.logs import get_logger
 from serving.server.metrics import ServingMetrics
 from serving.server.rest_api import CORS_HEADERS, V1_PATH, RestApi
+from serving.server.vertex_routes import VertexRoutes
 
 __all__ = ["BUDGET_WAIT_SECONDS", "SLOT_WAIT_SECONDS", "ByteBudget", "RestLimits", "RestServer"]
 
@@ -437,6 +438,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if target != monitoring:
                 return 400, [("Content-Type", "text/plain")], b""
             return 200, [("Content-Type", "text/plain")], server.metrics.prometheus_page().encode()
+        if server.vertex and (answer := server.vertex.route(method, target, body)):
+            return answer  # Vertex AI's health and predict routes (vertex_routes)
         if not V1_PATH.fullmatch(target):
             return 404, list(PAGE_HEADERS), error_page(404)
         if method == "OPTIONS":
@@ -476,8 +479,10 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
         monitoring_path: str | None,
         limits: RestLimits,
         enable_cors: bool,
+        vertex: VertexRoutes | None = None,
     ) -> None:
         self.rest_api = rest_api
+        self.vertex = vertex
         self.metrics = metrics
         self.monitoring_path = monitoring_path
         self.enable_cors = enable_cors

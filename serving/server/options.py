@@ -216,6 +216,10 @@ def check_options(options: ServerOptions) -> str | None:
 
     Needs no TensorFlow import, so a bad command line fails fast.
     """
+    from serving.server.vertex_routes import environment_problem
+
+    if problem := environment_problem():
+        return problem
     if options.port == 0 and not options.grpc_socket_path:
         return (
             "At least one of server_options.grpc_port or server_options.grpc_socket_path "
@@ -227,4 +231,8 @@ def check_options(options: ServerOptions) -> str | None:
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
-    return ServerOptions(**{spec.name: getattr(args, spec.name) for spec in fields(ServerOptions)})
+    """The flags, with Vertex AI's port and model location where it set them (AIP_*)."""
+    from serving.server.vertex_routes import apply_environment
+
+    values = {spec.name: getattr(args, spec.name) for spec in fields(ServerOptions)}
+    return apply_environment(ServerOptions(**values))

@@ -30,6 +30,7 @@ from serving.server.options import ServerOptions, check_options
 from serving.server.rest_api import RestApi
 from serving.server.servable import Servable
 from serving.server.status import Code, ServingError, invalid_argument
+from serving.server.vertex_routes import VertexRoutes
 
 log = get_logger()
 DEFAULT_INTER_OP_THREADS = max(8, 4 * (os.cpu_count() or 1))
@@ -383,6 +384,7 @@ class Server:
                     header_timeout_seconds=_seconds(options.rest_api_header_timeout_in_ms),
                 ),
                 options.rest_api_enable_cors_support,
+                VertexRoutes.from_environment(rest_api),
             )
         except OSError as error:
             log.error("Failed to start HTTP Server at %s: %s", address, error)

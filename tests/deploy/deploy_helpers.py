@@ -16,7 +16,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "serving" / "docker"
 K8S_DIR = REPO_ROOT / "kubernetes"
 # Every kustomization a user may apply (the base is rendered too: it must be valid alone).
-BUILDS = ("base", "overlays/cpu", "overlays/gpu", "overlays/batching", "overlays/bf16")
+BUILDS = (
+    "base",
+    "overlays/cpu",
+    "overlays/gpu",
+    "overlays/batching",
+    "overlays/bf16",
+    "overlays/int8",
+)
 # The Kubernetes release the manifests are validated against (kubernetes-validate's newest).
 KUBERNETES_VERSION = "1.37.0"
 KUBECTL_INSTALL_HINT = (

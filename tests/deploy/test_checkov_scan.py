@@ -53,6 +53,7 @@ def test_checkov_dockerfiles() -> None:
     reports = run_checkov(
         "--framework", "dockerfile",
         "-f", str(DOCKER_DIR / "Dockerfile"), "-f", str(DOCKER_DIR / "Dockerfile.gpu"),
+        "-f", str(DOCKER_DIR / "Dockerfile.keras-vit-serve"),
     )  # fmt: skip
     assert_clean(reports, "dockerfile")
 

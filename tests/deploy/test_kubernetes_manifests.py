@@ -20,6 +20,10 @@ from deploy_helpers import (
 )
 
 CONFIG_FILES = ("models.config", "batching_parameters.txt", "monitoring.config")
+SERVER_COMMANDS = {
+    False: ["/usr/bin/tensorflow_model_server"],
+    True: ["python", "-m", "serving.server"],
+}
 
 
 def validate(doc: dict) -> None:
@@ -144,7 +148,8 @@ def test_ports_and_probes(build: str, rendered, tfserving_parsers) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
     given = flags(container)
-    assert container["command"] == ["/usr/bin/tensorflow_model_server"]
+    # TF Serving, or our server with its flags (overlays/int8).
+    assert container["command"] == SERVER_COMMANDS[build == "overlays/int8"]
     assert given["port"] == "8500" and given["rest_api_port"] == "8501"
 
     files = config_files(docs, deployment, container)
@@ -265,6 +270,10 @@ def test_image_is_pinned(build: str, rendered) -> None:
     is_gpu = build == "overlays/gpu"
     assert match.group("tag").endswith("-gpu") == is_gpu
     assert match.group("tag").endswith("-bf16") == (build == "overlays/bf16")
+    assert match.group("tag").endswith("-int8") == (build == "overlays/int8")
+    # The int8 export runs on our server's image (TF Serving cannot load it).
+    repository = match.group("repo").rsplit("/", 1)[-1]
+    assert repository == ("keras-vit-serve" if build == "overlays/int8" else "keras-vit-serving")
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -341,6 +350,47 @@ def test_bf16_overlay_pins_pods_to_nodes_with_hardware_bf16(rendered) -> None:
     for build in ("base", "overlays/cpu", "overlays/gpu", "overlays/batching"):
         other, _ = server(rendered[build])
         assert "affinity" not in other["spec"]["template"]["spec"], build
+
+
+def node_affinity_keys(deployment: dict) -> set[str]:
+    pod = deployment["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    keys = set()
+    for term in terms["nodeSelectorTerms"]:  # ORed: any feature will do
+        [expression] = term["matchExpressions"]
+        assert expression["operator"] == "In" and expression["values"] == ["true"]
+        keys.add(expression["key"])
+    return keys
+
+
+def test_int8_overlay_is_the_cpu_flavour_on_our_server_and_vnni_nodes(rendered) -> None:
+    from serving.server.options import build_parser, check_options, options_from_args
+
+    deployment, container = server(rendered["overlays/int8"])
+    # NFD's names (klauspost/cpuid) of /proc/cpuinfo's avx512_vnni, avx_vnni and amx_int8.
+    assert node_affinity_keys(deployment) == {
+        NFD_CPUID + "AVX512VNNI",
+        NFD_CPUID + "AVXVNNI",
+        NFD_CPUID + "AMXINT8",
+    }
+    assert deployment["metadata"]["labels"]["keras-vit/precision"] == "int8"
+    _, cpu_container = server(rendered["overlays/cpu"])
+    for key in ("resources", "startupProbe", "readinessProbe", "livenessProbe", "ports"):
+        assert container.get(key) == cpu_container.get(key), key
+    # TF Serving's flags, then what our server needs to be reached and to drain in time.
+    assert container["args"][: len(cpu_container["args"])] == cpu_container["args"]
+    options = options_from_args(build_parser().parse_args(container["args"]))
+    assert check_options(options) is None
+    assert options.host == "0.0.0.0"
+    pod = deployment["spec"]["template"]["spec"]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pre_stop + options.shutdown_grace_seconds < pod["terminationGracePeriodSeconds"]
+    # The HPA and PodDisruptionBudget of the cpu flavour (test_autoscaling checks them).
+    for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        assert (
+            only(rendered["overlays/int8"], kind)["spec"]
+            == only(rendered["overlays/cpu"], kind)["spec"]
+        )
 
 
 def test_configmaps_are_copies_of_the_image_configs() -> None:

@@ -132,6 +132,39 @@ def test_cpu_custom_container_and_canary_split(capsys) -> None:
     assert calls[6]["kwargs"] == {"images": [__file__]}
 
 
+def test_our_servers_image_is_told_vertexs_routes(capsys, tmp_path) -> None:
+    """`--container keras-vit-serve`: Model.upload (bound to the SDK's real signature) names
+    the routes and port our server answers under Vertex's AIP_* variables."""
+    from serving.server.vertex_routes import VertexRoutes
+
+    image = "us-docker.pkg.dev/my-project/serving/keras-vit-serve:0.1.0-int8"
+    calls = cli_plan(
+        capsys, "--project", "my-project", "--region", "us-central1", "--endpoint-name", "vit",
+        "--container-image-uri", image, "--container", "keras-vit-serve",
+        "--machine-type", "c3-standard-4",
+    )  # fmt: skip
+    upload = {short(c): c for c in calls}["Model.upload"]["kwargs"]
+    assert upload["serving_container_image_uri"] == image and "artifact_uri" not in upload
+    assert upload["serving_container_ports"] == [8501]
+    # What Vertex then sets in the container, and what our server makes of it.
+    env = {
+        "AIP_HTTP_PORT": str(upload["serving_container_ports"][0]),
+        "AIP_HEALTH_ROUTE": upload["serving_container_health_route"],
+        "AIP_PREDICT_ROUTE": upload["serving_container_predict_route"],
+    }
+    routes = VertexRoutes.from_environment(None, env)
+    assert (routes.health_route, routes.predict_route) == ("/health", "/predict")
+    # An int8 export cannot go to the prebuilt TF Serving container.
+    version = tmp_path / "vit-int8" / "1"
+    (version / "assets.extra").mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"x")
+    (version / "assets.extra" / "keras_vit_export.json").write_text('{"precision": "int8"}')
+    rc = main(["deploy", "vertex", "--project", "my-project", "--region", "us-central1",
+               "--bucket", "gs://my-bucket", "--model-dir", str(version), "--dry-run"])  # fmt: skip
+    assert rc == 2
+    assert "int8 export, which TF Serving cannot load" in capsys.readouterr().err
+
+
 def test_an_argument_the_sdk_does_not_take_fails_the_dry_run(model_dir) -> None:
     # The recording SDK binds every call to the real signature, as the SDK itself would.
     sdk = RecordingSdk()
@@ -171,7 +204,7 @@ assert rc == 0, rc
         ({"model_dir": "parent"}, "no saved_model.pb"),
         ({"endpoint_id": "1"}, "exactly one of endpoint_name"),
         ({"accelerator_type": "T4"}, "not a Vertex accelerator"),
-        ({"accelerator_count": 2}, "needs an accelerator_type"),
+        ({"accelerator_count": 2}, "together"),
         ({"min_replicas": 0}, "min_replicas must be >= 1"),
         ({"max_replicas": 0}, "below min_replicas"),
         ({"traffic_split": {"0": 50, "7": 40}}, "add up to 100"),

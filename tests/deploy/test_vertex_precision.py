@@ -81,8 +81,10 @@ def test_precision_must_match_the_export(capsys, tmp_path) -> None:
     assert exit_.value.code == 2
     assert "invalid choice: 'float16'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="precision must be float32 or bfloat16"):
-        VertexDeployConfig("my-project", "us-central1", model_dir, "gs://my-bucket", "vit",
-                           precision="fp16").validate()  # fmt: skip
+        VertexDeployConfig(
+            project="my-project", region="us-central1", model_dir=model_dir,
+            bucket="gs://my-bucket", endpoint_name="vit", precision="fp16",
+        ).validate()  # fmt: skip
 
 
 def test_custom_container_takes_the_precision_as_given(capsys) -> None:

@@ -97,7 +97,7 @@ def test_the_sdk_splits_the_replicas_into_a_chief_and_workers() -> None:
     "changes, message",
     [
         ({"workers": 1}, "at least 2"),
-        ({"output": "/local/run"}, "must be a gs:// URI"),
+        ({"output": "/local/run"}, "must be a gs://"),
         ({"image_uri": "keras-vit-train"}, "REGISTRY/PATH:TAG"),
         ({"train_args": ["--strategy=mirrored"]}, "set by the job"),
         ({"accelerator_count": 0}, "together"),
