@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tests.support.tiny import TINY_CONFIG, tiny_vit  # noqa: E402
+from tests.support.tiny import TINY_CONFIG, TINY_LABELS, tiny_vit  # noqa: E402, F401 (tests import them from here)
 
 # Per-test CPU seconds on request (KERAS_VIT_TEST_CPU_REPORT=file.jsonl).
 pytest_plugins = ["tests.support.cpu_report"]
