@@ -9,6 +9,11 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One thread per TensorFlow op, here and in the processes the tests start: the suite runs
+# on two xdist workers of a 2-core machine, and tiny models gain nothing from splitting an
+# op, while two pools of spinning threads per core cost CPU time. Tests of the thread
+# flags pass them explicitly; a user's own setting wins.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -17,6 +17,9 @@ import pytest
 
 from tests.conftest import TINY_CONFIG
 
+# 45 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 
 def _images(count: int = 3, seed: int = 0) -> np.ndarray:
     """Images at the model's own size (32x32): no resize, so decoded bytes give these pixels."""

@@ -17,6 +17,9 @@ import pytest
 from tests.batch.conftest import MAX_FILE_BYTES, NEEDS_BEAM
 from tests.special_files import SECRET
 
+# 45 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("apache_beam", reason=NEEDS_BEAM)
 
 SCORE_TOLERANCE = 1e-6

@@ -7,6 +7,9 @@ import pytest
 
 from tests.batch.conftest import LABELS, NEEDS_BEAM, encode
 
+# 10 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("apache_beam", reason=NEEDS_BEAM)
 
 

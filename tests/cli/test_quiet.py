@@ -11,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# 26 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 # What a user would call noise: glog/absl-prefixed lines and absl's pre-init notice.
 LOG_LINE = re.compile(r"^[IWE][0-9]{4} |absl::InitializeLog", re.M)

@@ -25,6 +25,9 @@ from parity import TOLERANCE, max_error
 
 from keras_vit import load_pretrained
 
+# 12 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 OLD_TOLERANCE = 1e-4  # the bound before issue 23
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 PIXEL_BOUND = 2 / 255 + 1e-4  # test_preprocessing_parity's bound on pixels, [-1, 1] units

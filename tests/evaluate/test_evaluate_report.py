@@ -11,6 +11,9 @@ import pytest
 
 from tests.support.servers import serving
 
+# 28 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 LABELS = ["blue", "green", "red", "cyan", "magenta", "yellow", "black"]
 PER_CLASS = {"blue": 9, "green": 7, "red": 8}
 COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}

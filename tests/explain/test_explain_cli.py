@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# 13 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
 
 

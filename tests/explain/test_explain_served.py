@@ -11,6 +11,9 @@ import pytest
 from tests.conftest import TINY_LABELS as LABELS
 from tests.explain.serve_helpers import png
 
+# 18 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 
 # The session's tiny model, its export (with_explain=True) and the server for it (conftest.py).
 @pytest.fixture

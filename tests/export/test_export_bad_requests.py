@@ -20,6 +20,9 @@ import pytest
 
 from tests.export.conftest import encode
 
+# 24 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

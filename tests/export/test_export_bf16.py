@@ -17,6 +17,9 @@ import pytest
 from tests.export.conftest import SessionModel, encode
 from tests.export.test_export_signatures import saved_model_cli
 
+# 26 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def exported_bf16(tiny_model, tmp_path_factory):

@@ -14,6 +14,9 @@ from PIL import Image
 from tests.export.conftest import encode
 from tests.support.ports import free_port
 
+# 12 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 FILES = {
     # 451x300: decoded at 1/4 scale for the tiny model's 32x32 input.
     "chelsea.jpg": lambda p: encode(p["chelsea"], "JPEG", quality=90),

@@ -16,8 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.export.conftest import LABELS, TOP_K, encode
+
+# 22 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
 
 SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
 IMAGE_SIZE = 32

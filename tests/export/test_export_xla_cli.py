@@ -9,6 +9,9 @@ import pytest
 
 from tests.export.conftest import LABELS, SessionModel, encode
 
+# 15 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 STRING_OPS = {
     "DecodeJpeg", "DecodePng", "DecodeGif", "DecodeBmp", "DecodeWebP", "DecodeBase64",
     "Substr", "StringJoin", "StringFormat", "StaticRegexFullMatch", "StaticRegexReplace",

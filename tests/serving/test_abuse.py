@@ -29,9 +29,13 @@ from memory_bounds import ANSWER_WITHIN, MB, Memory
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure memory"
-)
+# 12 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure memory"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,9 @@ from keras_vit import cli
 from keras_vit.training import backup as backup_lib
 from tests.training.conftest import SMALL_VIT, write_colour_folder
 
+# 125 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 EPOCHS = 3
 
 

@@ -9,6 +9,9 @@ import pytest
 
 from tests.training.conftest import SMALL_VIT
 
+# 10 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 
 def _parse(argv):
     from keras_vit.cli import build_parser

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# 20 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 # transformers' ViTConfig for a checkpoint that builds in well under a second.
 HF_CONFIG = dict(
     image_size=32,

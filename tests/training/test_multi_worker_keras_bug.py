@@ -13,8 +13,13 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from tests.support.ports import free_ports
 from tests.training.multi_worker_support import finish, read_log, start, tf_config
+
+# 13 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
 
 SCRIPT = r"""
 import json

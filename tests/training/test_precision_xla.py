@@ -7,6 +7,9 @@ import pytest
 
 from tests.training.conftest import SMALL_VIT
 
+# 11 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_step_keeps_float32_variables(policy):

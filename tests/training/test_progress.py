@@ -11,6 +11,9 @@ import pytest
 
 from keras_vit.training.progress import fit_verbosity
 
+# 11 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 
 class _Terminal(io.StringIO):
     def isatty(self):

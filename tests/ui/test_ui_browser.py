@@ -19,6 +19,9 @@ import pytest
 
 from tests.support.servers import serving
 
+# 18 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
+pytestmark = pytest.mark.slow
+
 LABELS = ["tabby cat", "tiger", "lynx", "astronaut", "rocket", "coffee mug", "espresso"]
 CHROMIUM = os.environ.get("KERAS_VIT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(
