@@ -524,6 +524,19 @@ class ServerCore:
             raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
         return sorted(statuses.items(), reverse=True)
 
+    def status_response(
+        self, name: str, version: int | None
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        """:meth:`model_status` as the ``GetModelStatus`` answer (gRPC and REST)."""
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number, status in self.model_status(name, version):
+            entry = response.model_version_status.add(version=number, state=status.state)
+            entry.status.SetInParent()
+            if status.error is not None:
+                entry.status.error_code = int(status.error.code)
+                entry.status.error_message = status.error.message
+        return response
+
     def loaded_servables(self) -> list[Servable]:
         with self._lock:
             return [s for model in self._models.values() for s in model.loaded.values()]
