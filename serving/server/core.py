@@ -537,12 +537,6 @@ class ServerCore:
                 entry.status.error_message = status.error.message
         return response
 
-    def loaded_servables(self) -> list[Servable]:
-        with self._lock:
-            return [s for model in self._models.values() for s in model.loaded.values()]
-
-    # ------------------------------------------------------------------ shutdown
-
     def request_stop(self) -> None:
         """Makes a startup that waits for models give up (safe from a signal handler)."""
         self._stopping.set()
@@ -586,8 +580,3 @@ class ServerCore:
         finally:
             self._poll_lock.release()
         return clean
-
-    def wait_changed(self, timeout: float) -> None:
-        """Blocks until a version changes state or ``timeout`` passes (for tests and tools)."""
-        with self._changed:
-            self._changed.wait(timeout)

@@ -174,21 +174,15 @@ class RestApi:
         signature_name, request_input = json_tensor.parse_classify_regress_request(
             body, self.context.costs.check_elements
         )
+        run, respond = {
+            "classify": (inference.classify, json_tensor.classify_response),
+            "regress": (inference.regress, json_tensor.regress_response),
+        }[api]
         with self.core.get_servable(spec) as servable:
-            if api == "classify":
-                results = inference.classify(
-                    self.context,
-                    servable,
-                    spec.name,
-                    signature_name,
-                    request_input,
-                    self.timeout_ms,
-                )
-                return json_tensor.classify_response(results)
-            values = inference.regress(
+            results = run(
                 self.context, servable, spec.name, signature_name, request_input, self.timeout_ms
             )
-            return json_tensor.regress_response(values)
+        return respond(results)
 
     def _metadata(self, spec: model_pb2.ModelSpec) -> str:
         with self.core.get_servable(spec) as servable:

@@ -446,9 +446,6 @@ class Server:
         if self.core is not None:
             self.core.request_stop()
 
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self._stopped.wait(timeout)
-
     def shutdown(self, grace_seconds: float | None = None) -> bool:
         """Stops accepting requests, lets those in flight finish, unloads the models.
 
