@@ -17,9 +17,10 @@ served at its exact path (400 with a query string), everything else gets
 libevent's HTML 404 page; gzip request bodies are inflated; CORS preflights are
 answered; ``Expect: 100-continue`` gets libevent's ``100 Continue``.
 
-tornado runs on the server's asyncio loop (:mod:`loop`, shared with gRPC); the answers are computed by up to
-``--rest_api_num_threads`` daemon worker threads (``run_in_executor``), so idle,
-slow or silent connections hold no thread. Added for safety (not in TF Serving):
+tornado runs on the server's asyncio loop (:mod:`loop`, shared with gRPC); the
+answers are computed by up to ``--rest_api_num_threads`` daemon worker threads
+(``run_in_executor``), so idle, slow or silent connections hold no thread. Added
+for safety (not in TF Serving):
 
 * the limits of :mod:`http_connections` (connections, idle/header/body timeouts);
 * request bodies above ``max_body_bytes`` (after gzip too) are refused with 413
