@@ -306,7 +306,7 @@ class Server:
     async def _serve(self, options: ServerOptions, monitoring) -> None:
         """On the loop: gRPC and (if asked) REST, both on this loop."""
         threads = max(options.grpc_max_threads, 1)
-        self._grpc_workers = Workers(threads, "grpc")
+        self._grpc_workers = Workers(threads, "grpc_worker")
         server = grpc.aio.server(
             options=_grpc_options(
                 options.grpc_channel_arguments,
