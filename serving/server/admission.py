@@ -308,6 +308,43 @@ def example_images(examples: Iterable) -> list[bytes]:
 # The shared budget.
 
 
+class OverBudget(Exception):
+    """The bytes in flight did not make room for this request in time."""
+
+
+class ByteBudget:
+    """A counting limit on bytes held by requests in progress (any thread)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.used = 0
+        self._cond = threading.Condition()
+        self.on_release = None
+
+    def acquire(self, count: int, timeout: float, held: int = 0) -> int:
+        """Takes ``count`` more bytes for a request holding ``held``; raises :class:`OverBudget`.
+
+        One request may hold at most the whole budget (it then runs alone)."""
+        count = min(max(count, 0), max(self.limit - held, 0))
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.used + count > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OverBudget(count)
+                self._cond.wait(remaining)
+            self.used += count
+        return count
+
+    def release(self, count: int) -> None:
+        if count:
+            with self._cond:
+                self.used -= count
+                self._cond.notify_all()
+            if self.on_release is not None:
+                self.on_release()
+
+
 class CostBudget:
     """Element and byte limits for one request, and the bytes all requests in flight share."""
 
@@ -320,8 +357,11 @@ class CostBudget:
         self.max_request_elements = max_request_elements
         self.limit = max_bytes_in_flight
         self.wait_seconds = wait_seconds
-        self.used = 0
-        self._cond = threading.Condition()
+        self._bytes = ByteBudget(max_bytes_in_flight)
+
+    @property
+    def used(self) -> int:
+        return self._bytes.used
 
     def check_elements(self, elements: int) -> None:
         """INVALID_ARGUMENT when ``elements`` alone is over the per-request limit."""
@@ -345,23 +385,16 @@ class CostBudget:
                 f"limit of {_size_text(self.limit)} (--max_decode_bytes_in_flight); send "
                 "fewer or smaller images per request"
             )
-        deadline = time.monotonic() + self.wait_seconds
-        with self._cond:
-            while self.used + cost.nbytes > self.limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ServingError(
-                        Code.RESOURCE_EXHAUSTED,
-                        f"Requests in flight hold {_size_text(self.used)} of the "
-                        f"{_size_text(self.limit)} decode budget "
-                        f"(--max_decode_bytes_in_flight); this request needs "
-                        f"{cost.describe()}: retry later",
-                    )
-                self._cond.wait(remaining)
-            self.used += cost.nbytes
+        try:
+            self._bytes.acquire(cost.nbytes, self.wait_seconds)
+        except OverBudget:
+            raise ServingError(
+                Code.RESOURCE_EXHAUSTED,
+                f"Requests in flight hold {_size_text(self.used)} of the "
+                f"{_size_text(self.limit)} decode budget (--max_decode_bytes_in_flight); "
+                f"this request needs {cost.describe()}: retry later",
+            ) from None
         try:
             yield
         finally:
-            with self._cond:
-                self.used -= cost.nbytes
-                self._cond.notify_all()
+            self._bytes.release(cost.nbytes)

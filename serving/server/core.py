@@ -524,11 +524,18 @@ class ServerCore:
             raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
         return sorted(statuses.items(), reverse=True)
 
-    def loaded_servables(self) -> list[Servable]:
-        with self._lock:
-            return [s for model in self._models.values() for s in model.loaded.values()]
-
-    # ------------------------------------------------------------------ shutdown
+    def status_response(
+        self, name: str, version: int | None
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        """:meth:`model_status` as the ``GetModelStatus`` answer (gRPC and REST)."""
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number, status in self.model_status(name, version):
+            entry = response.model_version_status.add(version=number, state=status.state)
+            entry.status.SetInParent()
+            if status.error is not None:
+                entry.status.error_code = int(status.error.code)
+                entry.status.error_message = status.error.message
+        return response
 
     def request_stop(self) -> None:
         """Makes a startup that waits for models give up (safe from a signal handler)."""
@@ -573,8 +580,3 @@ class ServerCore:
         finally:
             self._poll_lock.release()
         return clean
-
-    def wait_changed(self, timeout: float) -> None:
-        """Blocks until a version changes state or ``timeout`` passes (for tests and tools)."""
-        with self._changed:
-            self._changed.wait(timeout)

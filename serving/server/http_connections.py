@@ -409,9 +409,6 @@ class ConnectionTable:
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
-    def busy_count(self) -> int:
-        return self._open
-
 
 async def drain(stream: iostream.IOStream, seconds: float, limit: int) -> None:
     """Reads and drops what ``stream`` still sends, then closes it."""

@@ -17,9 +17,10 @@ served at its exact path (400 with a query string), everything else gets
 libevent's HTML 404 page; gzip request bodies are inflated; CORS preflights are
 answered; ``Expect: 100-continue`` gets libevent's ``100 Continue``.
 
-tornado runs on an asyncio loop in one thread; the answers are computed by up to
-``--rest_api_num_threads`` daemon worker threads (``run_in_executor``), so idle,
-slow or silent connections hold no thread. Added for safety (not in TF Serving):
+tornado runs on the server's asyncio loop (:mod:`loop`, shared with gRPC); the
+answers are computed by up to ``--rest_api_num_threads`` daemon worker threads
+(``run_in_executor``), so idle, slow or silent connections hold no thread. Added
+for safety (not in TF Serving):
 
 * the limits of :mod:`http_connections` (connections, idle/header/body timeouts);
 * request bodies above ``max_body_bytes`` (after gzip too) are refused with 413
@@ -37,13 +38,9 @@ slow or silent connections hold no thread. Added for safety (not in TF Serving):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import email.utils
-import gc
-import queue
 import re
 import resource
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -55,6 +52,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from serving.server import memory
+from serving.server.admission import ByteBudget, OverBudget
 from serving.server.http_connections import (
     BODY,
     BUSY,
@@ -76,11 +74,12 @@ from serving.server.http_connections import (
 )
 from serving.server.json_tensor import error_body, parse_cost, parse_limit
 from serving.server.logs import get_logger
+from serving.server.loop import Workers
 from serving.server.metrics import ServingMetrics
 from serving.server.rest_api import CORS_HEADERS, V1_PATH, RestApi
 from serving.server.vertex_routes import VertexRoutes
 
-__all__ = ["BUDGET_WAIT_SECONDS", "SLOT_WAIT_SECONDS", "ByteBudget", "RestLimits", "RestServer"]
+__all__ = ["BUDGET_WAIT_SECONDS", "SLOT_WAIT_SECONDS", "RestLimits", "RestServer"]
 
 log = get_logger()
 _ORIGIN = re.compile(r"https?://")
@@ -101,86 +100,6 @@ _NO_LIMIT = 365 * 86400.0  # tornado needs a number where our flags say 0 (no li
 
 class BodyTooLarge(Exception):
     """The request body is over the configured limit."""
-
-
-class OverBudget(Exception):
-    """The bytes in flight did not make room for this request in time."""
-
-
-class ByteBudget:
-    """A counting limit on bytes held by requests in progress (any thread)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = max(limit, 1)
-        self.used = 0
-        self._cond = threading.Condition()
-        self.on_release = None
-
-    def acquire(self, count: int, timeout: float, held: int = 0) -> int:
-        """Takes ``count`` more bytes for a request holding ``held``; raises :class:`OverBudget`.
-
-        One request may hold at most the whole budget (it then runs alone)."""
-        count = min(max(count, 0), max(self.limit - held, 0))
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.used + count > self.limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OverBudget(count)
-                self._cond.wait(remaining)
-            self.used += count
-        return count
-
-    def release(self, count: int) -> None:
-        if count:
-            with self._cond:
-                self.used -= count
-                self._cond.notify_all()
-            if self.on_release is not None:
-                self.on_release()
-
-
-class _Workers(concurrent.futures.Executor):
-    """Up to ``count`` daemon threads (started as needed) for ``run_in_executor``.
-
-    Daemon threads, unlike ``ThreadPoolExecutor``'s: a request still in the TensorFlow
-    runtime after the shutdown grace period must not hold the process open."""
-
-    def __init__(self, count: int, name: str) -> None:
-        self._count = max(count, 1)
-        self._name = name
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((future, fn, args, kwargs))
-        if not self._idle.acquire(blocking=False):
-            with self._lock:
-                if len(self._threads) < self._count:
-                    thread = threading.Thread(
-                        target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
-                    )
-                    self._threads.append(thread)
-                    thread.start()
-        return future
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
-                    future.set_exception(error)
-            self._idle.release()
-
-    def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            for _ in self._threads:
-                self._queue.put(None)
 
 
 @dataclass
@@ -467,8 +386,8 @@ class _Server(HTTPServer):
 class RestServer(httputil.HTTPServerConnectionDelegate):
     """Serves the REST API (and the Prometheus page) on one port.
 
-    tornado reads the connections on an asyncio loop in one thread; ``num_threads``
-    workers answer."""
+    tornado reads the connections on the server's asyncio loop (:mod:`loop`); up to
+    ``num_threads`` workers answer. Built and started on that loop."""
 
     def __init__(
         self,
@@ -489,60 +408,22 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
         self.max_body_bytes = limits.max_body_bytes
         self.budget = ByteBudget(limits.max_bytes_in_flight)
         self.draining = False
-        self._limits = limits
         # A long backlog (the kernel caps it at net.core.somaxconn): a burst of new
         # connections waits instead of having its SYNs dropped.
         self._sockets = bind_sockets(port, host, backlog=4096)
         self.port = self._sockets[0].getsockname()[1]
-        self.workers = _Workers(limits.num_threads, "rest_worker")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="rest_server", daemon=True)
-        self._released: asyncio.Future | None = None
-        self.table: ConnectionTable | None = None
-        self._http: _Server | None = None
-
-    def too_large(self, size: int) -> str:
-        return (
-            f"Request body of {size} bytes or more is larger than the {self.max_body_bytes} "
-            "bytes this server accepts (--rest_api_max_request_bytes)"
-        )
-
-    # ------------------------------------------------------------------ the loop thread
-
-    def start(self) -> None:
-        # Every open connection holds a few dozen tornado objects; thousands of them make
-        # the cyclic GC run full collections, which walk TensorFlow's ~400 000 objects
-        # (1.8 s on the 2-CPU benchmark machine) while the loop stands still. What exists
-        # once the models are loaded is kept out of those collections.
-        gc.freeze()
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-            # What is left (connections being closed, answers past the grace period) ends
-            # here, cancelled, rather than being destroyed pending with the loop.
-            left = asyncio.all_tasks(self._loop)
-            for task in left:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-        finally:
-            self._loop.close()
-
-    async def _start(self) -> None:
-        limits = self._limits
+        self.workers = Workers(limits.num_threads, "rest_worker")
+        self._loop = asyncio.get_running_loop()
+        self._released = self._loop.create_future()
+        self.budget.on_release = self._on_budget_release
         self.table = ConnectionTable(
-            self.metrics,
+            metrics,
             max_connections=_descriptors_for(limits.max_connections),
             idle_timeout=limits.idle_timeout_seconds,
             header_timeout=limits.header_timeout_seconds,
             body_timeout=limits.body_timeout_seconds,
             on_timeout=self._timed_out,
         )
-        self._released = self._loop.create_future()
-        self.budget.on_release = self._on_budget_release
         self._http = _Server(
             self,
             table=self.table,
@@ -553,8 +434,16 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
             max_body_size=self.max_body_bytes,
             max_buffer_size=2 * _CHUNK + MAX_HEADER_BYTES,
         )
-        self._http.add_sockets(self._sockets)
         self._ticker = PeriodicCallback(self.table.expire, _TICK_MS)
+
+    def too_large(self, size: int) -> str:
+        return (
+            f"Request body of {size} bytes or more is larger than the {self.max_body_bytes} "
+            "bytes this server accepts (--rest_api_max_request_bytes)"
+        )
+
+    def start(self) -> None:
+        self._http.add_sockets(self._sockets)
         self._ticker.start()
 
     def start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
@@ -582,7 +471,7 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
         return self._released
 
     def _on_budget_release(self) -> None:
-        if self._released is not None and not self._loop.is_closed():
+        if not self._loop.is_closed():
             try:
                 self._loop.call_soon_threadsafe(self._wake_budget_waiters)
             except RuntimeError:  # the loop stopped
@@ -592,40 +481,22 @@ class RestServer(httputil.HTTPServerConnectionDelegate):
         released, self._released = self._released, self._loop.create_future()
         released.set_result(None)
 
-    # ------------------------------------------------------------------ stopping
-
-    def shutdown(self, grace_seconds: float) -> bool:
-        """Stops accepting, finishes requests in progress (up to the grace period).
-
-        Returns False if some were still running at the end of it."""
-        if not self._thread.is_alive():
-            for sock in self._sockets:  # never started
-                sock.close()
-            return True
-        clean = True
-        try:
-            future = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
-            future.result(max(grace_seconds, 0.1))
-        except (TimeoutError, concurrent.futures.TimeoutError):
-            future.cancel()
-            clean = False
-        if not clean:
-            log.warning(
-                "%d HTTP request(s) still running after the shutdown grace period",
-                self.table.busy_count() if self.table else 0,
-            )
-        self._loop.call_soon_threadsafe(self._stop_loop)
-        self._thread.join(2)
-        self.workers.shutdown()
-        return clean
-
-    async def _drain(self) -> None:
+    async def stop(self, grace_seconds: float) -> bool:
+        """Stops accepting, finishes requests in progress (up to the grace period),
+        closes every connection. Returns False if some were still running at the end."""
         self.draining = True
         self._http.stop()  # stops listening
         self.table.close_idle()
-        await self.table.wait_empty()
-
-    def _stop_loop(self) -> None:
+        clean = True
+        try:
+            await asyncio.wait_for(self.table.wait_empty(), max(grace_seconds, 0.1))
+        except TimeoutError:
+            clean = False
+            log.warning(
+                "%d HTTP request(s) still running after the shutdown grace period",
+                len(self.table),
+            )
         self._ticker.stop()
         self.table.close_all()
-        self._loop.stop()
+        self.workers.shutdown()
+        return clean

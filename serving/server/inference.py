@@ -374,30 +374,6 @@ def _classification_result(
     return results
 
 
-def classify(
-    context: InferenceContext,
-    servable: Servable,
-    model_name: str,
-    signature_name: str,
-    request_input: input_pb2.Input,
-    timeout_ms: int | None = None,
-) -> list[list[tuple[bytes, float]]]:
-    """Runs a ``tensorflow/serving/classify`` signature; one (label, score) list per example."""
-    check = context.signature_method_name_check
-    signature = _example_signature(
-        servable, signature_name, check, CLASSIFY_METHOD, "classification"
-    )
-    input_name, names = _classify_targets(signature)
-    cost = examples_cost(context, servable, _signature_key(signature_name), request_input)
-    examples = serialized_examples(request_input)
-    _record_examples(context, model_name, len(examples))
-    with _admitted(context, cost):
-        outputs = _run(
-            context, servable, model_name, "Classify", {input_name: examples}, names, timeout_ms
-        )
-    return _classification_result(signature, len(examples), names, outputs)
-
-
 def _regress_targets(signature, check_method: bool = False) -> tuple[str, list[str]]:
     """``PreProcessRegression``."""
     _check_method(signature, check_method, REGRESS_METHOD, "regression")
@@ -430,6 +406,21 @@ def _regression_result(num_examples: int, output: np.ndarray) -> list[float]:
     return [float(v) for v in output.ravel()]
 
 
+def classify(
+    context: InferenceContext,
+    servable: Servable,
+    model_name: str,
+    signature_name: str,
+    request_input: input_pb2.Input,
+    timeout_ms: int | None = None,
+) -> list[list[tuple[bytes, float]]]:
+    """Runs a ``tensorflow/serving/classify`` signature; one (label, score) list per example."""
+    signature, count, names, outputs = _run_examples(
+        context, servable, model_name, signature_name, request_input, timeout_ms, "Classify"
+    )
+    return _classification_result(signature, count, names, outputs)
+
+
 def regress(
     context: InferenceContext,
     servable: Servable,
@@ -439,17 +430,32 @@ def regress(
     timeout_ms: int | None = None,
 ) -> list[float]:
     """Runs a ``tensorflow/serving/regress`` signature; one value per example."""
+    _, count, _, (output,) = _run_examples(
+        context, servable, model_name, signature_name, request_input, timeout_ms, "Regress"
+    )
+    return _regression_result(count, output)
+
+
+# API -> (method name, signature kind in errors, PreProcess* of its signature).
+_EXAMPLE_APIS = {
+    "Classify": (CLASSIFY_METHOD, "classification", _classify_targets),
+    "Regress": (REGRESS_METHOD, "regression", _regress_targets),
+}
+
+
+def _run_examples(context, servable, model_name, signature_name, request_input, timeout_ms, api):
+    """Classify or Regress: (signature, example count, fetched names, outputs)."""
+    method, kind, targets = _EXAMPLE_APIS[api]
     check = context.signature_method_name_check
-    signature = _example_signature(servable, signature_name, check, REGRESS_METHOD, "regression")
-    input_name, names = _regress_targets(signature)
+    signature = _example_signature(servable, signature_name, check, method, kind)
+    input_name, names = targets(signature)
     cost = examples_cost(context, servable, _signature_key(signature_name), request_input)
     examples = serialized_examples(request_input)
     _record_examples(context, model_name, len(examples))
     with _admitted(context, cost):
-        (output,) = _run(
-            context, servable, model_name, "Regress", {input_name: examples}, names, timeout_ms
-        )
-    return _regression_result(len(examples), output)
+        feeds = {input_name: examples}
+        outputs = _run(context, servable, model_name, api, feeds, names, timeout_ms)
+    return signature, len(examples), names, outputs
 
 
 def _record_examples(context: InferenceContext, model_name: str, count: int) -> None:

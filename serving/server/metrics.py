@@ -148,136 +148,83 @@ class Sampler(_Metric):
         return out
 
 
-_LATENCY = (10, 1.8, 33)
+_LATENCY = exponential_buckets(10, 1.8, 33)
+_COUNTS = exponential_buckets(1, 2, 15)
+
+# attribute: (kind, TF name, description, labels, bucket limits of a Sampler).
+_METRICS = {
+    "request_count": ("counter", "/tensorflow/serving/request_count",
+        "The total number of requests.", ("model_name", "status"), None),
+    "request_latency": ("histogram", "/tensorflow/serving/request_latency",
+        "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+        ("model_name", "API", "entrypoint"), _LATENCY),
+    "runtime_latency": ("histogram", "/tensorflow/serving/runtime_latency",
+        "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+        ("model_name", "API", "runtime"), _LATENCY),
+    "example_counts": ("histogram", "/tensorflow/serving/request_example_counts",
+        "The number of tensorflow.Examples per request.", ("model",), _COUNTS),
+    "example_count_total": ("counter", "/tensorflow/serving/request_example_count_total",
+        "The total number of tensorflow.Examples.", ("model",), None),
+    "warmup_latency": ("histogram", "/tensorflow/serving/model_warmup_latency",
+        "Distribution of wall time (in microseconds) for warming up the model.",
+        ("model_path", "status"), _LATENCY),
+    "load_attempt_count": ("counter", "/tensorflow/cc/saved_model/load_attempt_count",
+        "The number of times a SavedModel was successfully loaded.",
+        ("model_path", "status"), None),
+    "load_latency": ("counter", "/tensorflow/cc/saved_model/load_latency",
+        "Latency in microseconds for SavedModels that were successfully loaded.",
+        ("model_path",), None),
+    "queuing_latency": ("histogram", "/tensorflow/serving/batching_session/queuing_latency",
+        "Distribution of wall time spent (in microseconds) in queuing",
+        ("thread_pool_name",), exponential_buckets(100, 1.2, 52)),
+    "wrapped_run_count": ("counter", "/tensorflow/serving/batching_session/wrapped_run_count",
+        "Total count of run calls on the wrapped session", (), None),
+    "input_batch_size": ("histogram", "/tensorflow/serving/batching/input_batch_size",
+        "Tracks the batch size distribution on the inputs by model_name (if exists).",
+        ("model_name",), _COUNTS),
+    "processed_batch_size": ("histogram", "/tensorflow/serving/batching/processed_batch_size",
+        "Tracks the batch size distribution on processing by model_name (if exists).",
+        ("model_name",), _COUNTS),
+    "padding_size": ("histogram", "/tensorflow/serving/batching/padding_size",
+        "Tracks the padding size distribution on batches.",
+        ("model_name", "execution_batch_size"), exponential_buckets(1, 2, 16)),
+    # Ours (TF Serving has none): the REST port's connections (``http_connections.py``).
+    "rest_open_connections": ("gauge", "/keras_vit/serving/rest/open_connections",
+        "HTTP connections open on the REST port.", (), None),
+    "rest_connections_closed": ("counter", "/keras_vit/serving/rest/connections_closed",
+        "HTTP connections the server closed or refused, by reason: refused (at "
+        "--rest_api_max_connections), evicted (to make room), idle_timeout, "
+        "header_timeout, body_timeout, header_too_large.", ("reason",), None),
+}  # fmt: skip
+_KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Sampler}
 
 
 class ServingMetrics:
-    """The metrics of one server, named as TF Serving names them."""
+    """The metrics of one server, named as TF Serving names them (:data:`_METRICS`)."""
+
+    request_count: Counter
+    request_latency: Sampler
+    runtime_latency: Sampler
+    example_counts: Sampler
+    example_count_total: Counter
+    warmup_latency: Sampler
+    load_attempt_count: Counter
+    load_latency: Counter
+    queuing_latency: Sampler
+    wrapped_run_count: Counter
+    input_batch_size: Sampler
+    processed_batch_size: Sampler
+    padding_size: Sampler
+    rest_open_connections: Gauge
+    rest_connections_closed: Counter
 
     def __init__(self) -> None:
         self._metrics: list[_Metric] = []
-        latency = exponential_buckets(*_LATENCY)
-        self.request_count = self._add(
-            Counter(
-                "/tensorflow/serving/request_count",
-                "The total number of requests.",
-                ("model_name", "status"),
-            )
-        )
-        self.request_latency = self._add(
-            Sampler(
-                "/tensorflow/serving/request_latency",
-                "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-                ("model_name", "API", "entrypoint"),
-                latency,
-            )
-        )
-        self.runtime_latency = self._add(
-            Sampler(
-                "/tensorflow/serving/runtime_latency",
-                "Distribution of wall time (in microseconds) for Tensorflow runtime.",
-                ("model_name", "API", "runtime"),
-                latency,
-            )
-        )
-        self.example_counts = self._add(
-            Sampler(
-                "/tensorflow/serving/request_example_counts",
-                "The number of tensorflow.Examples per request.",
-                ("model",),
-                exponential_buckets(1, 2, 15),
-            )
-        )
-        self.example_count_total = self._add(
-            Counter(
-                "/tensorflow/serving/request_example_count_total",
-                "The total number of tensorflow.Examples.",
-                ("model",),
-            )
-        )
-        self.warmup_latency = self._add(
-            Sampler(
-                "/tensorflow/serving/model_warmup_latency",
-                "Distribution of wall time (in microseconds) for warming up the model.",
-                ("model_path", "status"),
-                latency,
-            )
-        )
-        self.load_attempt_count = self._add(
-            Counter(
-                "/tensorflow/cc/saved_model/load_attempt_count",
-                "The number of times a SavedModel was successfully loaded.",
-                ("model_path", "status"),
-            )
-        )
-        self.load_latency = self._add(
-            Counter(
-                "/tensorflow/cc/saved_model/load_latency",
-                "Latency in microseconds for SavedModels that were successfully loaded.",
-                ("model_path",),
-            )
-        )
-        self.queuing_latency = self._add(
-            Sampler(
-                "/tensorflow/serving/batching_session/queuing_latency",
-                "Distribution of wall time spent (in microseconds) in queuing",
-                ("thread_pool_name",),
-                exponential_buckets(100, 1.2, 52),
-            )
-        )
-        self.wrapped_run_count = self._add(
-            Counter(
-                "/tensorflow/serving/batching_session/wrapped_run_count",
-                "Total count of run calls on the wrapped session",
-                (),
-            )
-        )
-        self.input_batch_size = self._add(
-            Sampler(
-                "/tensorflow/serving/batching/input_batch_size",
-                "Tracks the batch size distribution on the inputs by model_name (if exists).",
-                ("model_name",),
-                exponential_buckets(1, 2, 15),
-            )
-        )
-        self.processed_batch_size = self._add(
-            Sampler(
-                "/tensorflow/serving/batching/processed_batch_size",
-                "Tracks the batch size distribution on processing by model_name (if exists).",
-                ("model_name",),
-                exponential_buckets(1, 2, 15),
-            )
-        )
-        self.padding_size = self._add(
-            Sampler(
-                "/tensorflow/serving/batching/padding_size",
-                "Tracks the padding size distribution on batches.",
-                ("model_name", "execution_batch_size"),
-                exponential_buckets(1, 2, 16),
-            )
-        )
-
-        # Ours (TF Serving has none): the REST port's connections (``http_connections.py``).
-        self.rest_open_connections = self._add(
-            Gauge(
-                "/keras_vit/serving/rest/open_connections",
-                "HTTP connections open on the REST port.",
-                (),
-            )
-        )
-        self.rest_connections_closed = self._add(
-            Counter(
-                "/keras_vit/serving/rest/connections_closed",
-                "HTTP connections the server closed or refused, by reason: refused (at "
-                "--rest_api_max_connections), evicted (to make room), idle_timeout, "
-                "header_timeout, body_timeout, header_too_large.",
-                ("reason",),
-            )
-        )
-
-    def _add(self, metric):
-        self._metrics.append(metric)
-        return metric
+        for attribute, (kind, name, description, labels, buckets) in _METRICS.items():
+            extra = () if buckets is None else (buckets,)
+            metric = _KINDS[kind](name, description, labels, *extra)
+            self._metrics.append(metric)
+            setattr(self, attribute, metric)
 
     def prometheus_page(self) -> str:
         """``PrometheusExporter::GeneratePage``."""

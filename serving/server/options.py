@@ -131,8 +131,9 @@ _HELP = {
     "server. (e.g. grpc.max_connection_age_ms=2000) They replace this server's defaults for "
     "the same keys (connection cap, idle timeout, keepalive and stream limits; see "
     "docs/server.md).",
-    "grpc_max_threads": "Max gRPC server threads to handle grpc messages.",
-    "grpc_max_concurrent_rpcs": "RPCs in progress or queued at once, past which calls get "
+    "grpc_max_threads": "Max gRPC server threads to handle grpc messages (here: the worker "
+    "threads that compute the answers; the calls are read on the server's asyncio loop).",
+    "grpc_max_concurrent_rpcs": "RPCs in progress at once, past which calls get "
     "RESOURCE_EXHAUSTED, as TF Serving's resource quota answers (not a TF Serving flag). "
     "0: twice --grpc_max_threads.",
     "grpc_default_timeout_in_ms": "Session run timeout of a gRPC call whose client set no "

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+from tensorflow_serving.apis import model_pb2
 
 from serving.server import inference, json_tensor
 from serving.server.core import ServerCore
@@ -117,7 +117,7 @@ class RestApi:
                 raise invalid_argument("Missing model name in request.")
             if verb == "metadata":
                 return self._metadata(spec)
-            return self._status(name, version)
+            return message_to_json(self.core.status_response(name, version))
         if verb not in ("classify", "regress", "predict"):
             raise malformed  # the verb is matched case-insensitively, compared exactly
         return self._timed(verb, spec, body)
@@ -174,31 +174,15 @@ class RestApi:
         signature_name, request_input = json_tensor.parse_classify_regress_request(
             body, self.context.costs.check_elements
         )
+        run, respond = {
+            "classify": (inference.classify, json_tensor.classify_response),
+            "regress": (inference.regress, json_tensor.regress_response),
+        }[api]
         with self.core.get_servable(spec) as servable:
-            if api == "classify":
-                results = inference.classify(
-                    self.context,
-                    servable,
-                    spec.name,
-                    signature_name,
-                    request_input,
-                    self.timeout_ms,
-                )
-                return json_tensor.classify_response(results)
-            values = inference.regress(
+            results = run(
                 self.context, servable, spec.name, signature_name, request_input, self.timeout_ms
             )
-            return json_tensor.regress_response(values)
-
-    def _status(self, name: str, version: int | None) -> str:
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for number, status in self.core.model_status(name, version):
-            entry = response.model_version_status.add(version=number, state=status.state)
-            entry.status.SetInParent()
-            if status.error is not None:
-                entry.status.error_code = int(status.error.code)
-                entry.status.error_message = status.error.message
-        return message_to_json(response)
+        return respond(results)
 
     def _metadata(self, spec: model_pb2.ModelSpec) -> str:
         with self.core.get_servable(spec) as servable:

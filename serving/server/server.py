@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import resource
 import threading
 import time
-from concurrent import futures
 
 import grpc
 import tensorflow as tf
@@ -25,6 +25,7 @@ from serving.server.grpc_service import ModelService, PredictionService
 from serving.server.http_server import RestLimits, RestServer
 from serving.server.inference import InferenceContext
 from serving.server.logs import get_logger
+from serving.server.loop import LoopThread, Workers
 from serving.server.metrics import DEFAULT_PROMETHEUS_PATH, ServingMetrics
 from serving.server.options import ServerOptions, check_options
 from serving.server.rest_api import RestApi
@@ -189,9 +190,11 @@ class Server:
         self.core: ServerCore | None = None
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
-        self._grpc_server: grpc.Server | None = None
+        self._network: LoopThread | None = None
+        self._grpc_server: grpc.aio.Server | None = None
+        self._grpc_workers: Workers | None = None
         self._rest_server: RestServer | None = None
-        self._health: health.HealthServicer | None = None
+        self._health: health.aio.HealthServicer | None = None
         self._batcher: BatchScheduler | None = None
         self._config_poller: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -269,8 +272,12 @@ class Server:
                 target=self._poll_config_file, name="config_poller", daemon=True
             )
             self._config_poller.start()
-        self._start_grpc(options)
-        self._start_rest(options, monitoring)
+        self._network = LoopThread()
+        try:
+            self._network.run(self._serve(options, monitoring), timeout=60)
+        except ServingError:
+            self._stop_quietly()
+            raise
 
     @staticmethod
     def _session_config(options: ServerOptions) -> config_pb2.ConfigProto:
@@ -297,32 +304,36 @@ class Server:
         # requests wait 28.8 s at p99 with 2 threads, 0.1 s with 8).
         return config_pb2.ConfigProto(inter_op_parallelism_threads=DEFAULT_INTER_OP_THREADS)
 
-    def _start_grpc(self, options: ServerOptions) -> None:
+    async def _serve(self, options: ServerOptions, monitoring) -> None:
+        """On the loop: gRPC and (if asked) REST, both on this loop."""
         threads = max(options.grpc_max_threads, 1)
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        self._grpc_workers = Workers(threads, "grpc_worker")
+        server = grpc.aio.server(
             options=_grpc_options(
                 options.grpc_channel_arguments,
                 raise_open_files_limit(),
                 options.rest_api_max_connections if options.rest_api_port else 0,
             ),
-            # Past this many calls in progress or queued: RESOURCE_EXHAUSTED.
+            # Past this many calls in progress: RESOURCE_EXHAUSTED.
             maximum_concurrent_rpcs=options.grpc_max_concurrent_rpcs or 2 * threads,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(
                 self.core,
                 self.context,
+                self._grpc_workers,
                 options.enable_serialization_as_tensor_content,
                 default_timeout_ms=options.grpc_default_timeout_in_ms or None,
             ),
             server,
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.core, self._grpc_workers), server
+        )
         if options.enable_grpc_healthcheck_service:
-            self._health = health.HealthServicer()
+            self._health = health.aio.HealthServicer()
             for name in _HEALTH_SERVICES:
-                self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{_bracket(options.host)}:{options.port}"
         where = f"{address} (--port)"
@@ -333,23 +344,22 @@ class Server:
                 where = f"unix:{options.grpc_socket_path} (--grpc_socket_path)"
                 server.add_insecure_port(f"unix:{options.grpc_socket_path}")
         except RuntimeError:
-            self._stop_quietly()
             # TF Serving's text first (operators grep it), then what a user can act on.
             raise invalid_argument(
                 f"Failed to BuildAndStart gRPC server: cannot listen on {where}: "
                 "another process uses it (or it is not allowed); choose another"
             ) from None
-        server.start()
+        await server.start()
         self._grpc_server = server
         if options.port:
             log.info("Running gRPC ModelServer at %s ...", address)
         if options.grpc_socket_path:
             socket_path = options.grpc_socket_path
             log.info("Running gRPC ModelServer at UNIX socket unix:%s ...", socket_path)
+        if options.rest_api_port:
+            self._start_rest(options, monitoring)
 
     def _start_rest(self, options: ServerOptions, monitoring) -> None:
-        if not options.rest_api_port:
-            return
         shown_host = "localhost" if options.host in ("127.0.0.1", "localhost") else options.host
         address = f"{shown_host}:{options.rest_api_port}"
         if options.rest_api_port == options.port:
@@ -438,9 +448,6 @@ class Server:
         if self.core is not None:
             self.core.request_stop()
 
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self._stopped.wait(timeout)
-
     def shutdown(self, grace_seconds: float | None = None) -> bool:
         """Stops accepting requests, lets those in flight finish, unloads the models.
 
@@ -452,19 +459,33 @@ class Server:
             return True
         grace = self._options.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         deadline = time.monotonic() + max(grace, 0.0)
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
-        grpc_done = self._grpc_server.stop(grace) if self._grpc_server is not None else None
         clean = True
+        if self._network is not None:
+            try:
+                clean = self._network.run(self._stop_serving(grace), max(grace, 0.0) + 5)
+            except TimeoutError:
+                clean = False
+        return self._stop_quietly(deadline) and clean
+
+    async def _stop_serving(self, grace: float) -> bool:
+        """One await of both servers: no new calls or connections, those in progress
+        finish within ``grace`` (gRPC cancels what is left, REST closes it)."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        servers = []
+        if self._grpc_server is not None:
+            servers.append(self._grpc_server.stop(grace))
         if self._rest_server is not None:
-            clean &= self._rest_server.shutdown(_left(deadline))
-        if grpc_done is not None:
-            clean &= grpc_done.wait(_left(deadline))
-        clean &= self._stop_quietly(deadline)
-        return clean
+            servers.append(self._rest_server.stop(grace))
+        return all(result is not False for result in await asyncio.gather(*servers))
 
     def _stop_quietly(self, deadline: float | None = None) -> bool:
         self._stopped.set()
+        if self._network is not None:
+            self._network.stop()
+            self._network = None
+        if self._grpc_workers is not None:
+            self._grpc_workers.shutdown()
         clean = True
         if self.core is not None:
             clean = self.core.stop(deadline)
@@ -476,10 +497,6 @@ class Server:
 def _seconds(milliseconds: int) -> float:
     """A timeout flag in ms; 0 or less: none."""
     return milliseconds / 1000 if milliseconds > 0 else math.inf
-
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.0)
 
 
 def _bracket(host: str) -> str:

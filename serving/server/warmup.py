@@ -43,18 +43,10 @@ def _run_record(context: InferenceContext, servable: Servable, record) -> None:
             request.inputs,
             request.output_filter,
         )
-    elif kind == "classify_log":
-        request = record.classify_log.request
-        inference.classify(
-            context,
-            servable,
-            request.model_spec.name,
-            request.model_spec.signature_name,
-            request.input,
-        )
-    elif kind == "regress_log":
-        request = record.regress_log.request
-        inference.regress(
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(record, kind).request
+        run = inference.classify if kind == "classify_log" else inference.regress
+        run(
             context,
             servable,
             request.model_spec.name,

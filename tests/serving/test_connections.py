@@ -319,6 +319,16 @@ def test_grpc_idle_flood_holds_no_threads_and_is_closed(server):
         _close_all(silent + idle)
 
 
+def test_grpc_and_rest_are_served_by_one_loop_thread(server):
+    # grpc.aio and tornado on the server's one asyncio loop: no thread of their own.
+    assert isinstance(server._grpc_server, grpc.aio.Server)
+    assert server._rest_server._loop is server._network.loop
+    _grpc_predict(server)
+    names = [thread.name for thread in threading.enumerate()]
+    assert "rest_server" not in names  # the REST port's former loop thread
+    assert server._network._thread.name == "serving_loop" and server._network._thread.is_alive()
+
+
 def test_grpc_channel_arguments_replace_the_defaults():
     from serving.server.server import GRPC_SERVER_DEFAULTS, _grpc_options
 
