@@ -1,0 +1,185 @@
+"""The int8 body of ``keras-vit export --precision int8``: OpenVINO + NNCF static int8.
+
+The transformer (pixels -> logits, embedding) is converted from the Keras
+model's pixel-input function with ``openvino.convert_model`` and quantized
+with NNCF's static post-training quantization (``nncf.quantize``,
+``ModelType.TRANSFORMER``: SmoothQuant, int8 weights per channel, int8
+activations calibrated on real images). The layout of the version and how it
+runs are in :mod:`serving.int8_runtime`.
+
+Calibration images are decoded by the export's own decoder (the pixels the
+served model sees). By default they are the ``--calibration-data`` folder's
+first :data:`DEFAULT_CALIBRATION_IMAGES` images; without one, photos shipped
+by scikit-image and scikit-learn with flips and crops (:func:`sample_photos`),
+which the settings file records as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from serving.int8_runtime import BODY_XML, EMBEDDING, LOGITS, RUNTIME_DIR
+
+DEFAULT_CALIBRATION_IMAGES = 300
+# NNCF collects statistics per dataset item; one image an item, as its examples do.
+CALIBRATION_BATCH = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# /proc/cpuinfo flags of the int8 dot-product instructions oneDNN's int8 kernels use.
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+RUNTIME = "openvino"
+SCHEME = (
+    "NNCF static post-training quantization (ModelType.TRANSFORMER, SmoothQuant, preset "
+    "performance): int8 symmetric per-channel weights, int8 activations calibrated on the "
+    "calibration set"
+)
+
+
+class Int8CPUWarning(UserWarning):
+    """The CPU lacks (or could not be checked for) int8 dot-product instructions."""
+
+
+def int8_cpu_warning(flags: set[str] | None) -> str | None:
+    """A warning for CPUs without VNNI/AMX-INT8 (None where they have one)."""
+    if flags is not None and any(flag in flags for flag in INT8_CPU_FLAGS):
+        return None
+    which = (
+        "could not read the CPU flags (/proc/cpuinfo) to check for VNNI or AMX-INT8"
+        if flags is None
+        else "this CPU has neither AVX512_VNNI, AVX_VNNI nor AMX-INT8"
+    )
+    return (
+        f"{which}: the int8 version's matmuls then run on AVX2/AVX-512 without int8 dot "
+        "products, about half the int8 rate of a VNNI CPU; measured on this project's "
+        "machines the int8 body then gains little or nothing over the float32 export "
+        "(docs/export.md, 'Choosing a precision'). Serve it on VNNI or AMX nodes "
+        "(kubernetes/overlays/int8 pins them by Node Feature Discovery labels)."
+    )
+
+
+def read_calibration_folder(
+    root: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_IMAGES
+) -> tuple[list[bytes], list[str]]:
+    """Up to ``limit`` image files under ``root`` (recursively, sorted): (bytes, names)."""
+    from serving.image_files import read_image_file
+
+    base = Path(root)
+    if not base.is_dir():
+        raise ValueError(f"--calibration-data {root}: not a directory")
+    paths = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise ValueError(
+            f"--calibration-data {root}: no image files ({', '.join(IMAGE_SUFFIXES)}) under it"
+        )
+    # Spread over the folder (every class of an image folder), deterministic.
+    step = max(1, len(paths) // limit)
+    chosen = paths[::step][:limit]
+    return [read_image_file(p) for p in chosen], [str(p.relative_to(base)) for p in chosen]
+
+
+def sample_photos() -> list[np.ndarray]:
+    """The photos of scikit-image and scikit-learn (RGB uint8) with flips and crops."""
+    photos = []
+    with contextlib.suppress(ImportError):
+        from skimage import data
+
+        for name in (
+            "astronaut",
+            "chelsea",
+            "coffee",
+            "rocket",
+            "motorcycle_left",
+            "hubble_deep_field",
+        ):
+            with contextlib.suppress(Exception):
+                photos.append(np.asarray(getattr(data, name)())[..., :3])
+    with contextlib.suppress(Exception):
+        from sklearn.datasets import load_sample_images
+
+        photos.extend(np.asarray(image) for image in load_sample_images().images)
+    if not photos:
+        raise ValueError(
+            "no calibration images: pass --calibration-data DIR (scikit-image / scikit-learn "
+            "sample photos are not installed)"
+        )
+    views = []
+    for photo in photos:
+        height, width = photo.shape[:2]
+        side = min(height, width)
+        for crop in (
+            photo,
+            photo[:, ::-1],
+            photo[:side, :side],
+            photo[height - side :, width - side :],
+            photo[height // 4 : height - height // 4, width // 4 : width - width // 4],
+            photo[::-1, :][:side, :side],
+        ):
+            views.append(np.ascontiguousarray(crop))
+    return views
+
+
+def calibration_digest(images: Sequence[bytes]) -> str:
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()
+
+
+def _batches(pixels: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(pixels), size):
+        yield pixels[start : start + size]
+
+
+def body_function(model):
+    """The pixel-input ``tf.function``: float pixels -> {logits, embedding} (float32)."""
+    import keras
+    import tensorflow as tf
+
+    body = keras.Model(model.input, [model.output, model.get_layer("pooling").output])
+
+    def run(pixels):
+        logits, embedding = body(pixels, training=False)
+        return {LOGITS: tf.cast(logits, tf.float32), EMBEDDING: tf.cast(embedding, tf.float32)}
+
+    spec = tf.TensorSpec([None, *(int(s) for s in model.image_size), 3], tf.float32)
+    return tf.function(run, autograph=False).get_concrete_function(spec)
+
+
+def quantized_body(model, calibration_pixels: np.ndarray):
+    """The OpenVINO model of the body, int8-quantized by NNCF on ``calibration_pixels``."""
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    float_body = ov.convert_model(body_function(model))
+    for output in float_body.outputs:  # the structured names, whatever the converter kept
+        names = output.get_names()
+        name = EMBEDDING if any(EMBEDDING in n for n in names) else LOGITS
+        output.get_tensor().set_names({name})
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        return nncf.quantize(
+            float_body,
+            nncf.Dataset(list(_batches(calibration_pixels, CALIBRATION_BATCH))),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=-(-len(calibration_pixels) // CALIBRATION_BATCH),
+        )
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def write_body(quantized, directory: str | os.PathLike) -> Path:
+    import openvino as ov
+
+    target = Path(directory) / RUNTIME_DIR / BODY_XML
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    return target
