@@ -231,3 +231,28 @@ def test_cli_refuses_int8_with_quantize_and_bfloat16(tmp_path, capsys):
                  "--calibration-data", str(tmp_path)])  # fmt: skip
     assert code == 2
     assert "--calibration-data is only used with --precision int8" in capsys.readouterr().err
+
+
+def test_batch_predict_runs_the_int8_version_and_names_bad_images(
+    exported, exported_int8, photos
+):
+    pytest.importorskip("apache_beam", reason="batch-predict needs apache-beam")
+    from serving.batch.model_dir import resolve_model_dir
+    from serving.batch.model_handler import ImageClassifier
+
+    assert resolve_model_dir(str(exported_int8.parent)) == str(exported_int8)
+    jpeg = encode(photos["coffee"][::2, ::2], "JPEG", quality=85)
+    fp32 = ImageClassifier(str(exported)).classify([jpeg, b"not an image", jpeg])
+    int8 = ImageClassifier(str(exported_int8)).classify([jpeg, b"not an image", jpeg])
+    assert int8[1] == fp32[1] and "error" in int8[1]
+    assert int8[0]["label"] in LABELS and len(int8[0]["top_k_scores"]) == TOP_K
+    assert int8[0]["top_k_scores"] == pytest.approx(fp32[0]["top_k_scores"], abs=0.05)
+
+
+def test_predict_and_evaluate_model_say_how_to_use_an_int8_export(exported_int8):
+    from keras_vit.cli.exports import export_problem
+
+    message = export_problem(str(exported_int8.parent), "predict")
+    assert message is not None and "is an int8 export (1/keras_vit_int8/)" in message
+    assert "keras-vit serve --model_name=vit" in message
+    assert "batch-predict --model-dir" in message
