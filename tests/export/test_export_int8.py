@@ -117,7 +117,7 @@ def test_metadata_is_the_float32_exports(both_served):
 
 def test_predict_classify_and_embedding_agree_with_float32(both_served, photos):
     import tensorflow as tf
-    from tensorflow_serving.apis import classification_pb2, predict_pb2
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2
 
     stub = _stub(both_served)
     jpegs = [encode(photo, "JPEG", quality=90) for photo in photos.values()]
@@ -155,6 +155,16 @@ def test_predict_classify_and_embedding_agree_with_float32(both_served, photos):
     assert [s for _, s in classes["int8"]] == pytest.approx(
         [s for _, s in classes["fp32"]], abs=0.05
     )
+    # MultiInference: the classify head through the same run.
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add()
+    task.model_spec.name, task.model_spec.signature_name = "int8", "classify"
+    task.method_name = "tensorflow/serving/classify"
+    request.input.example_list.examples.append(example)
+    reply = stub.MultiInference(request, timeout=60)
+    multi = reply.results[0].classification_result.classifications[0].classes
+    assert [c.label for c in multi] == [label for label, _ in classes["int8"]]
+    assert [c.score for c in multi] == pytest.approx([s for _, s in classes["int8"]], abs=1e-6)
     embeddings = {}
     for name in ("fp32", "int8"):
         request = predict_pb2.PredictRequest()
@@ -233,9 +243,7 @@ def test_cli_refuses_int8_with_quantize_and_bfloat16(tmp_path, capsys):
     assert "--calibration-data is only used with --precision int8" in capsys.readouterr().err
 
 
-def test_batch_predict_runs_the_int8_version_and_names_bad_images(
-    exported, exported_int8, photos
-):
+def test_batch_predict_runs_the_int8_version_and_names_bad_images(exported, exported_int8, photos):
     pytest.importorskip("apache_beam", reason="batch-predict needs apache-beam")
     from serving.batch.model_dir import resolve_model_dir
     from serving.batch.model_handler import ImageClassifier
@@ -256,3 +264,13 @@ def test_predict_and_evaluate_model_say_how_to_use_an_int8_export(exported_int8)
     assert message is not None and "is an int8 export (1/keras_vit_int8/)" in message
     assert "keras-vit serve --model_name=vit" in message
     assert "batch-predict --model-dir" in message
+
+
+def test_cpu_warning_names_the_missing_int8_instructions():
+    from serving.int8_export import int8_cpu_warning
+
+    assert int8_cpu_warning({"avx2", "avx512f", "avx512_vnni"}) is None
+    assert int8_cpu_warning({"avx2", "amx_int8"}) is None
+    message = int8_cpu_warning({"avx2", "fma"})
+    assert "neither AVX512_VNNI, AVX_VNNI nor AMX-INT8" in message
+    assert "could not read the CPU flags" in int8_cpu_warning(None)
