@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     setup = {}
     begin = time.perf_counter()
     ort_static(str(CACHE / "vit_fp32.onnx"), str(static), pixels)
-    setup["ORT static QDQ quantization"] = time.perf_counter() - begin
+    setup["ORT static QDQ int8"] = time.perf_counter() - begin
     model = load_pretrained(str(CACHE / "checkpoint"))
     begin = time.perf_counter()
     plain = int8_export.quantized_body(
