@@ -145,6 +145,12 @@ def export_saved_model(
     check_precision(precision)
     if precision == INT8:
         _check_int8_arguments(model, with_explain=with_explain, xla=xla)
+        from serving.int8_export import Int8CPUWarning, int8_cpu_warning
+        from serving.precision import cpu_flags
+
+        message = int8_cpu_warning(cpu_flags())
+        if message:
+            warnings.warn(message, Int8CPUWarning, stacklevel=2)
     elif calibration_images is not None:
         raise ValueError("calibration_images are only used by precision='int8'")
     if precision == BFLOAT16:

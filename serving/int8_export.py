@@ -54,11 +54,12 @@ def int8_cpu_warning(flags: set[str] | None) -> str | None:
         else "this CPU has neither AVX512_VNNI, AVX_VNNI nor AMX-INT8"
     )
     return (
-        f"{which}: the int8 version's matmuls then run on AVX2/AVX-512 without int8 dot "
-        "products, about half the int8 rate of a VNNI CPU; measured on this project's "
-        "machines the int8 body then gains little or nothing over the float32 export "
-        "(docs/export.md, 'Choosing a precision'). Serve it on VNNI or AMX nodes "
-        "(kubernetes/overlays/int8 pins them by Node Feature Discovery labels)."
+        f"{which}: the int8 version's matmuls then run on oneDNN's AVX2/AVX-512 int8 "
+        "fallback (pairs of multiply-adds instead of one dot-product instruction). Its cost "
+        "is not measured by this project (every machine it measured has VNNI, most AMX; "
+        "benchmarks/results/precision.md): expect far less than the 1.8x over bfloat16 "
+        "measured there, possibly nothing over float32, and measure before deploying. "
+        "Serve it on VNNI or AMX nodes."
     )
 
 

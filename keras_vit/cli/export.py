@@ -219,12 +219,14 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     from serving.export import Int8ServingWarning
+    from serving.int8_export import Int8CPUWarning
 
     images, source = calibration if calibration else (None, None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BF16CPUWarning)  # printed above, once
             warnings.simplefilter("ignore", Int8ServingWarning)  # printed above, once
+            warnings.simplefilter("ignore", Int8CPUWarning)
             path = export_saved_model(
                 model,
                 args.output,

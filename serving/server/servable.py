@@ -186,6 +186,8 @@ class Servable:
         int8 body in OpenVINO; the helper signatures are hidden from the metadata."""
         from serving import int8_runtime
 
+        log.info("Version %s is an int8 keras-vit version: OpenVINO body, TF part in a session "
+                 "(tensorflow_model_server cannot load it)", path)  # fmt: skip
         servable = cls.load(name, version, int8_runtime.tf_part(path), tags, session_config)
         try:
             body = int8_runtime.Int8Body(path, session_config.intra_op_parallelism_threads)
