@@ -274,3 +274,37 @@ def test_cpu_warning_names_the_missing_int8_instructions():
     message = int8_cpu_warning({"avx2", "fma"})
     assert "neither AVX512_VNNI, AVX_VNNI nor AMX-INT8" in message
     assert "could not read the CPU flags" in int8_cpu_warning(None)
+
+
+def test_a_base_path_rolls_over_from_float32_to_int8(exported, exported_int8, tmp_path, photos):
+    """keras-vit serve serves a base path holding both kinds (--mixed-base-path): the int8
+    version, being the latest, replaces the float32 one for clients."""
+    import shutil
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
+
+    from tests.support.servers import serving
+
+    base = tmp_path / "vit"
+    shutil.copytree(exported, base / "1")
+    shutil.copytree(exported_int8, base / "2")
+    with serving(base) as server:
+        import grpc
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = "vit"
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            status_request, timeout=30
+        )
+        available = [v.version for v in status.model_version_status if v.state == 30]
+        assert available == [2]
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "vit"
+        request.inputs["image_bytes"].CopyFrom(
+            tf.make_tensor_proto([encode(photos["chelsea"], "JPEG", quality=90)])
+        )
+        reply = _stub(server).Predict(request, timeout=60)
+        assert reply.model_spec.version.value == 2
+        assert tf.make_ndarray(reply.outputs["label"])[0].decode() in LABELS
