@@ -40,13 +40,16 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_images
 from serving import warmup
+from serving.int8_runtime import RUNTIME_DIR
 from serving.precision import (
     BFLOAT16,
     DEFAULT_PRECISION,
+    INT8,
     BF16CPUWarning,
     bf16_cpu_warning,
     check_precision,
@@ -89,6 +92,9 @@ def export_saved_model(
     warmup_images: Sequence[bytes] | None = None,
     with_explain: bool = False,
     precision: str = DEFAULT_PRECISION,
+    calibration_images: Sequence[bytes] | None = None,
+    calibration_source: str | None = None,
+    mixed_base_path: bool = False,
 ) -> Path:
     """Writes ``model`` as SavedModel version ``base_path/<version>/`` and returns that path.
 
@@ -116,7 +122,19 @@ def export_saved_model(
             in bfloat16 (Keras ``mixed_bfloat16``; see :mod:`serving.precision`),
             preprocessing, logits, softmax, top-k and every output stay float32.
             The signatures are the same. Warns (:class:`BF16CPUWarning`) when
-            this CPU has neither AVX512_BF16 nor AMX-BF16.
+            this CPU has neither AVX512_BF16 nor AMX-BF16. ``"int8"``: the
+            transformer body is quantized to int8 with NNCF and runs in OpenVINO;
+            decoding, softmax and top-k stay in TensorFlow and the signatures are
+            the same (:mod:`serving.int8_runtime` has the layout). Only
+            ``keras-vit serve`` serves it: ``tensorflow_model_server`` refuses the
+            version (:class:`Int8ServingWarning` says so).
+        calibration_images: encoded images the int8 activations are calibrated on
+            (decoded as the served version decodes them); by default the sample
+            photos of :func:`serving.int8_export.sample_photos`.
+        calibration_source: what ``calibration_images`` are, for the settings file.
+        mixed_base_path: allow an int8 version into a base path that holds
+            SavedModel versions (``tensorflow_model_server`` would fail to load it
+            when it becomes the latest); refused by default.
 
     Raises:
         ExportError: the version exists and ``overwrite`` is false, or the base
@@ -125,6 +143,16 @@ def export_saved_model(
     """
     _check_model(model)
     check_precision(precision)
+    if precision == INT8:
+        _check_int8_arguments(model, with_explain=with_explain, xla=xla)
+        from serving.int8_export import Int8CPUWarning, int8_cpu_warning
+        from serving.precision import cpu_flags
+
+        message = int8_cpu_warning(cpu_flags())
+        if message:
+            warnings.warn(message, Int8CPUWarning, stacklevel=2)
+    elif calibration_images is not None:
+        raise ValueError("calibration_images are only used by precision='int8'")
     if precision == BFLOAT16:
         message = bf16_cpu_warning()
         if message:
@@ -176,7 +204,13 @@ def export_saved_model(
             "to replace it, or choose another version"
         )
 
-    model = model_for_precision(model, precision)
+    if precision == INT8:
+        _check_int8_base_path(base, versions, version, mixed_base_path)
+        warnings.warn(TF_SERVING_INT8_MESSAGE, Int8ServingWarning, stacklevel=2)
+        if getattr(model, "lora_enabled", False):
+            model = model.merge_lora()
+    else:
+        model = model_for_precision(model, precision)
 
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base))
@@ -185,8 +219,9 @@ def export_saved_model(
             # The asset keeps its file name inside assets/.
             labels_source = Path(scratch) / LABELS_FILE
             labels_source.write_text("".join(_label_line(label) for label in model.labels))
+            int8 = precision == INT8
             module = ServingModule(
-                model,
+                _Int8BodyStub(model) if int8 else model,
                 top_k=top_k,
                 with_probabilities=with_probabilities,
                 max_pixels=max_pixels,
@@ -194,9 +229,16 @@ def export_saved_model(
                 xla=xla,
                 labels_file=str(labels_source),
                 with_explain=with_explain,
+                int8_helpers=int8,
             )
-            tf.saved_model.save(module, str(staging), signatures=module.signatures())
-        set_method_names(staging, {CLASSIFY: CLASSIFY_METHOD})
+            tf_dir = staging / RUNTIME_DIR if int8 else staging
+            tf.saved_model.save(module, str(tf_dir), signatures=module.signatures())
+        set_method_names(tf_dir, {CLASSIFY: CLASSIFY_METHOD})
+        int8_settings = (
+            _write_int8_body(model, module, staging, calibration_images, calibration_source)
+            if int8
+            else None
+        )
         extra = staging / "assets.extra"
         extra.mkdir(exist_ok=True)
         warmup.write_warmup_file(extra / WARMUP_FILE, warmup_images)
@@ -214,6 +256,8 @@ def export_saved_model(
             "precision": precision,
             "example_feature": EXAMPLE_FEATURE,
         }
+        if int8_settings is not None:
+            settings["int8"] = int8_settings
         (extra / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         _sync_tree(staging)
         _publish(staging, target, replace=version in versions)
@@ -224,6 +268,98 @@ def export_saved_model(
         "Exported version %d to %s in %.1f s", version, target, time.perf_counter() - started
     )
     return target
+
+
+class Int8ServingWarning(UserWarning):
+    """An int8 version: ``keras-vit serve`` serves it, ``tensorflow_model_server`` cannot."""
+
+
+TF_SERVING_INT8_MESSAGE = (
+    "the int8 version runs its transformer body in OpenVINO: `keras-vit serve` serves it "
+    "with the whole TF Serving API, but tensorflow_model_server (and the TF Serving images, "
+    "Vertex AI's prebuilt TensorFlow containers) cannot load it: it has no saved_model.pb "
+    "at its top level, so TF Serving reports the version as failed to load"
+)
+
+
+def _check_int8_arguments(model, *, with_explain: bool, xla: bool) -> None:
+    if with_explain:
+        raise ValueError(
+            "precision='int8' cannot write the 'explain' signature (the attention rollout "
+            "needs the float model): export float32 or bfloat16 with --with-explain"
+        )
+    if xla:
+        raise ValueError(
+            "precision='int8' cannot be compiled with XLA: the int8 body runs in OpenVINO "
+            "(drop --xla)"
+        )
+    if any(getattr(layer, "quantization_mode", None) for layer in model._flatten_layers()):
+        raise ValueError(
+            "precision='int8' quantizes the float model itself (static int8, OpenVINO): "
+            "export the float model, not one quantized with --quantize / model.quantize()"
+        )
+
+
+def _check_int8_base_path(base: Path, versions: dict, version: int, mixed: bool) -> None:
+    saved_models = sorted(
+        number
+        for number, path in versions.items()
+        if number != version and (path / "saved_model.pb").is_file()
+    )
+    if saved_models and not mixed:
+        raise ExportError(
+            f"{base} holds SavedModel versions ({', '.join(map(str, saved_models))}) that "
+            "tensorflow_model_server may be serving; it cannot load an int8 version, and "
+            "would report the new latest version as failed. Export int8 to its own base "
+            "path, or pass mixed_base_path=True (--mixed-base-path) if only `keras-vit "
+            "serve` serves this base path"
+        )
+    if saved_models:
+        logger.warning(
+            "%s mixes SavedModel versions (%s) with int8 versions: only `keras-vit serve` "
+            "can serve every version of it",
+            base,
+            ", ".join(map(str, saved_models)),
+        )
+
+
+def _write_int8_body(model, module, staging: Path, calibration_images, calibration_source) -> dict:
+    """Calibrates, quantizes and writes the OpenVINO body; returns its settings entry."""
+    import nncf
+    import openvino as ov
+
+    from serving import int8_export
+
+    if calibration_images is None:
+        photos = int8_export.sample_photos()
+        calibration_images = [tf.io.encode_jpeg(p, quality=95).numpy() for p in photos]
+        calibration_source = calibration_source or (
+            f"sample photos: scikit-image and scikit-learn, {len(photos)} views (flips and crops)"
+        )
+    else:
+        calibration_images = [bytes(image) for image in calibration_images]
+        if not calibration_images:
+            raise ValueError("calibration_images is empty; pass None for the sample photos")
+    pixels = np.concatenate(
+        [module.decode(tf.constant([image])).numpy() for image in calibration_images]
+    )
+    started = time.perf_counter()
+    quantized = int8_export.quantized_body(model, pixels)
+    int8_export.write_body(quantized, staging)
+    logger.info("Quantized the body to int8 in %.1f s", time.perf_counter() - started)
+    return {
+        "runtime": int8_export.RUNTIME,
+        "runtime_version": ov.get_version(),
+        "nncf_version": nncf.__version__,
+        "scheme": int8_export.SCHEME,
+        "body": f"{RUNTIME_DIR}/body.xml",
+        "calibration": {
+            "source": calibration_source or "caller-supplied images",
+            "images": len(calibration_images),
+            "sha256": int8_export.calibration_digest(calibration_images),
+        },
+        "tensorflow_model_server": "cannot load this version (no top-level saved_model.pb)",
+    }
 
 
 def existing_versions(base_path: str | os.PathLike) -> dict[int, Path]:
@@ -280,6 +416,7 @@ class ServingModule(tf.Module):
         xla: bool = False,
         labels_file: str | None = None,
         with_explain: bool = False,
+        int8_helpers: bool = False,
     ):
         super().__init__(name="keras_vit_serving")
         _check_model(model)
@@ -337,7 +474,7 @@ class ServingModule(tf.Module):
         def serving_default(image_bytes):
             return predictions(decode_bytes(image_bytes))
 
-        def serving_pixels(images):
+        def uint8_pixels(images):
             shape = tf.shape(images)
             message = tf.strings.format(
                 "images: height and width must be at least 1, got {}x{}", (shape[1], shape[2])
@@ -350,7 +487,10 @@ class ServingModule(tf.Module):
                     lambda: tf.image.resize(images, image_size, antialias=True),
                 )
             pixels.set_shape([None, *image_size, 3])
-            return predictions(pixels)
+            return pixels
+
+        def serving_pixels(images):
+            return predictions(uint8_pixels(images))
 
         def embedding(image_bytes):
             return {"embedding": embed(decode_bytes(image_bytes))}
@@ -385,6 +525,13 @@ class ServingModule(tf.Module):
             ),
         }
 
+        if int8_helpers:
+            self._signatures.update(
+                _int8_helpers(
+                    decode_bytes, decode_examples, uint8_pixels, labels, top_k, with_probabilities
+                )
+            )
+
         if with_explain:
             from serving.explain_signature import EXPLAIN, explain_function
 
@@ -405,6 +552,97 @@ class ServingModule(tf.Module):
     def signatures(self) -> dict:
         """The signature functions by name, for ``tf.saved_model.save(..., signatures=...)``."""
         return {name: fn.get_concrete_function() for name, fn in self._signatures.items()}
+
+
+def _int8_helpers(
+    decode_bytes, decode_examples, uint8_pixels, labels, top_k: int, with_probabilities: bool
+) -> dict:
+    """The helper signatures of an int8 version's TF part (see :mod:`serving.int8_runtime`):
+    the public signatures' decoding up to the pixels, and the logits to their outputs."""
+    from serving import int8_runtime as rt
+
+    def from_logits(logits):
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        top_scores, top_indices = tf.math.top_k(probabilities, k=top_k)
+        return probabilities, top_scores, top_indices
+
+    def predictions(logits):
+        probabilities, top_scores, top_indices = from_logits(logits)
+        outputs = {
+            "label": tf.gather(labels, top_indices[:, 0]),
+            "score": top_scores[:, 0],
+            "top_k_labels": tf.gather(labels, top_indices),
+            "top_k_scores": top_scores,
+        }
+        if with_probabilities:
+            outputs["probabilities"] = probabilities
+        return outputs
+
+    def classes(logits):
+        _, top_scores, top_indices = from_logits(logits)
+        return {"classes": tf.gather(labels, top_indices), "scores": top_scores}
+
+    def examples_pixels(inputs):
+        features = tf.io.parse_example(
+            inputs, {EXAMPLE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+        )
+        return decode_examples(features[EXAMPLE_FEATURE])
+
+    def signature(fn, spec):
+        return tf.function(fn, input_signature=[spec], autograph=False)
+
+    def front(fn):
+        return lambda value: {rt.PIXELS: fn(value)}
+
+    num_classes = int(labels.shape[0])
+    logits_spec = tf.TensorSpec([None, num_classes], tf.float32, name=rt.LOGITS)
+    return {
+        rt.FRONT + SERVING_DEFAULT: signature(
+            front(decode_bytes), tf.TensorSpec([None], tf.string, name="image_bytes")
+        ),
+        rt.FRONT + EMBEDDING: signature(
+            front(decode_bytes), tf.TensorSpec([None], tf.string, name="image_bytes")
+        ),
+        rt.FRONT + SERVING_PIXELS: signature(
+            front(uint8_pixels), tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+        ),
+        rt.FRONT + CLASSIFY: signature(
+            front(examples_pixels), tf.TensorSpec([None], tf.string, name="inputs")
+        ),
+        rt.PREDICTIONS: signature(predictions, logits_spec),
+        rt.CLASSES: signature(classes, logits_spec),
+    }
+
+
+class _Int8BodyStub:
+    """Stands in for the model in an int8 version's TF part: the public signatures keep the
+    float32 export's SignatureDefs, and running them in TensorFlow (as
+    ``tensorflow_model_server`` or ``tf.saved_model.load`` would) fails with a clear error,
+    since the body is the OpenVINO file beside it."""
+
+    _MESSAGE = (
+        "this is an int8 keras-vit version: its transformer body is an OpenVINO model "
+        "(keras_vit_int8/body.xml) that TensorFlow cannot run; serve it with "
+        "`keras-vit serve` (or export float32/bfloat16 for tensorflow_model_server)"
+    )
+
+    def __init__(self, model) -> None:
+        self.image_size = tuple(model.image_size)
+        self.labels = list(model.labels)
+        self.num_classes = int(model.num_classes)
+        self.hidden_dim = int(model.hidden_dim)
+        self.variables: list = []
+
+    def _fail(self, pixels, width: int):
+        check = tf.debugging.Assert(False, [self._MESSAGE])
+        with tf.control_dependencies([check]):
+            return tf.zeros([tf.shape(pixels)[0], width], tf.float32)
+
+    def __call__(self, pixels, training=False):
+        return self._fail(pixels, self.num_classes)
+
+    def embedding_model(self):
+        return lambda pixels, training=False: self._fail(pixels, self.hidden_dim)
 
 
 def _check_model(model) -> None:

@@ -30,7 +30,9 @@ import os
 
 FLOAT32 = "float32"
 BFLOAT16 = "bfloat16"
-PRECISIONS = (FLOAT32, BFLOAT16)
+# int8: the float model's body quantized by NNCF, run by OpenVINO (serving/int8_export.py).
+INT8 = "int8"
+PRECISIONS = (FLOAT32, BFLOAT16, INT8)
 DEFAULT_PRECISION = FLOAT32
 # The Keras dtype policy each precision exports the model with.
 POLICIES = {FLOAT32: "float32", BFLOAT16: "mixed_bfloat16"}
@@ -106,6 +108,8 @@ def model_for_precision(model, precision: str):
     not float weights to recast.
     """
     check_precision(precision)
+    if precision == INT8:
+        raise ValueError("precision='int8' is not a Keras dtype policy (serving/int8_export.py)")
     policy = POLICIES[precision]
     if model.dtype_policy.name == policy:
         return model

@@ -93,8 +93,31 @@ def register(subparsers) -> None:
         choices=PRECISIONS,
         default="float32",
         help="bfloat16: the encoder computes in bf16 (about 2x faster on CPUs with "
-        "AVX512_BF16 or AMX-BF16, several times slower without); preprocessing, softmax "
-        "and every output stay float32, the signatures are unchanged (default float32)",
+        "AVX512_BF16 or AMX-BF16, several times slower without); int8: the transformer "
+        "body is quantized to int8 (NNCF, calibrated) and runs in OpenVINO, served by "
+        "`keras-vit serve` only (tensorflow_model_server cannot load it). Preprocessing, "
+        "softmax and every output stay float32, the signatures are unchanged (default float32)",
+    )
+    parser.add_argument(
+        "--calibration-data",
+        metavar="DIR",
+        help="--precision int8: calibrate on up to --calibration-images images of this "
+        "folder (searched recursively; default: sample photos shipped with scikit-image "
+        "and scikit-learn, with flips and crops)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="--precision int8: how many images of --calibration-data to calibrate on "
+        "(default 300)",
+    )
+    parser.add_argument(
+        "--mixed-base-path",
+        action="store_true",
+        help="--precision int8: write the int8 version even if the base path holds SavedModel "
+        "versions (only `keras-vit serve` can then serve every version)",
     )
     parser.add_argument(
         "--warmup-image",
@@ -107,6 +130,34 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    int8_only = [
+        flag
+        for flag, value in (
+            ("--calibration-data", args.calibration_data),
+            ("--calibration-images", args.calibration_images),
+            ("--mixed-base-path", args.mixed_base_path),
+        )
+        if value
+    ]
+    if int8_only and args.precision != "int8":
+        print(f"error: {int8_only[0]} is only used with --precision int8", file=sys.stderr)
+        return 2
+    if args.precision == "int8" and (args.quantize or args.with_explain or args.xla):
+        flag = (
+            f"--quantize {args.quantize}"
+            if args.quantize
+            else ("--with-explain" if args.with_explain else "--xla")
+        )
+        reason = {
+            "--with-explain": "the attention rollout needs the float model",
+            "--xla": "the int8 body runs in OpenVINO, not in TensorFlow",
+        }.get(flag, "it quantizes the float model itself (static int8 in OpenVINO, faster "
+                    "than Keras' int8 kernels)")  # fmt: skip
+        print(
+            f"error: --precision int8 cannot be combined with {flag}: {reason}",
+            file=sys.stderr,
+        )
+        return 2
     if args.quantize and args.precision != "float32":
         # Keras int8 kernels run on TF's int8 matmuls whatever the policy: nothing to gain.
         print(
@@ -134,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
         message = bf16_cpu_warning()
         if message:
             print(f"warning: {message}", file=sys.stderr)
+    calibration = None
+    if args.precision == "int8":
+        calibration = _int8_preamble(args)
+        if calibration is None:
+            return 1
 
     if args.version is not None and not args.overwrite:
         # Fail before the (slow) model loading.
@@ -162,9 +218,15 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    from serving.export import Int8ServingWarning
+    from serving.int8_export import Int8CPUWarning
+
+    images, source = calibration if calibration else (None, None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BF16CPUWarning)  # printed above, once
+            warnings.simplefilter("ignore", Int8ServingWarning)  # printed above, once
+            warnings.simplefilter("ignore", Int8CPUWarning)
             path = export_saved_model(
                 model,
                 args.output,
@@ -178,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
                 warmup_images=warmup_images,
                 with_explain=args.with_explain,
                 precision=args.precision,
+                calibration_images=images,
+                calibration_source=source,
+                mixed_base_path=args.mixed_base_path,
             )
     except (ExportError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -198,11 +263,42 @@ def run(args: argparse.Namespace) -> int:
             "  explain          image_bytes -> label, score, attention_map "
             f"(float [-1, {rows}, {cols}]), overlay_bytes (PNG)"
         )
-    if args.precision != "float32":
+    if args.precision == "int8":
+        print(
+            "precision: int8 body (OpenVINO, NNCF static int8); decoding, inputs, scores and "
+            f"embeddings as float32; calibrated on {source or 'sample photos'}"
+        )
+        print("serve it with: keras-vit serve (tensorflow_model_server cannot load it)")
+    elif args.precision != "float32":
         print(f"precision: {args.precision} encoder; inputs, scores and embeddings float32")
     if args.xla:
         print("XLA: start TF Serving with --xla_cpu_compilation_enabled=true")
     return 0
+
+
+def _int8_preamble(args) -> tuple[list[bytes] | None, str | None] | tuple[()] | None:
+    """Warnings and the calibration images of --precision int8 (None: an error was printed)."""
+    from serving.export import TF_SERVING_INT8_MESSAGE
+    from serving.int8_export import (
+        DEFAULT_CALIBRATION_IMAGES,
+        int8_cpu_warning,
+        read_calibration_folder,
+    )
+    from serving.precision import cpu_flags
+
+    print(f"warning: {TF_SERVING_INT8_MESSAGE}", file=sys.stderr)
+    message = int8_cpu_warning(cpu_flags())
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+    if not args.calibration_data:
+        return ()
+    limit = args.calibration_images or DEFAULT_CALIBRATION_IMAGES
+    try:
+        images, names = read_calibration_folder(args.calibration_data, limit)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    return images, f"{args.calibration_data} ({len(names)} images, first {names[0]})"
 
 
 def _load(source: str):

@@ -17,15 +17,11 @@ def export_problem(source: str | None, command: str) -> str | None:
         return None
     path = Path(source)
     try:
-        if (path / "saved_model.pb").is_file():
+        if _is_version(path):
             base, version = path.parent, path
         else:
             versions = sorted(
-                (
-                    p
-                    for p in path.iterdir()
-                    if p.name.isdigit() and (p / "saved_model.pb").is_file()
-                ),
+                (p for p in path.iterdir() if p.name.isdigit() and _is_version(p)),
                 key=lambda p: int(p.name),
             )
             if not versions:
@@ -33,13 +29,25 @@ def export_problem(source: str | None, command: str) -> str | None:
             base, version = path, versions[-1]
     except OSError:  # not a folder, or not readable: the loader says what is wrong
         return None
+    kind = (
+        f"an int8 export ({version.name}/keras_vit_int8/)"
+        if not (version / "saved_model.pb").is_file()
+        else f"an export (a TF Serving SavedModel, {version.name}/saved_model.pb)"
+    )
     return (
-        f"{source} is an export (a TF Serving SavedModel, {version.name}/saved_model.pb), "
+        f"{source} is {kind}, "
         "not a checkpoint, which --model takes. To use the export:\n"
         f"  keras-vit serve --model_name=vit --model_base_path={base.resolve()}\n"
         f"  then {_with_server(command)}; or, over many images at once:\n"
         f"  keras-vit batch-predict --model-dir {source} --input IMAGES --output RESULTS"
     )
+
+
+def _is_version(path: Path) -> bool:
+    # A float export, or an int8 one (serving/int8_runtime.py: keras_vit_int8/saved_model.pb).
+    return (path / "saved_model.pb").is_file() or (
+        path / "keras_vit_int8" / "saved_model.pb"
+    ).is_file()
 
 
 def _with_server(command: str) -> str:

@@ -31,12 +31,11 @@ def resolve_model_dir(path: str) -> str:
     path = path.rstrip("/") or "/"
     if not tf.io.gfile.isdir(path):
         raise ModelDirError(f"--model-dir {path}: no such directory")
-    if not tf.io.gfile.exists(_join(path, "saved_model.pb")):
+    if not _is_version(path):
         versions = [
             int(name.rstrip("/"))
             for name in tf.io.gfile.listdir(path)
-            if _VERSION_NAME.match(name.rstrip("/"))
-            and tf.io.gfile.exists(_join(path, name.rstrip("/"), "saved_model.pb"))
+            if _VERSION_NAME.match(name.rstrip("/")) and _is_version(_join(path, name.rstrip("/")))
         ]
         if not versions:
             raise ModelDirError(
@@ -48,14 +47,30 @@ def resolve_model_dir(path: str) -> str:
     return path
 
 
+def _is_version(path: str) -> bool:
+    """A float export (``saved_model.pb``) or an int8 one (``keras_vit_int8/saved_model.pb``)."""
+    import tensorflow as tf
+
+    from serving.int8_runtime import RUNTIME_DIR
+
+    return tf.io.gfile.exists(_join(path, "saved_model.pb")) or tf.io.gfile.exists(
+        _join(path, RUNTIME_DIR, "saved_model.pb")
+    )
+
+
 def _check_signature(path: str) -> None:
     import tensorflow as tf
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
+    from serving.int8_runtime import RUNTIME_DIR
+
+    pb = _join(path, "saved_model.pb")
+    if not tf.io.gfile.exists(pb):  # an int8 version: its TF part has the signatures
+        pb = _join(path, RUNTIME_DIR, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(_join(path, "saved_model.pb"), "rb") as file:
+        with tf.io.gfile.GFile(pb, "rb") as file:
             saved_model.ParseFromString(file.read())
     except (DecodeError, tf.errors.OpError) as error:
         raise ModelDirError(f"--model-dir {path}: unreadable saved_model.pb: {error}") from None

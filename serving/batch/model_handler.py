@@ -59,9 +59,19 @@ class ImageClassifier:
     def __init__(self, path: str):
         tf = _import_tensorflow()
 
+        from serving import int8_runtime
+
         self.path = path
-        self._loaded = tf.saved_model.load(path)  # keeps the variables alive
-        self._signature = self._loaded.signatures[SIGNATURE]
+        self._body = None
+        if int8_runtime.is_int8_version(path):
+            # An int8 version: its TF part decodes and ranks, OpenVINO runs the body.
+            self._body = int8_runtime.Int8Body(path)
+            self._loaded = tf.saved_model.load(int8_runtime.tf_part(path))
+            self._signature = self._loaded.signatures[int8_runtime.FRONT + SIGNATURE]
+            self._predictions = self._loaded.signatures[int8_runtime.PREDICTIONS]
+        else:
+            self._loaded = tf.saved_model.load(path)  # keeps the variables alive
+            self._signature = self._loaded.signatures[SIGNATURE]
         self.calls = 0  # signature calls, retries included
 
     def classify(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
@@ -105,6 +115,11 @@ class ImageClassifier:
             outputs = self._signature(**{INPUT: tf.constant(images, dtype=tf.string)})
         except tf.errors.InvalidArgumentError as error:
             raise _BadImage(error.message) from None
+        if self._body is not None:
+            from serving.int8_runtime import LOGITS, PIXELS
+
+            logits, _ = self._body.run(outputs[PIXELS].numpy())
+            outputs = self._predictions(**{LOGITS: tf.constant(logits)})
         return {name: outputs[name].numpy() for name in OUTPUTS}
 
 

@@ -152,6 +152,10 @@ class Servable:
         session_config: config_pb2.ConfigProto,
     ) -> Servable:
         """Loads ``path`` with the TF1 loader; raises :class:`ServingError` on failure."""
+        from serving import int8_runtime
+
+        if int8_runtime.is_int8_version(path):
+            return cls._load_int8(name, version, path, tags, session_config)
         graph = tf.Graph()
         session = tf.compat.v1.Session(graph=graph, config=session_config)
         start = time.monotonic()
@@ -175,6 +179,40 @@ class Servable:
         )
         graph.finalize()
         return cls(name, version, path, graph, session, meta_graph_def)
+
+    @classmethod
+    def _load_int8(cls, name, version, path, tags, session_config) -> Servable:
+        """An int8 version (serving/int8_runtime.py): its TF part in a session as above, the
+        int8 body in OpenVINO; the helper signatures are hidden from the metadata."""
+        from serving import int8_runtime
+
+        log.info("Version %s is an int8 keras-vit version: OpenVINO body, TF part in a session "
+                 "(tensorflow_model_server cannot load it)", path)  # fmt: skip
+        servable = cls.load(name, version, int8_runtime.tf_part(path), tags, session_config)
+        try:
+            body = int8_runtime.Int8Body(path, session_config.intra_op_parallelism_threads)
+            runner = int8_runtime.Int8Runner(servable.signature_defs, servable.run_direct, body)
+        except Exception as error:  # noqa: BLE001 - every loader failure fails the load
+            servable.session.close()
+            raise ServingError(Code.INTERNAL, f"int8 version {path}: {error}") from None
+
+        def run(feeds, fetches, timeout_ms):
+            try:
+                return runner.run(feeds, fetches, timeout_ms)
+            except int8_runtime.Int8Error as error:
+                raise ServingError(Code.INVALID_ARGUMENT, str(error)) from None
+            except RuntimeError as error:  # OpenVINO's inference errors
+                raise ServingError(Code.INTERNAL, str(error)) from None
+
+        public = meta_graph_pb2.MetaGraphDef()
+        public.CopyFrom(servable.meta_graph_def)
+        for key in runner.helpers:
+            del public.signature_def[key]
+        servable.path = path
+        servable.meta_graph_def, servable.signature_defs = public, public.signature_def
+        servable.run_direct = servable.runner = run
+        servable.request_budget = max(MIN_REQUEST_BUDGET, int8_runtime.body_bytes(path))
+        return servable
 
     def _output(self, tensor_name: str):
         output = self._outputs.get(tensor_name)
