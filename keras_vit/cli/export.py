@@ -9,6 +9,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -102,8 +103,9 @@ def register(subparsers) -> None:
         "--calibration-data",
         metavar="DIR",
         help="--precision int8: calibrate on up to --calibration-images images of this "
-        "folder (searched recursively; default: sample photos shipped with scikit-image "
-        "and scikit-learn, with flips and crops)",
+        "folder (searched recursively; default: the training run's own image folder when "
+        "--model is a run directory, else sample photos shipped with scikit-image and "
+        "scikit-learn, with flips and crops)",
     )
     parser.add_argument(
         "--calibration-images",
@@ -290,15 +292,40 @@ def _int8_preamble(args) -> tuple[list[bytes] | None, str | None] | tuple[()] | 
     message = int8_cpu_warning(cpu_flags())
     if message:
         print(f"warning: {message}", file=sys.stderr)
-    if not args.calibration_data:
-        return ()
+    folder, origin = args.calibration_data, "--calibration-data"
+    if not folder:
+        folder = _training_folder(args.model)
+        if folder is None:
+            print(
+                "note: calibrating on the sample photos of scikit-image and scikit-learn "
+                "(--model is not a training run with a local image folder); "
+                "--calibration-data DIR calibrates on your own images",
+                file=sys.stderr,
+            )
+            return ()
+        origin = "the run's training data"
     limit = args.calibration_images or DEFAULT_CALIBRATION_IMAGES
     try:
-        images, names = read_calibration_folder(args.calibration_data, limit)
+        images, names = read_calibration_folder(folder, limit)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return None
-    return images, f"{args.calibration_data} ({len(names)} images, first {names[0]})"
+    print(f"Calibrating on {len(names)} images of {origin} ({folder})")
+    return images, f"{folder} ({origin}: {len(names)} images, first {names[0]})"
+
+
+def _training_folder(model: str) -> str | None:
+    """The local image folder a ``keras-vit train`` run directory was trained on, if any."""
+    import json
+
+    from keras_vit.training.output import CONFIG_FILE
+
+    try:
+        with open(os.path.join(model, CONFIG_FILE), encoding="utf-8") as handle:
+            data = json.load(handle).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return data if isinstance(data, str) and os.path.isdir(data) else None
 
 
 def _load(source: str):

@@ -204,7 +204,13 @@ def train(
     if not config.resume and is_chief and backup_lib.remove_backup(backup_dir):
         print(f"Deleted the backup in {backup_dir} (--no-resume)")
     output.write_json(
-        {**config.to_dict(), "model": _describe(model, preset, model_config), "labels": labels},
+        {
+            **config.to_dict(),
+            "model": _describe(model, preset, model_config),
+            "labels": labels,
+            # Where the training images came from: `export --precision int8` calibrates on it.
+            "data": _data_source(data),
+        },
         os.path.join(output_dir, output.CONFIG_FILE),
     )
 
@@ -366,6 +372,14 @@ def train(
         # Only now: a stop before this point reruns no epoch (the backup says all are done).
         backup_lib.remove_backup(backup_dir)
     return TrainResult(final, output_dir, history, results, labels)
+
+
+def _data_source(data) -> str | None:
+    """An image folder as an absolute path, ``tfds:``/``hf:`` as given, else None."""
+    if isinstance(data, (str, os.PathLike)):
+        text = os.fspath(data)
+        return text if text.startswith(("tfds:", "hf:")) else os.path.abspath(text)
+    return None
 
 
 def _build_model(

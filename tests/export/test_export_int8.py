@@ -308,3 +308,36 @@ def test_a_base_path_rolls_over_from_float32_to_int8(exported, exported_int8, tm
         reply = _stub(server).Predict(request, timeout=60)
         assert reply.model_spec.version.value == 2
         assert tf.make_ndarray(reply.outputs["label"])[0].decode() in LABELS
+
+
+def test_cli_calibrates_on_the_runs_own_training_folder(tiny_model, photos, tmp_path, capsys):
+    """`keras-vit export --model RUN_DIR --precision int8` without --calibration-data takes
+    its calibration images from the image folder the run was trained on
+    (training_config.json's "data"), spread over the classes."""
+    from keras_vit.cli import main
+    from keras_vit.training import output
+
+    folder = tmp_path / "photos"
+    for index, (name, photo) in enumerate(photos.items()):
+        (folder / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        (folder / f"class{index % 2}" / f"{name}.jpg").write_bytes(encode(photo, "JPEG"))
+    run = tmp_path / "run"
+    output.write_model_dir(tiny_model, run)
+    (run / output.CONFIG_FILE).write_text(json.dumps({"data": str(folder), "labels": LABELS}))
+    base = tmp_path / "vit"
+    code = main(["export", "--model", str(run), "--output", str(base), "--precision", "int8"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"Calibrating on {len(photos)} images of the run's training data ({folder})" in (
+        captured.out
+    )
+    settings = json.loads((base / "1" / "assets.extra" / "keras_vit_export.json").read_text())
+    assert settings["int8"]["calibration"]["images"] == len(photos)
+    assert settings["int8"]["calibration"]["source"].startswith(f"{folder} (the run's training")
+
+    # A run whose folder is gone falls back to the sample photos, and says so.
+    (run / output.CONFIG_FILE).write_text(json.dumps({"data": str(tmp_path / "gone")}))
+    code = main(["export", "--model", str(run), "--output", str(tmp_path / "vit2"),
+                 "--precision", "int8"])  # fmt: skip
+    assert code == 0
+    assert "calibrating on the sample photos" in capsys.readouterr().err
