@@ -15,10 +15,11 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/int8_agreement.py [--model DIR] [--workdir DIR]
+    .venv/bin/python -m benchmarks.int8_agreement [--model DIR] [--workdir DIR]
 
-Writes ``benchmarks/results/int8-agreement.md`` (the random-weight ViT-B/16's
-agreement comes from ``benchmarks/precision.py``'s run, quoted with its caveat).
+Writes ``benchmarks/results/int8-agreement.md`` (``--out`` to change it; the
+random-weight ViT-B/16's agreement comes from ``python -m benchmarks.precision``'s
+run, quoted with its caveat).
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ import time
 import warnings
 from pathlib import Path
 
+from benchmarks.harness import (
+    ROOT,
+    ServedModel,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# Appended, not prepended: benchmarks/serving.py must not shadow the serving package.
-sys.path.append(str(ROOT / "benchmarks"))
-
-from common import ServerProcess, machine_info, markdown_table, write_results  # noqa: E402
 
 GOAL_POINTS = 0.5  # held-out accuracy within 0.5 points of float32 (issue 22)
 GOAL_AGREEMENT = 0.99  # top-1 agreement on the held-out digits
@@ -106,10 +111,10 @@ def evaluate_served(base: Path, data_dir: Path, output: Path) -> dict:
     """``keras-vit evaluate --server`` against our server serving ``base``; its metrics."""
     from serving.client import ServingClient
 
-    server = ServerProcess(base)
+    server = ServedModel(base)
+    server.start()  # until the model is AVAILABLE
     client = ServingClient(f"127.0.0.1:{server.grpc_port}", protocol="grpc", timeout=120)
     try:
-        server.wait(client)
         command = [sys.executable, "-m", "keras_vit", "evaluate"]
         command += ["--server", f"127.0.0.1:{server.grpc_port}", "--protocol", "grpc"]
         command += ["--data", str(data_dir), "--output", str(output), "--no-progress"]
@@ -140,6 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="a trained keras-vit model directory to reuse")
     parser.add_argument("--workdir", help="keep the digits, model and exports here")
     parser.add_argument("--calibration-images", type=int, default=300)
+    add_output_options(parser, "int8-agreement")
     args = parser.parse_args(argv)
 
     from keras_vit.loading import load_pretrained
@@ -266,10 +272,9 @@ def main(argv=None) -> int:
         "decoded by the same decoder, with activations outside the calibration range.",
         f"\nTotal {time.perf_counter() - started:.0f} s.",
     ]
-    path = write_results(
-        "int8-agreement", "int8 vs float32 export: agreement", info, "\n".join(body)
-    )
-    print(Path(path).read_text())
+    title = "int8 vs float32 export: agreement"
+    path = write_results(results_path(args), title, info, "\n".join(body))
+    print(path.read_text())
     if scratch is not None:
         scratch.cleanup()
     return 0

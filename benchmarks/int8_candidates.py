@@ -1,6 +1,6 @@
 """The int8 runtime candidates side by side: model only, ViT-B/16, same run.
 
-Uses ``benchmarks/precision.py``'s cache (run it first): the random ViT-B/16
+Uses ``python -m benchmarks.precision``'s cache (run it first): the random ViT-B/16
 checkpoint, its ONNX export (``torch.onnx.export``, Optimum's route) and the
 calibration photos. Candidates, each fed float 224x224 pixels:
 
@@ -15,9 +15,9 @@ calibration photos. Candidates, each fed float 224x224 pixels:
 Our Keras model has no ONNX route on TF 2.21 (``precision.py`` reports why), so
 the ORT candidates run the PyTorch twin of the same checkpoint.
 
-    .venv/bin/python benchmarks/int8_candidates.py [--rounds 5]
+    .venv/bin/python -m benchmarks.int8_candidates [--rounds 5]
 
-Writes ``benchmarks/results/int8-candidates.md``.
+Writes ``benchmarks/results/int8-candidates.md`` (``--out`` to change it).
 """
 
 from __future__ import annotations
@@ -27,15 +27,18 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from benchmarks.harness import (
+    ROOT,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "benchmarks"))
-
-from common import machine_info, markdown_table, write_results  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache" / "precision"
 
@@ -45,7 +48,8 @@ def calibration_pixels():
 
     import numpy as np
     from PIL import Image
-    from precision import calibration_jpegs
+
+    from benchmarks.precision import calibration_jpegs
 
     return np.stack(
         [
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    add_output_options(parser, "int8-candidates")
     args = parser.parse_args(argv)
 
     import nncf
@@ -173,8 +178,8 @@ def main(argv=None) -> int:
         f"\nTotal {time.perf_counter() - started:.0f} s.",
     ]
     info = machine_info(["onnxruntime", "openvino", "nncf", "tensorflow"])
-    path = write_results("int8-candidates", "int8 runtime candidates", info, "\n".join(body))
-    print(Path(path).read_text())
+    path = write_results(results_path(args), "int8 runtime candidates", info, "\n".join(body))
+    print(path.read_text())
     return 0
 
 

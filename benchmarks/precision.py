@@ -22,8 +22,8 @@ One run measures, on the same ViT-B/16 (random weights, fixed seed):
   (``Servable.load``) and timed ``bytes`` and ``pixels`` like the SavedModels;
   its rate is given as a percentage of the ORT int8 MatMul peak (the
   machine's int8 reference; OpenVINO's own MatMul with its quantize step is
-  listed too). ``benchmarks/precision_server.py`` then serves the three
-  versions end to end, ``benchmarks/int8_candidates.py`` compares the int8
+  listed too). ``python -m benchmarks.precision_server`` then serves the three
+  versions end to end, ``python -m benchmarks.int8_candidates`` compares the int8
   runtimes and schemes.
 - ``ORT fp32``: the same network in ONNX Runtime. One seeded random
   checkpoint (transformers' PyTorch ``ViTForImageClassification``) is the

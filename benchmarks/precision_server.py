@@ -1,6 +1,6 @@
 """fp32 vs bf16 vs int8 versions end to end through our server (gRPC, JPEG bytes).
 
-Serves the three ViT-B/16 versions that ``benchmarks/precision.py`` wrote
+Serves the three ViT-B/16 versions that ``python -m benchmarks.precision`` wrote
 (``benchmarks/.cache/precision/{fp32,bf16,int8}``; run it first) with
 ``python -m serving.server`` (``keras-vit serve``), one server process per
 version, all started before timing. Then, in interleaved rounds (the order
@@ -10,9 +10,9 @@ p50/p99 latency and img/s, medians over rounds. Also the memory of each
 server process: RSS at idle (loaded, warmed up) and its peak (VmHWM) after
 the load.
 
-    .venv/bin/python benchmarks/precision_server.py [--rounds 3] [--requests 48]
+    .venv/bin/python -m benchmarks.precision_server [--rounds 3] [--requests 48]
 
-Writes ``benchmarks/results/precision-server.md``.
+Writes ``benchmarks/results/precision-server.md`` (``--out`` to change it).
 """
 
 from __future__ import annotations
@@ -22,14 +22,19 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from benchmarks.harness import (
+    ROOT,
+    ServedModel,
+    add_output_options,
+    machine_info,
+    markdown_table,
+    results_path,
+    write_results,
+)
+from benchmarks.serving_overhead import drive
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import ServerProcess, machine_info, markdown_table, write_results  # noqa: E402
-from benchmarks.serving import drive  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache" / "precision"
 VARIANTS = ("fp32", "bf16", "int8")
@@ -46,8 +51,7 @@ def memory_mib(pid: int) -> dict[str, float]:
 
 
 def request_jpegs() -> list[bytes]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from precision import request_jpegs as jpegs
+    from benchmarks.precision import request_jpegs as jpegs
 
     return jpegs()
 
@@ -58,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=48, help="requests per cell and round")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--flags", nargs="*", default=[], help="extra server flags")
+    add_output_options(parser, "precision-server")
     args = parser.parse_args(argv)
 
     from serving.client import ServingClient
@@ -69,13 +74,13 @@ def main(argv=None) -> int:
         for variant in VARIANTS:
             base = CACHE / variant
             if not (base / "1").is_dir():
-                raise SystemExit(f"{base}/1 is missing: run benchmarks/precision.py first")
-            servers[variant] = ServerProcess(base, flags=args.flags)
+                raise SystemExit(f"{base}/1 is missing: run python -m benchmarks.precision first")
+            servers[variant] = ServedModel(base, flags=args.flags)
+            servers[variant].start()  # until the model is AVAILABLE
             clients[variant] = ServingClient(
                 f"127.0.0.1:{servers[variant].grpc_port}", protocol="grpc", timeout=300
             )
-            servers[variant].wait(clients[variant])
-            idle[variant] = memory_mib(servers[variant].process.pid)["VmRSS"]
+            idle[variant] = memory_mib(servers[variant].pid)["VmRSS"]
             print(f"{variant} served; idle RSS {idle[variant]:.0f} MiB", file=sys.stderr)
         for client in clients.values():  # one more warm-up through the client path
             drive(client, images, 2, 4)
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
                         f"{cell['throughput']:.2f} img/s p50 {1000 * cell['p50']:.0f} ms",
                         file=sys.stderr,
                     )
-        peak = {v: memory_mib(servers[v].process.pid)["VmHWM"] for v in VARIANTS}
+        peak = {v: memory_mib(servers[v].pid)["VmHWM"] for v in VARIANTS}
     finally:
         for client in clients.values():
             client.close()
@@ -141,10 +146,9 @@ def main(argv=None) -> int:
         f"\nTotal {time.perf_counter() - started:.0f} s.",
     ]
     info = machine_info(["tensorflow", "openvino", "nncf"])
-    path = write_results(
-        "precision-server", "fp32 vs bf16 vs int8 through our server", info, "\n".join(body)
-    )
-    print(Path(path).read_text())
+    title = "fp32 vs bf16 vs int8 through our server"
+    path = write_results(results_path(args), title, info, "\n".join(body))
+    print(path.read_text())
     return 0
 
 
