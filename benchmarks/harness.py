@@ -226,8 +226,10 @@ def add_output_options(
         dest="out",
         default=None,
         metavar="PATH",
-        help=f"results file (default benchmarks/results/{name}.md, {name}-quick.md with "
-        "--quick); a bare name without a suffix means benchmarks/results/NAME.md" + note,
+        help=f"results file (default benchmarks/results/{name}.md"
+        + (f", {name}-quick.md with --quick" if quick is not None else "")
+        + "); a bare name without a suffix means benchmarks/results/NAME.md"
+        + note,
     )
     if quick is not None:
         parser.add_argument("--quick", action="store_true", help=quick)
