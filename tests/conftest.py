@@ -19,8 +19,9 @@ import pytest  # noqa: E402
 
 from tests.support.tiny import TINY_CONFIG, TINY_LABELS, tiny_vit  # noqa: E402, F401 (tests import them from here)
 
-# Per-test CPU seconds on request (KERAS_VIT_TEST_CPU_REPORT=file.jsonl).
-pytest_plugins = ["tests.support.cpu_report"]
+# Per-test CPU seconds on request (KERAS_VIT_TEST_CPU_REPORT=file.jsonl); xdist_group
+# kept on pytest 9.2 (pytest-xdist#1386, tests/support/xdist_groups.py).
+pytest_plugins = ["tests.support.cpu_report", "tests.support.xdist_groups"]
 
 
 def pytest_collection_modifyitems(config, items):
