@@ -63,11 +63,16 @@ def test_info_prints_no_tensorflow_startup_lines_and_tf_logs_brings_them_back():
     assert _messages(plain.stderr) <= _messages(verbose.stderr)
 
 
+@pytest.mark.xdist_group("quiet-env")
 def test_the_users_own_choice_wins(monkeypatch):
     from keras_vit import quiet
 
     for name in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY", quiet.TF_LOGS):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first: monkeypatch then records the variable's state before this test, also
+        # when it was unset (delenv(raising=False) of an unset variable records nothing, and
+        # the KERAS_VIT_TF_LOGS=1 set below leaked into every later test's child processes).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(quiet, "_SET_GRPC_VERBOSITY", False)
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     quiet.for_program()
@@ -88,6 +93,15 @@ def test_the_users_own_choice_wins(monkeypatch):
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["GRPC_VERBOSITY"] == "DEBUG"
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     assert quiet.logs_wanted()
+
+
+@pytest.mark.xdist_group("quiet-env")
+def test_the_previous_test_left_no_tf_logs_switch_behind():
+    """Runs after test_the_users_own_choice_wins (one xdist group: the same worker): what it
+    set is gone, so the fresh processes that later tests start are quiet."""
+    from keras_vit import quiet
+
+    assert quiet.TF_LOGS not in os.environ
 
 
 def test_filtered_stderr_keeps_everything_but_log_lines(capfd):
