@@ -5,6 +5,7 @@ Slow reference writers cache their files across runs (``tests/support/cache.py``
 """
 
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -14,6 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # op, while two pools of spinning threads per core cost CPU time. Tests of the thread
 # flags pass them explicitly; a user's own setting wins.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# A suite started in the background by a non-interactive shell (`make test &`) inherits
+# SIGINT ignored, and so would every program the tests start: those that stop one with
+# Ctrl-C (keras-vit ui, the server) would wait in vain. A handled SIGINT here is reset
+# to the default in the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 
