@@ -41,6 +41,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -327,3 +328,51 @@ class ServedModel(ServerProcess):
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class DigitsRun:
+    """The digits image folder and a model trained on it by the ``digits`` recipe."""
+
+    workdir: Path
+    folder: object  # keras_vit.training.digits.DigitsFolder
+    model_dir: Path
+    train_seconds: float | None  # None: an existing model was reused
+    scratch: tempfile.TemporaryDirectory | None
+
+    def cleanup(self) -> None:
+        if self.scratch is not None:
+            self.scratch.cleanup()
+
+
+def digits_run(
+    workdir: str | None, model: str | None, prefix: str, epochs: int | None = None
+) -> DigitsRun:
+    """Writes the digits folder under ``workdir`` (a temporary folder when None) and trains
+    the ``digits`` recipe into ``workdir/model``, unless ``model`` (or that folder) already
+    holds a ``model.keras``; ``epochs`` replaces the recipe's."""
+    from keras_vit.training.digits import write_digits
+
+    scratch = None
+    if workdir:
+        root = Path(workdir)
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        scratch = tempfile.TemporaryDirectory(prefix=f"{prefix}-")
+        root = Path(scratch.name)
+    folder = write_digits(root / "digits", image_size=32)
+    model_dir = Path(model) if model else root / "model"
+    train_seconds = None
+    if not (model_dir / "model.keras").exists():
+        from keras_vit.training.recipes import get_recipe
+        from keras_vit.training.trainer import train
+
+        recipe = get_recipe("digits")
+        training = dict(recipe["training"])
+        if epochs:
+            training["epochs"] = epochs
+        begin = time.perf_counter()
+        train(data=folder.train_dir, output_dir=model_dir, model_config=recipe["model_config"],
+              tensorboard=False, verbose=2, **training)  # fmt: skip
+        train_seconds = time.perf_counter() - begin
+    return DigitsRun(root, folder, model_dir, train_seconds, scratch)

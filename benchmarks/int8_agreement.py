@@ -30,7 +30,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ from benchmarks.harness import (
     ROOT,
     ServedModel,
     add_output_options,
+    digits_run,
     machine_info,
     markdown_table,
     results_path,
@@ -149,7 +149,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from keras_vit.loading import load_pretrained
-    from keras_vit.training.digits import write_digits
     from serving.export import export_saved_model
     from serving.int8_export import read_calibration_folder
     from serving.precision import cpu_flags
@@ -160,25 +159,13 @@ def main(argv=None) -> int:
     info["cpu int8/bf16 flags"] = " ".join(
         sorted(f for f in flags if "vnni" in f or "amx" in f or "bf16" in f)
     )
-    scratch = None
-    if args.workdir:
-        workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-    else:
-        scratch = tempfile.TemporaryDirectory(prefix="int8-agreement-")
-        workdir = Path(scratch.name)
-    folder = write_digits(workdir / "digits", image_size=32)
-    model_dir = Path(args.model) if args.model else workdir / "model"
-    train_seconds = None
-    if not (model_dir / "model.keras").exists():
-        from keras_vit.training.recipes import get_recipe
-        from keras_vit.training.trainer import train
-
-        recipe = get_recipe("digits")
-        begin = time.perf_counter()
-        train(data=folder.train_dir, output_dir=model_dir, model_config=recipe["model_config"],
-              tensorboard=False, verbose=2, **recipe["training"])  # fmt: skip
-        train_seconds = time.perf_counter() - begin
+    run = digits_run(args.workdir, args.model, "int8-agreement")
+    workdir, folder, model_dir, train_seconds = (
+        run.workdir,
+        run.folder,
+        run.model_dir,
+        run.train_seconds,
+    )
     model = load_pretrained(str(model_dir))
 
     calibration, names = read_calibration_folder(folder.train_dir, args.calibration_images)
@@ -275,8 +262,7 @@ def main(argv=None) -> int:
     title = "int8 vs float32 export: agreement"
     path = write_results(results_path(args), title, info, "\n".join(body))
     print(path.read_text())
-    if scratch is not None:
-        scratch.cleanup()
+    run.cleanup()
     return 0
 
 

@@ -39,6 +39,7 @@ from benchmarks.harness import (
     ROOT,
     ServedModel,
     add_output_options,
+    digits_run,
     machine_info,
     markdown_table,
     results_path,
@@ -185,7 +186,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from keras_vit.loading import load_pretrained
-    from keras_vit.training.digits import write_digits
     from serving.export import export_saved_model
     from serving.precision import cpu_flags
 
@@ -193,28 +193,13 @@ def main(argv=None) -> int:
     info = machine_info(["tensorflow", "keras"])
     flags = cpu_flags() or set()
     info["cpu bf16 flags"] = " ".join(sorted(f for f in flags if "bf16" in f)) or "none"
-    scratch = None
-    if args.workdir:
-        workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-    else:
-        scratch = tempfile.TemporaryDirectory(prefix="precision-agreement-")
-        workdir = Path(scratch.name)
-    folder = write_digits(workdir / "digits", image_size=32)
-    model_dir = Path(args.model) if args.model else workdir / "model"
-    train_seconds = None
-    if not (model_dir / "model.keras").exists():
-        from keras_vit.training.recipes import get_recipe
-        from keras_vit.training.trainer import train
-
-        recipe = get_recipe("digits")
-        training = dict(recipe["training"])
-        if args.epochs:
-            training["epochs"] = args.epochs
-        begin = time.perf_counter()
-        train(data=folder.train_dir, output_dir=model_dir, model_config=recipe["model_config"],
-              tensorboard=False, verbose=2, **training)  # fmt: skip
-        train_seconds = time.perf_counter() - begin
+    run = digits_run(args.workdir, args.model, "precision-agreement", args.epochs)
+    workdir, folder, model_dir, train_seconds = (
+        run.workdir,
+        run.folder,
+        run.model_dir,
+        run.train_seconds,
+    )
     model = load_pretrained(str(model_dir))
 
     exports, evaluated, outputs = {}, {}, {}
@@ -329,8 +314,7 @@ def main(argv=None) -> int:
     title = "bfloat16 vs float32 export: agreement"
     path = write_results(results_path(args), title, info, "\n".join(body))
     print(Path(path).read_text())
-    if scratch is not None:
-        scratch.cleanup()
+    run.cleanup()
     return 0
 
 
