@@ -310,6 +310,7 @@ def test_a_base_path_rolls_over_from_float32_to_int8(exported, exported_int8, tm
         assert tf.make_ndarray(reply.outputs["label"])[0].decode() in LABELS
 
 
+@pytest.mark.slow  # two int8 exports (NNCF calibration): 38 CPU-s
 def test_cli_calibrates_on_the_runs_own_training_folder(tiny_model, photos, tmp_path, capsys):
     """`keras-vit export --model RUN_DIR --precision int8` without --calibration-data takes
     its calibration images from the image folder the run was trained on
