@@ -441,16 +441,7 @@ class ServingModule(tf.Module):
         embed = tf.function(embed, jit_compile=xla or None, autograph=False)
 
         def predictions(pixels):
-            probabilities, top_scores, top_indices = scores(pixels)
-            outputs = {
-                "label": tf.gather(labels, top_indices[:, 0]),
-                "score": top_scores[:, 0],
-                "top_k_labels": tf.gather(labels, top_indices),
-                "top_k_scores": top_scores,
-            }
-            if with_probabilities:
-                outputs["probabilities"] = probabilities
-            return outputs
+            return _prediction_outputs(labels, *scores(pixels), with_probabilities)
 
         def decoder(input_name):
             # One traced function per input name, shared by the signatures using it.
@@ -554,6 +545,19 @@ class ServingModule(tf.Module):
         return {name: fn.get_concrete_function() for name, fn in self._signatures.items()}
 
 
+def _prediction_outputs(labels, probabilities, top_scores, top_indices, with_probabilities):
+    """``serving_default``'s outputs from the softmax and its top-k (float32 and int8 alike)."""
+    outputs = {
+        "label": tf.gather(labels, top_indices[:, 0]),
+        "score": top_scores[:, 0],
+        "top_k_labels": tf.gather(labels, top_indices),
+        "top_k_scores": top_scores,
+    }
+    if with_probabilities:
+        outputs["probabilities"] = probabilities
+    return outputs
+
+
 def _int8_helpers(
     decode_bytes, decode_examples, uint8_pixels, labels, top_k: int, with_probabilities: bool
 ) -> dict:
@@ -567,16 +571,7 @@ def _int8_helpers(
         return probabilities, top_scores, top_indices
 
     def predictions(logits):
-        probabilities, top_scores, top_indices = from_logits(logits)
-        outputs = {
-            "label": tf.gather(labels, top_indices[:, 0]),
-            "score": top_scores[:, 0],
-            "top_k_labels": tf.gather(labels, top_indices),
-            "top_k_scores": top_scores,
-        }
-        if with_probabilities:
-            outputs["probabilities"] = probabilities
-        return outputs
+        return _prediction_outputs(labels, *from_logits(logits), with_probabilities)
 
     def classes(logits):
         _, top_scores, top_indices = from_logits(logits)

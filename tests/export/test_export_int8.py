@@ -48,9 +48,7 @@ def exported_int8(tiny_model, int8_base, calibration):
 @pytest.fixture(scope="module")
 def both_served(exported, exported_int8):
     """One server, two models: the float32 export as ``fp32`` and the int8 one as ``int8``."""
-    from serving.server.options import ServerOptions
-    from serving.server.server import Server
-    from tests.support.ports import free_port
+    from tests.support.servers import serving
 
     config = exported.parent.parent / "models.config"
     config.write_text(
@@ -59,20 +57,8 @@ def both_served(exported, exported_int8):
         f"  config {{ name: 'int8' base_path: '{exported_int8.parent}' "
         "model_platform: 'tensorflow' }\n}\n"
     )
-    server = Server()
-    server.build_and_start(
-        ServerOptions(
-            model_config_file=str(config),
-            port=free_port(),
-            rest_api_port=free_port(),
-            max_num_load_retries=0,
-            shutdown_grace_seconds=5.0,
-        )
-    )
-    try:
+    with serving(None, model_config_file=config) as server:
         yield server
-    finally:
-        server.shutdown()
 
 
 def _stub(server):
