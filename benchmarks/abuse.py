@@ -81,6 +81,17 @@ BEFORE = {
 }
 
 
+def _rows_by_name(saved: dict):
+    """``(name, label, row)`` of every saved run's rows, grouped by the row's name (in the
+    order names first appear), then by run: each attack's servers side by side."""
+    names = list(dict.fromkeys(row["name"] for run in saved.values() for row in run["rows"]))
+    for name in names:
+        for label, run in saved.items():
+            for row in run["rows"]:
+                if row["name"] == name:
+                    yield name, label, row
+
+
 def _status(pid: int, field_name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
@@ -623,20 +634,15 @@ def write_elements_report(rows: list[Row], args, path: Path, idle_rss: int) -> s
         "| normal p99 s (n, failed) | goals |",
         "|---|---|---|---|---|---|---|",
     ]
-    names = list(dict.fromkeys(row["name"] for run in saved.values() for row in run["rows"]))
-    for name in names:
-        for label, run in saved.items():
-            for row in run["rows"]:
-                if row["name"] != name:
-                    continue
-                message = row["message"].replace("|", "/").replace("\n", " ")[:110]
-                notes = f" ({'; '.join(row['notes'])})" if row["notes"] else ""
-                lines.append(
-                    f"| {name} | {label} | {row['answer']}: {message} | {row['seconds']:.2f} "
-                    f"| {row['baseline'] / MB:.0f} / {row['peak'] / MB:.0f} / "
-                    f"{row['after'] / MB:.0f} | {row['normal_p99']:.3f} ({row['normal_count']}, "
-                    f"{row['normal_failures']}) | {'met' if row['goals'] else 'MISSED'}{notes} |"
-                )
+    for name, label, row in _rows_by_name(saved):
+        message = row["message"].replace("|", "/").replace("\n", " ")[:110]
+        notes = f" ({'; '.join(row['notes'])})" if row["notes"] else ""
+        lines.append(
+            f"| {name} | {label} | {row['answer']}: {message} | {row['seconds']:.2f} "
+            f"| {row['baseline'] / MB:.0f} / {row['peak'] / MB:.0f} / "
+            f"{row['after'] / MB:.0f} | {row['normal_p99']:.3f} ({row['normal_count']}, "
+            f"{row['normal_failures']}) | {'met' if row['goals'] else 'MISSED'}{notes} |"
+        )
     lines.append("")
     section = "\n".join(lines)
     _replace_section(path, ELEMENTS_START, section)
@@ -878,19 +884,14 @@ def write_connections_report(rows: list[ConnRow], args, path: Path) -> str:
         "baseline → peak | normal requests: median / p99 / max s (n, failed) |",
         "|---|---|---|---|---|---|",
     ]
-    names = list(dict.fromkeys(row["name"] for run in saved.values() for row in run["rows"]))
-    for name in names:
-        for label, run in saved.items():
-            for row in run["rows"]:
-                if row["name"] != name:
-                    continue
-                lines.append(
-                    f"| {name} | {label} | {row['outcome']} | {row['threads_before']} → "
-                    f"{row['threads_peak']} | {row['baseline'] / MB:.0f} → {row['peak'] / MB:.0f}"
-                    f"{'' if row['survived'] else ' (server died)'} | "
-                    f"{row['normal_median']:.3f} / {row['normal_p99']:.3f} / "
-                    f"{row['normal_max']:.3f} ({row['normal_count']}, {row['normal_failures']}) |"
-                )
+    for name, label, row in _rows_by_name(saved):
+        lines.append(
+            f"| {name} | {label} | {row['outcome']} | {row['threads_before']} → "
+            f"{row['threads_peak']} | {row['baseline'] / MB:.0f} → {row['peak'] / MB:.0f}"
+            f"{'' if row['survived'] else ' (server died)'} | "
+            f"{row['normal_median']:.3f} / {row['normal_p99']:.3f} / "
+            f"{row['normal_max']:.3f} ({row['normal_count']}, {row['normal_failures']}) |"
+        )
     lines.append("")
     section = "\n".join(lines)
     _replace_section(path, CONNECTIONS_START, section)
