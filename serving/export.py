@@ -341,7 +341,7 @@ def _write_int8_body(model, module, staging: Path, calibration_images, calibrati
         if not calibration_images:
             raise ValueError("calibration_images is empty; pass None for the sample photos")
     pixels = np.concatenate(
-        [module.decode(tf.constant([image])).numpy() for image in calibration_images]
+        [_decode_calibration_image(module, image, i) for i, image in enumerate(calibration_images)]
     )
     started = time.perf_counter()
     quantized = int8_export.quantized_body(model, pixels)
@@ -360,6 +360,17 @@ def _write_int8_body(model, module, staging: Path, calibration_images, calibrati
         },
         "tensorflow_model_server": "cannot load this version (no top-level saved_model.pb)",
     }
+
+
+def _decode_calibration_image(module, image: bytes, index: int) -> np.ndarray:
+    """The served decoder's pixels of one calibration image; a file it refuses is named."""
+    try:
+        return module.decode(tf.constant([image])).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        first_line = error.message.split("\n", 1)[0]
+        reason = first_line.split("assertion failed: [", 1)[-1].removesuffix("]")
+        reason = reason.removeprefix("image_bytes[0]: ")
+        raise ValueError(f"calibration image {index + 1} cannot be decoded: {reason}") from None
 
 
 def existing_versions(base_path: str | os.PathLike) -> dict[int, Path]:

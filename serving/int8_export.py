@@ -67,6 +67,7 @@ def read_calibration_folder(
     root: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_IMAGES
 ) -> tuple[list[bytes], list[str]]:
     """Up to ``limit`` image files under ``root`` (recursively, sorted): (bytes, names)."""
+    from serving.file_formats import describe, image_format
     from serving.image_files import read_image_file
 
     base = Path(root)
@@ -80,7 +81,16 @@ def read_calibration_folder(
     # Spread over the folder (every class of an image folder), deterministic.
     step = max(1, len(paths) // limit)
     chosen = paths[::step][:limit]
-    return [read_image_file(p) for p in chosen], [str(p.relative_to(base)) for p in chosen]
+    images = []
+    for path in chosen:
+        data = read_image_file(path)
+        if image_format(data) is None:  # the decoder would refuse it mid-calibration
+            raise ValueError(
+                f"--calibration-data {root}: {path.relative_to(base)} is not an image "
+                f"({describe(data)})"
+            )
+        images.append(data)
+    return images, [str(p.relative_to(base)) for p in chosen]
 
 
 def sample_photos() -> list[np.ndarray]:

@@ -328,3 +328,33 @@ def test_cli_calibrates_on_the_runs_own_training_folder(tiny_model, photos, tmp_
                  "--precision", "int8"])  # fmt: skip
     assert code == 0
     assert "calibrating on the sample photos" in capsys.readouterr().err
+
+
+def test_calibration_folder_names_a_non_image_and_skips_a_fifo(tmp_path, photos):
+    """A careless --calibration-data: a text file named .jpg is named before any work (it
+    used to stop the export mid-calibration with a TensorFlow traceback); a FIFO named
+    .jpg is not opened (no hang)."""
+    import os
+
+    from serving.int8_export import read_calibration_folder
+
+    (tmp_path / "cats").mkdir()
+    os.mkfifo(tmp_path / "cats" / "pipe.jpg")
+    (tmp_path / "cats" / "a.jpg").write_bytes(encode(photos["chelsea"], "JPEG"))
+    images, names = read_calibration_folder(tmp_path, 10)
+    assert names == ["cats/a.jpg"] and len(images) == 1
+    (tmp_path / "cats" / "b.jpg").write_text("meeting notes, not an image\n")
+    with pytest.raises(ValueError, match=r"cats/b\.jpg is not an image \(text\)"):
+        read_calibration_folder(tmp_path, 10)
+
+
+def test_undecodable_calibration_bytes_are_a_clear_error(tiny_model, tmp_path):
+    from serving.export import Int8ServingWarning, export_saved_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Int8ServingWarning)
+        with pytest.raises(ValueError, match=r"calibration image 2 cannot be decoded: not a JPEG"):
+            export_saved_model(tiny_model, tmp_path / "vit", precision="int8",
+                               calibration_images=[encode(np.zeros((8, 8, 3), "uint8"), "PNG"),
+                                                   b"garbage bytes"])  # fmt: skip
+    assert not (tmp_path / "vit" / "1").exists()
