@@ -13,13 +13,16 @@ What a test machine lacks is stood in for, never skipped silently:
   ``python -m serving.server``) is started in the background and waited for;
   a block that talks to a server nobody started gets one (``_needs_server``);
 - training is shrunk to one epoch; ``--dry-run`` stays where it is;
-- ``keras-vit predict|info|export|evaluate|explain|deploy|train`` run inside the
-  test process (``tests/support/cli_runner.py``: bash runs the command as written and
-  its ``keras-vit`` hands argv, streams, directory and environment to this process),
-  saving a TensorFlow import per command; ``serve``, ``batch-predict``, ``--verbose``,
-  ``--help`` and ``train --strategy`` still start a fresh interpreter, whose start-up
-  lines are checked (``tests/cli/test_quiet.py`` checks the quiet start-up; the
-  journeys run every command in fresh processes).
+- ``keras-vit predict|info|export|evaluate|explain|deploy|train|batch-predict`` run
+  inside the test process (``tests/support/cli_runner.py``: bash runs the command as
+  written and its ``keras-vit`` hands argv, streams, directory and environment to this
+  process), saving a TensorFlow import per command; so do the Python blocks
+  (``run_python_file``) and the server commands (``keras-vit serve FLAGS``, ``python -m
+  serving.server FLAGS``: the same flag parsing and server). ``--verbose``, ``--help``,
+  ``train --strategy``, Beam's multi_processing mode and other ``python`` commands still
+  start a fresh interpreter, whose start-up lines are checked (``tests/cli/test_quiet.py``
+  checks the quiet start-up of the CLI, the server and the Python API; the journeys run
+  every command in fresh processes).
 
 Each command (shell) or block (Python) must exit 0, print no Python traceback
 and no TensorFlow C++ start-up lines (``_tf_startup_lines``). What cannot run
@@ -50,7 +53,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cache import cached_output
-from tests.support.cli_runner import InProcessCli
+from tests.support.cli_runner import InProcessCli, run_python_file
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,29 +196,22 @@ SETUP = {
     "--help": {"runs/photos": "run", "models/vit": "export/vit"},
 }
 
-# Defined before each Python block: the names the docs use for their inputs.
+# Run before each Python block: the names the docs use for their inputs. (The block also
+# gets ``_docs_start_server(command)``: DocumentRun.start_server.)
 PYTHON_PRELUDE = """\
-import atexit, os, subprocess, time, urllib.request
+import os, subprocess, time, urllib.request
 import numpy as np
 from PIL import Image
 photo_a = np.asarray(Image.open("cat.jpg").convert("RGB"))
 photo_b = np.asarray(Image.open("dog.jpg").convert("RGB").resize(photo_a.shape[1::-1]))
 images = np.stack([photo_a, photo_b])
-
-def _docs_start_server(command):
-    process = subprocess.Popen(["bash", "-c", "exec " + command])
-    atexit.register(process.terminate)
-    deadline = time.monotonic() + {timeout}
-    while True:
-        try:
-            urllib.request.urlopen("http://127.0.0.1:{rest_port}/v1/models/{{}}".format(
-                command.split("--model_name=")[1].split()[0]), timeout=5)
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {{command}}")
-            time.sleep(0.5)
 """
+
+# A server command run in the test process: the program, then flags only (no shell
+# operators; ``$PWD`` and quotes are expanded by bash, as for the command itself).
+IN_PROCESS_SERVER = re.compile(
+    r"^(?:keras-vit serve|python -m serving\.server)(?P<flags>(?:\s[^|;&<>()`\n]*)?)$"
+)
 
 
 @dataclass
@@ -341,7 +337,7 @@ class DocumentRun:
         self.values = dict(
             grpc_port=free_port(), rest_port=free_port(), workdir=workdir, fixtures=fixtures
         )
-        self.servers: list[subprocess.Popen] = []
+        self.servers: list = []  # subprocess.Popen, or a Server in this process
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.noise: list[str] = []
@@ -416,16 +412,31 @@ class DocumentRun:
     # --- servers ---
 
     def start_server(self, command: str, where: str) -> None:
-        self.stop_servers()  # they all listen on the test's two ports
+        """Starts ``command`` (all the servers listen on the test's two ports) and waits
+        until its model is AVAILABLE. ``keras-vit serve FLAGS`` and ``python -m
+        serving.server FLAGS`` run in this process, with the same flag parsing and
+        server; a command with shell operators gets a process of its own."""
+        self.stop_servers()
         command = command.rstrip("&").strip()
         match = re.search(r"--model_name[= ](\S+)", command)
         model = match.group(1) if match else "default"
+        in_process = IN_PROCESS_SERVER.match(command)
         log = open(self.workdir / f".server-{len(self.ran)}.log", "w+")  # noqa: SIM115
-        process = subprocess.Popen(
-            ["bash", "-c", "exec " + command], cwd=self.workdir, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        self.servers.append(process)
+        if in_process:
+            from serving.server.status import ServingError
+            from tests.support.servers import start_from_flags
+
+            try:
+                self.servers.append(start_from_flags(self.expand(in_process["flags"])))
+            except (ServingError, SystemExit) as error:
+                pytest.fail(f"{where}: the server did not start:\n$ {command}\n{error}")
+            process = None
+        else:
+            process = subprocess.Popen(
+                ["bash", "-c", "exec " + command], cwd=self.workdir, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            self.servers.append(process)
         url = f"http://127.0.0.1:{self.values['rest_port']}/v1/models/{model}"
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
@@ -436,20 +447,31 @@ class DocumentRun:
             except OSError:
                 pass
             log.seek(0)
-            if process.poll() is not None or time.monotonic() > deadline:
+            stopped = process is not None and process.poll() is not None
+            if stopped or time.monotonic() > deadline:
                 pytest.fail(f"{where}: the server did not come up:\n$ {command}\n{log.read()}")
             time.sleep(0.5)
 
+    def expand(self, words: str) -> list[str]:
+        """``words`` as bash splits and expands them in the document's directory."""
+        done = subprocess.run(
+            ["bash", "-c", "printf '%s\\0' " + words], cwd=self.workdir, env=self.env,
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.split("\0")[:-1]
+
     def stop_servers(self) -> None:
         while self.servers:
-            process = self.servers.pop()
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+            server = self.servers.pop()
+            if not isinstance(server, subprocess.Popen):
+                server.shutdown()
+            elif server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
                 try:
-                    process.wait(30)
+                    server.wait(30)
                 except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                    os.killpg(server.pid, signal.SIGKILL)
+                    server.wait()
 
     def _needs_server(self, original: str) -> None:
         """A block that talks to localhost:8500/8501 gets a server if nobody started one."""
@@ -503,20 +525,20 @@ class DocumentRun:
                 carry.append(command)
 
     def run_python_block(self, block: Block) -> None:
+        """The block, after :data:`PYTHON_PRELUDE`, as ``python BLOCK.py`` in this process
+        (``cli_runner.run_python_file``: its streams, directory and environment are the
+        document's; no TensorFlow import per block)."""
         source = self.substitute(block.text)
-        if "_docs_start_server(" not in source:
-            self._needs_server(block.text)
-        prelude = PYTHON_PRELUDE.format(
-            timeout=SERVER_START_TIMEOUT, rest_port=self.values["rest_port"]
-        )
         if "_docs_start_server(" in source:
             self.stop_servers()  # the block starts its own on the test's ports
+        else:
+            self._needs_server(block.text)
         path = self.workdir / f".block-{block.index}.py"
-        path.write_text(prelude + "\n# --- the block ---\n" + source + "\n")
+        path.write_text(PYTHON_PRELUDE + "\n# --- the block ---\n" + source + "\n")
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, str(path)], cwd=self.workdir, env=self.env,
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+        done = run_python_file(
+            path, cwd=self.workdir, env=self.env,
+            init_globals={"_docs_start_server": lambda c: self.start_server(c, block.name)},
         )  # fmt: skip
         output = done.stdout + done.stderr
         assert done.returncode == 0, (

@@ -8,12 +8,14 @@ standard streams, working directory and environment, to this process, which runs
 ``keras_vit.cli.main(argv)`` in its main thread and answers the exit status.
 
 Commands for which a fresh process is the point, or that change process-wide state
-that cannot be put back (``serve``, ``batch-predict``, ``ui``, ``--verbose``, ``--help``,
-``train --strategy/--devices`` or with ``TF_CONFIG``), are declined (``fresh``): the
-client then becomes ``python -m keras_vit ...`` as before. What a command reads from
-the environment at run time sees the caller's; huggingface_hub reads ``HF_HUB_CACHE``
-and ``HF_HUB_OFFLINE`` once, when imported, so those two of its settings are set to
-the caller's for the command's duration.
+that cannot be put back (``serve``, ``ui``, ``--verbose``, ``--help``, ``train
+--strategy/--devices`` or with ``TF_CONFIG``, ``batch-predict --direct_running_mode``),
+are declined (``fresh``): the client then becomes ``python -m keras_vit ...`` as
+before. What a command reads from the environment at run time sees the caller's;
+huggingface_hub reads ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` once, when imported, so
+those two of its settings are set to the caller's for the command's duration.
+
+:func:`run_python_file` does the same for a Python script (the docs' Python blocks).
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ from pathlib import Path
 
 CLIENT = Path(__file__).with_name("cli_client.py")
 # Sub-commands that run in the test process; the others get a fresh interpreter.
-IN_PROCESS = frozenset({"predict", "info", "export", "evaluate", "explain", "deploy", "train"})
-# Arguments that set process-wide TensorFlow state (a distribution strategy's devices).
-FRESH_ARGS = ("--strategy", "--devices")
+IN_PROCESS = frozenset(
+    {"predict", "info", "export", "evaluate", "explain", "deploy", "train", "batch-predict"}
+)
+# Arguments that set process-wide TensorFlow state (a distribution strategy's devices), or
+# make Beam start worker processes of its own (batch-predict's multi_processing mode).
+FRESH_ARGS = ("--strategy", "--devices", "--direct_running_mode")
 
 
 def runs_in_process(argv: list[str], env: dict) -> bool:
@@ -176,9 +181,64 @@ class InProcessCli:
 
 def _call(argv: list[str], cwd: str, env: dict, fds: list[int]) -> int:
     """``keras_vit.cli.main(argv)`` with the caller's streams, directory and environment."""
-    import keras
-
     from keras_vit.cli import main
+
+    with _as_caller(cwd, env, fds):
+        with _hub_settings(env):
+            return _status_of(main, argv)
+
+
+def run_python_file(
+    path: str | os.PathLike, *, cwd, env: dict, init_globals: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Runs the script ``path`` as ``__main__`` in this process, as ``python PATH`` would in
+    ``cwd`` with ``env`` (standard streams captured at the descriptor level, so what
+    TensorFlow's C++ side prints is caught too); returns a ``CompletedProcess``.
+
+    What differs from a fresh interpreter: modules already imported stay imported (so a
+    script that sets ``KERAS_BACKEND`` or TensorFlow's devices before importing them
+    needs a fresh process), and Keras' global state is reset afterwards.
+    """
+    import runpy
+
+    with contextlib.ExitStack() as files:
+        stdin = files.enter_context(open(os.devnull, "rb"))  # noqa: SIM115
+        out, err = (files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
+        saved_argv = sys.argv
+        sys.argv = [str(path)]
+        try:
+            with _as_caller(str(cwd), env, [stdin.fileno(), out.fileno(), err.fileno()]):
+                with _hub_settings(env):
+                    status = _status_of(
+                        lambda: runpy.run_path(
+                            str(path), init_globals=init_globals, run_name="__main__"
+                        )
+                    )
+        finally:
+            sys.argv = saved_argv
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess([str(path)], status, out.read(), err.read())
+
+
+def _status_of(function, *args) -> int:
+    """The exit status a fresh process would have after ``function(*args)``."""
+    try:
+        status = function(*args)
+    except SystemExit as stop:  # argparse's errors, a command's sys.exit
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:  # what a fresh process would print before exiting 1
+        traceback.print_exc()
+        return 1
+    return int(status) if isinstance(status, int) else 0
+
+
+@contextlib.contextmanager
+def _as_caller(cwd: str, env: dict, fds: list[int]) -> Iterator[None]:
+    """This process with ``fds`` as its standard streams, ``cwd`` and ``env``; all of it,
+    and Keras' global state, put back afterwards."""
+    import keras
 
     saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
     saved_streams = sys.stdin, sys.stdout, sys.stderr
@@ -193,17 +253,7 @@ def _call(argv: list[str], cwd: str, env: dict, fds: list[int]) -> int:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
-        try:
-            with _hub_settings(env):
-                status = main(argv)
-        except SystemExit as stop:  # argparse's errors, a command's sys.exit
-            if isinstance(stop.code, str):
-                print(stop.code, file=sys.stderr)
-            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-        except BaseException:  # what a fresh process would print before exiting 1
-            traceback.print_exc()
-            status = 1
-        return int(status or 0)
+        yield
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:

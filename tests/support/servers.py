@@ -38,3 +38,22 @@ def serving(
         yield server
     finally:
         server.shutdown()
+
+
+def start_from_flags(flags: list[str]):
+    """``keras-vit serve FLAGS`` (``python -m serving.server FLAGS``) in this process: the
+    same flag parsing and :class:`~serving.server.server.Server` as the command, started
+    (models loaded) and returned; the caller stops it with ``shutdown()``. Raises
+    ``SystemExit`` for flags argparse refuses and ``ServingError`` as the command would
+    report it ("Failed to start server. Error: ...")."""
+    from serving.server.options import build_parser, options_from_args
+    from serving.server.server import Server
+
+    options = options_from_args(build_parser().parse_args(flags))
+    server = Server()
+    try:
+        server.build_and_start(options)
+    except BaseException:
+        server.shutdown(grace_seconds=0)
+        raise
+    return server
