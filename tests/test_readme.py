@@ -21,7 +21,7 @@ What a test machine lacks is stood in for, never skipped silently:
   serving.server FLAGS``: the same flag parsing and server). ``--verbose``, ``--help``,
   ``train --strategy``, Beam's multi_processing mode and other ``python`` commands still
   start a fresh interpreter, whose start-up lines are checked (``tests/cli/test_quiet.py``
-  checks the quiet start-up of the CLI, the server and the Python API; the journeys run
+  checks the quiet start-up of the CLI and the Python API; the journeys run
   every command in fresh processes).
 
 Each command (shell) or block (Python) must exit 0, print no Python traceback
