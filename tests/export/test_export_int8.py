@@ -18,6 +18,10 @@ from tests.export.conftest import LABELS, TOP_K, encode
 pytest.importorskip("openvino", reason="the int8 export needs openvino and nncf")
 pytest.importorskip("nncf", reason="the int8 export needs openvino and nncf")
 
+# The tests of the module's int8 export: its NNCF calibration and the servers over it cost
+# ~60 CPU-s (tests/support/cpu_report.py), so `make test` runs them, `make test-fast` not.
+INT8_EXPORT = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def calibration(photos) -> list[bytes]:
@@ -69,6 +73,7 @@ def _stub(server):
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
+@INT8_EXPORT
 def test_layout_settings_and_size(exported, exported_int8):
     assert not (exported_int8 / "saved_model.pb").exists()  # TF Serving must refuse it
     assert (exported_int8 / "keras_vit_int8" / "body.xml").is_file()
@@ -84,6 +89,7 @@ def test_layout_settings_and_size(exported, exported_int8):
         assert settings[key] == fp32[key]
 
 
+@INT8_EXPORT
 def test_metadata_is_the_float32_exports(both_served):
     from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -101,6 +107,7 @@ def test_metadata_is_the_float32_exports(both_served):
     assert maps["int8"] == maps["fp32"]
 
 
+@INT8_EXPORT
 def test_predict_classify_and_embedding_agree_with_float32(both_served, photos):
     import tensorflow as tf
     from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2
@@ -165,6 +172,7 @@ def test_predict_classify_and_embedding_agree_with_float32(both_served, photos):
     assert np.all(cosine > 0.98)
 
 
+@INT8_EXPORT
 def test_bad_bytes_fail_with_the_float32_message(both_served):
     import grpc
     import tensorflow as tf
@@ -183,6 +191,7 @@ def test_bad_bytes_fail_with_the_float32_message(both_served):
     assert errors["int8"][0] == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@INT8_EXPORT
 def test_tf_serving_loader_cannot_load_the_int8_version(exported_int8):
     """TF Serving's loader finds no SavedModel at the version's top level; the TF part on
     its own refuses to run the body (it lives in OpenVINO)."""
@@ -229,6 +238,7 @@ def test_cli_refuses_int8_with_quantize_and_bfloat16(tmp_path, capsys):
     assert "--calibration-data is only used with --precision int8" in capsys.readouterr().err
 
 
+@INT8_EXPORT
 def test_batch_predict_runs_the_int8_version_and_names_bad_images(exported, exported_int8, photos):
     pytest.importorskip("apache_beam", reason="batch-predict needs apache-beam")
     from serving.batch.model_dir import resolve_model_dir
@@ -243,6 +253,7 @@ def test_batch_predict_runs_the_int8_version_and_names_bad_images(exported, expo
     assert int8[0]["top_k_scores"] == pytest.approx(fp32[0]["top_k_scores"], abs=0.05)
 
 
+@INT8_EXPORT
 def test_predict_and_evaluate_model_say_how_to_use_an_int8_export(exported_int8):
     from keras_vit.cli.exports import export_problem
 
@@ -262,6 +273,7 @@ def test_cpu_warning_names_the_missing_int8_instructions():
     assert "could not read the CPU flags" in int8_cpu_warning(None)
 
 
+@INT8_EXPORT
 def test_a_base_path_rolls_over_from_float32_to_int8(exported, exported_int8, tmp_path, photos):
     """keras-vit serve serves a base path holding both kinds (--mixed-base-path): the int8
     version, being the latest, replaces the float32 one for clients."""
