@@ -180,6 +180,7 @@ def served_model(tmp_path_factory):
         server.shutdown()
 
 
+@pytest.mark.slow  # an export and a server: 8 CPU-s (tests/support/cpu_report.py)
 def test_a_line_is_what_the_served_model_predicts_on(served_model, photos, tmp_path):
     """Vertex puts lines into {"instances": [...]} for TF Serving's REST predict."""
     import requests

@@ -77,6 +77,7 @@ def hostile_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow  # a whole evaluate run: 10 CPU-s (tests/support/cpu_report.py)
 def test_evaluate_writes_every_report_file_with_hostile_class_names(
     hostile_folder, tmp_path, drawn
 ):

@@ -360,6 +360,7 @@ def test_calibration_folder_names_a_non_image_and_skips_a_fifo(tmp_path, photos)
         read_calibration_folder(tmp_path, 10)
 
 
+@pytest.mark.slow  # an NNCF calibration run: 7 CPU-s (tests/support/cpu_report.py)
 def test_undecodable_calibration_bytes_are_a_clear_error(tiny_model, tmp_path):
     from serving.export import Int8ServingWarning, export_saved_model
 

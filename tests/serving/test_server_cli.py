@@ -101,6 +101,7 @@ def _json(url: str, data: bytes | None = None):
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # a server process: 6 CPU-s (tests/support/cpu_report.py)
 def test_sigterm_finishes_the_request_in_flight(
     tmp_path, half_plus_two_base_path, free_port, wait_for
 ):

@@ -259,6 +259,7 @@ def _server_threads(base: Path, port: int, rest_port: int, *flags: str) -> colle
         process.wait(60)
 
 
+@pytest.mark.slow  # server processes per flag set: 15 CPU-s (tests/support/cpu_report.py)
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 def test_thread_pool_flags_size_the_sessions_pools(tmp_path, free_port):
     base = build_half_plus_two_base(tmp_path / "half_plus_two")

@@ -93,6 +93,7 @@ def test_medians_of_several_measurements() -> None:
     assert merged.levels[16].p99_ms == 1800.0
 
 
+@pytest.mark.slow  # a server process: 5 CPU-s (tests/support/cpu_report.py)
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
 def test_server_process_is_pinned_to_the_given_cpus(half_plus_two_base_path) -> None:
     cpu = max(os.sched_getaffinity(0))
