@@ -77,6 +77,7 @@ def _run(capsys, exported, image_folder, tmp_path, *more):
     return captured.out, captured.err
 
 
+@pytest.mark.slow  # a pipeline run: 5.3 CPU-s (tests/support/cpu_report.py)
 def test_progress_forced_on_shows_a_bar_and_the_final_table(
     exported, image_folder, tmp_path, capsys
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.training.conftest import SMALL_VIT
 
@@ -21,6 +22,7 @@ def test_freeze_leaves_only_the_head_trainable_and_unfreeze_restores():
     assert len(model.trainable_weights) == everything
 
 
+@pytest.mark.slow  # a training run: 5.5 CPU-s (tests/support/cpu_report.py)
 def test_unfreeze_at_epoch_trains_the_backbone_from_then_on(colour_folder, tmp_path):
     """Epoch 1 moves the head only; after unfreezing at epoch 2 the backbone moves too."""
     import keras
