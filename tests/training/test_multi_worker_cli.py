@@ -9,7 +9,6 @@ chief's backup and finish in step.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import zipfile
@@ -18,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keras_vit import cli
 from keras_vit.training.callbacks import read_history
 from tests.support.ports import free_ports
+from tests.support.servers import serving
 from tests.training.conftest import SMALL_VIT, write_colour_folder
 from tests.training.multi_worker_support import (
-    ROOT,
-    environment,
     finish,
     read_log,
     start,
@@ -84,20 +83,12 @@ def _assert_same_weights(chief: Path, worker: Path) -> None:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
 
 
-def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=timeout
-    )
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
-    return completed
-
-
 @pytest.fixture(scope="module")
 def colour_data(tmp_path_factory) -> Path:
     return write_colour_folder(tmp_path_factory.mktemp("colours"), per_class=8)
 
 
-def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data, tmp_path):
+def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data, tmp_path, capsys):
     output = tmp_path / "run"
     ports = free_ports(2)
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
@@ -123,58 +114,29 @@ def test_two_workers_train_in_step_and_the_chief_exports_and_serves(colour_data,
         shard = f"This worker reads file shard {index}: 9 of 18 training images, 2 batches of 4"
         assert shard in read_log(log), read_log(log)[-2000:]
 
+    # The chief's model directory exports and serves (in this process: the two worker
+    # processes above are this test's point; export, serve and predict are tested as
+    # fresh commands by the journeys).
     exported = tmp_path / "export"
-    _run(CLI + ["export", "--model", str(output), "--output", str(exported)], timeout=240)
+    assert cli.main(["export", "--model", str(output), "--output", str(exported)]) == 0
     assert (exported / "1" / "saved_model.pb").is_file()
-
-    grpc_port, rest_port = free_ports(2)
-    server = subprocess.Popen(
-        CLI
-        + [
-            "serve",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            "--model_name=vit",
-            f"--model_base_path={exported}",
-        ],
-        cwd=ROOT,
-        env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        image = next((colour_data / "red").glob("*.png"))
-        deadline = time.monotonic() + 180
-        while True:
-            predicted = subprocess.run(
-                CLI
-                + ["predict", "--server", f"127.0.0.1:{grpc_port}", "--protocol", "grpc"]
-                + ["--json", str(image)],
-                cwd=ROOT,
-                env=environment(),
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            if predicted.returncode == 0 or time.monotonic() > deadline or server.poll():
-                break
-            time.sleep(2)
-        assert predicted.returncode == 0, predicted.stderr[-2000:]
-        answer = json.loads(predicted.stdout.strip().splitlines()[-1])
-        # The served answer is the chief's model's: same top label and probabilities.
-        expected = _chief_probabilities(output / "model.keras", image)
-        labels = ["blue", "green", "red"]
-        assert answer["label"] == labels[int(expected.argmax())], (answer, expected)
-        served = dict(answer["top_k"])
-        for label, probability in zip(labels, expected, strict=True):
-            assert abs(served[label] - probability) <= 1e-4, (answer, expected)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+    image = next((colour_data / "red").glob("*.png"))
+    capsys.readouterr()
+    with serving(exported) as server:
+        status = cli.main(
+            ["predict", "--server", f"127.0.0.1:{server.grpc_port}", "--protocol", "grpc"]
+            + ["--json", str(image)]
+        )
+    out, err = capsys.readouterr()
+    assert status == 0, err[-2000:]
+    answer = json.loads(out.strip().splitlines()[-1])
+    # The served answer is the chief's model's: same top label and probabilities.
+    expected = _chief_probabilities(output / "model.keras", image)
+    labels = ["blue", "green", "red"]
+    assert answer["label"] == labels[int(expected.argmax())], (answer, expected)
+    served = dict(answer["top_k"])
+    for label, probability in zip(labels, expected, strict=True):
+        assert abs(served[label] - probability) <= 1e-4, (answer, expected)
 
 
 def _chief_probabilities(model_file: Path, image: Path) -> np.ndarray:
