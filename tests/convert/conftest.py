@@ -11,19 +11,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).parent
-# The tests import the helper module by name, whatever pytest's import mode.
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from hf_reference import SPECS  # noqa: E402
-
 from keras_vit.presets import PRESETS  # noqa: E402
+from tests.convert.hf_reference import SPECS  # noqa: E402
 from tests.support.cache import cached_output  # noqa: E402
 
 

@@ -14,10 +14,10 @@ import json
 import keras
 import numpy as np
 import pytest
-from hf_reference import CLASSIFIERS, HF_FOLDERS, reference, spec
-from parity import TOLERANCE
 
 from keras_vit import ViTClassifier, load_pretrained
+from tests.convert.hf_reference import CLASSIFIERS, HF_FOLDERS, reference, spec
+from tests.convert.parity import TOLERANCE
 
 
 @pytest.fixture(scope="module")

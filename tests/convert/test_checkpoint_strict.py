@@ -7,12 +7,12 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from hf_reference import reference
 from safetensors.numpy import load_file, save_file
 
 from keras_vit import load_pretrained
 from keras_vit.convert import CheckpointMismatchError, load_weights
 from keras_vit.convert.hf_safetensors import SafetensorsReader, pt_rows
+from tests.convert.hf_reference import reference
 
 NAME = "h48_p8_s32"
 MISSING = "vit.encoder.layer.1.output.dense.bias"

@@ -11,11 +11,11 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from hf_reference import reference
-from parity import TOLERANCE
 
 from keras_vit import load_pretrained
 from keras_vit.hub import HubDownloadError, looks_like_hub_id
+from tests.convert.hf_reference import reference
+from tests.convert.parity import TOLERANCE
 
 NAME = "h48_p8_s32"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -20,10 +20,10 @@ import functools
 import keras
 import numpy as np
 import pytest
-from hf_reference import CLASSIFIERS, reference, spec
-from parity import TOLERANCE, max_error
 
 from keras_vit import load_pretrained
+from tests.convert.hf_reference import CLASSIFIERS, reference, spec
+from tests.convert.parity import TOLERANCE, max_error
 
 # 12 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
 pytestmark = pytest.mark.slow

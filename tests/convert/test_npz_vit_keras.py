@@ -19,13 +19,13 @@ import warnings
 
 import keras
 import numpy as np
-from hf_reference import reference
-from parity import TOLERANCE, max_error
 from vit_keras import utils as vit_keras_utils
 from vit_keras import vit as vit_keras
 
 from keras_vit import ViTClassifier, load_pretrained
 from keras_vit.convert import save_npz
+from tests.convert.hf_reference import reference
+from tests.convert.parity import TOLERANCE, max_error
 
 NAME = "h60_p8_s48"  # eps 1e-6, mean = std = 0.5: what a vit_jax checkpoint has
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from hf_reference import HF_FOLDERS, reference
-from parity import TOLERANCE
 
 from keras_vit import load_pretrained
+from tests.convert.hf_reference import HF_FOLDERS, reference
+from tests.convert.parity import TOLERANCE
 
 NAME = "h48_p8_s32"
 

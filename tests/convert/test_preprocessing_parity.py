@@ -16,10 +16,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from hf_reference import reference, spec
-from parity import TOLERANCE
 
 from keras_vit import ViTImagePreprocessor, load_pretrained
+from tests.convert.hf_reference import reference, spec
+from tests.convert.parity import TOLERANCE
 
 NAME = "h72_p4_s40"
 PHOTOS = ("astronaut", "chelsea", "coffee")

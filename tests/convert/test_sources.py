@@ -8,11 +8,11 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from hf_reference import reference
-from parity import TOLERANCE
 
 from keras_vit import ViTClassifier, load_pretrained
 from keras_vit.convert import CheckpointError
+from tests.convert.hf_reference import reference
+from tests.convert.parity import TOLERANCE
 
 NAME = "h48_p8_s32"
 

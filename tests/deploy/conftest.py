@@ -7,7 +7,14 @@ import subprocess
 
 import pytest
 import yaml
-from deploy_helpers import BUILDS, K8S_DIR, KUBECTL_INSTALL_HINT, build_missing_protos, find_kubectl
+
+from tests.deploy.deploy_helpers import (
+    BUILDS,
+    K8S_DIR,
+    KUBECTL_INSTALL_HINT,
+    build_missing_protos,
+    find_kubectl,
+)
 
 
 @pytest.fixture(scope="session")

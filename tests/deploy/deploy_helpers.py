@@ -1,5 +1,4 @@
-"""Helpers shared by the deployment tests (imported by name: pytest puts this folder
-on sys.path, and a uniquely named module avoids clashing with other conftest files)."""
+"""Helpers shared by the deployment tests (``from tests.deploy.deploy_helpers import ...``)."""
 
 from __future__ import annotations
 

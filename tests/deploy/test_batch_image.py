@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import REPO_ROOT
-from test_checkov_scan import run_checkov
-from test_docker_image import final_stage, find_hadolint, instructions
+
+from tests.deploy.deploy_helpers import REPO_ROOT
+from tests.deploy.test_checkov_scan import run_checkov
+from tests.deploy.test_docker_image import final_stage, find_hadolint, instructions
 
 DOCKERFILE = REPO_ROOT / "batch" / "Dockerfile"
 BASE = re.compile(r"apache/beam_python(?P<python>3\.\d+)_sdk:(?P<beam>\d+\.\d+\.\d+)")

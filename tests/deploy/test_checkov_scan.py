@@ -9,7 +9,8 @@ import os
 import subprocess
 
 import pytest
-from deploy_helpers import DOCKER_DIR, REPO_ROOT
+
+from tests.deploy.deploy_helpers import DOCKER_DIR, REPO_ROOT
 
 ALLOWED_SKIPS = {"CKV_K8S_43"}
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"

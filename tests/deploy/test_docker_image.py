@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from deploy_helpers import DOCKER_DIR, REPO_ROOT, threads_for_cpu_limit
+
+from tests.deploy.deploy_helpers import DOCKER_DIR, REPO_ROOT, threads_for_cpu_limit
 
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
 CONFIG_FILES = ("models.config", "batching_parameters.txt", "monitoring.config")

@@ -11,7 +11,8 @@ import re
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_helpers import (
+
+from tests.deploy.deploy_helpers import (
     BUILDS,
     DOCKER_DIR,
     K8S_DIR,

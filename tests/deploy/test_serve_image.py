@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import DOCKER_DIR, REPO_ROOT
-from test_docker_image import final_stage, find_hadolint, instructions
+
+from tests.deploy.deploy_helpers import DOCKER_DIR, REPO_ROOT
+from tests.deploy.test_docker_image import final_stage, find_hadolint, instructions
 
 DOCKERFILE = DOCKER_DIR / "Dockerfile.keras-vit-serve"
 

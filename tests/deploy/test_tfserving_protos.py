@@ -17,10 +17,10 @@ import re
 from pathlib import Path
 
 import pytest
-from deploy_helpers import build_missing_protos
 from google.protobuf import descriptor, text_format
 
 from serving.server import extra_protos
+from tests.deploy.deploy_helpers import build_missing_protos
 
 DOC = Path(__file__).resolve().parents[3] / "shared" / "docs" / "tfserving-protocol.md"
 # Quoted from the doc (TF Serving's proto field lists), nothing added.

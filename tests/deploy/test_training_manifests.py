@@ -16,8 +16,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_helpers import K8S_DIR, KUBERNETES_VERSION
-from test_checkov_scan import assert_clean, run_checkov
+
+from tests.deploy.deploy_helpers import K8S_DIR, KUBERNETES_VERSION
+from tests.deploy.test_checkov_scan import assert_clean, run_checkov
 
 TRAINING = K8S_DIR / "training"
 

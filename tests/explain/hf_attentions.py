@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tests.convert.hf_reference import _perturb, _pixel_values  # noqa: E402
+from tests.convert.hf_reference import _perturb, _pixel_values
 
 CONFIG = dict(
     hidden_size=48,

@@ -25,9 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "convert"))
-
-from hf_reference import _perturb, _vit_jax_npz  # noqa: E402
+from tests.convert.hf_reference import _perturb, _vit_jax_npz
 
 CONFIG = dict(
     hidden_size=36,

@@ -20,7 +20,6 @@ Servers run in the test process (one TensorFlow import for the whole run).
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,6 @@ import pytest
 from tests.support.ports import free_port
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @contextlib.contextmanager
@@ -90,7 +88,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def half_plus_two_base_path(tmp_path_factory) -> Path:
     """A base path with ``half_plus_two`` version 123 (as ``00000123/``)."""
-    from half_plus_two import build_half_plus_two_base
+    from tests.serving.half_plus_two import build_half_plus_two_base
 
     return build_half_plus_two_base(tmp_path_factory.mktemp("models") / "half_plus_two")
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import grpc
 import pytest
 import tensorflow as tf
-from half_plus_two import build_half_plus, build_slow_model, build_string_model
-from memory_bounds import ANSWER_WITHIN, MB, Memory
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.serving.half_plus_two import build_half_plus, build_slow_model, build_string_model
+from tests.serving.memory_bounds import ANSWER_WITHIN, MB, Memory
 
 ROOT = Path(__file__).resolve().parents[2]
 # 12 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
@@ -277,7 +278,7 @@ def test_runtime_errors_carry_no_graph_text(server):
 
 
 def _start_process(models: Path, tmp_path: Path, grace: float):
-    from conftest import free_port
+    from tests.support.ports import free_port
 
     port, rest = free_port(), free_port()
     log = tmp_path / f"server-{port}.log"

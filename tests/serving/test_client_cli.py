@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from client_support import FakeRestServer, encode, solid
 
 from serving.client import cli_predict
 from serving.client.files import expand_image_arguments, protocol_for_target
 from serving.client.image_errors import blamed_image, clean_message
+from tests.serving.client_support import FakeRestServer, encode, solid
 
 # What keras-vit's exported decoder says, through TF, for a text file (captured from
 # `keras-vit serve`: one element of a batch of two).

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from client_support import FakeRestServer, encode, solid
 
 from serving.client import InputImageError, ServingClient
 from serving.client.files import expand_image_arguments
 from serving.image_files import ImageFileError, read_image_file
+from tests.serving.client_support import FakeRestServer, encode, solid
 from tests.special_files import SECRET, special_files
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from client_support import big_photo_jpeg, classify_pixels, decode, embed_pixels, encode, solid
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -37,6 +36,14 @@ from serving.client import (
     UnavailableError,
 )
 from serving.tensor_codec import string_tensor, to_numpy
+from tests.serving.client_support import (
+    big_photo_jpeg,
+    classify_pixels,
+    decode,
+    embed_pixels,
+    encode,
+    solid,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 FAST_RETRY = RetryPolicy(retries=3, initial_backoff=0.001, max_backoff=0.01)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from client_support import encode, solid
 
 from serving.client import InvalidArgumentError, NotFoundError, ServingClient
+from tests.serving.client_support import encode, solid
 
 CLASSES = ["red", "green", "blue"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from client_support import FakeRestServer, encode, error_body, solid
+
+from tests.serving.client_support import FakeRestServer, encode, error_body, solid
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     from google.auth.credentials import AnonymousCredentials
-    from client_support import FakeRestServer, solid
+    from tests.serving.client_support import FakeRestServer, solid
 
     from serving.client import RetryPolicy, ServingClient, UnavailableError, VertexClient
 

@@ -7,14 +7,6 @@ import json
 import random
 
 import pytest
-from client_support import (
-    FakeRestServer,
-    big_photo_jpeg,
-    classify_pixels,
-    decode,
-    encode,
-    solid,
-)
 from PIL import Image
 
 from serving.client import (
@@ -26,6 +18,14 @@ from serving.client import (
 from serving.client.batching import BatchEngine
 from serving.client.images import shrink_to_fit
 from serving.client.rest import RestTransport, b64
+from tests.serving.client_support import (
+    FakeRestServer,
+    big_photo_jpeg,
+    classify_pixels,
+    decode,
+    encode,
+    solid,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from client_support import (
-    METADATA,
-    FakeRestServer,
-    classify_pixels,
-    encode,
-    error_body,
-    solid,
-)
 
 from serving.client import (
     DeadlineExceededError,
@@ -31,6 +23,14 @@ from serving.client import (
     cli_predict,
 )
 from serving.client.rest import RestTransport
+from tests.serving.client_support import (
+    METADATA,
+    FakeRestServer,
+    classify_pixels,
+    encode,
+    error_body,
+    solid,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 FAST_RETRY = RetryPolicy(retries=3, initial_backoff=0.001, max_backoff=0.01)
@@ -100,7 +100,7 @@ def test_predict_every_input_kind(server, client, tmp_path):
     assert len(body["instances"]) == 6 and set(body["instances"][0]) == {"b64"}
     # Files and bytes go out unchanged; arrays are sent losslessly (PNG).
     assert base64.b64decode(body["instances"][0]["b64"]) == path.read_bytes()
-    from client_support import decode
+    from tests.serving.client_support import decode
 
     assert np.array_equal(decode(base64.b64decode(body["instances"][4]["b64"])), green)
     # Scores are what the fake model computes on the decoded pixels.

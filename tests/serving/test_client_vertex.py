@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from client_support import FakeRestServer, big_photo_jpeg, encode, solid
 from google.auth.credentials import AnonymousCredentials
 
 from serving.client import (
@@ -16,6 +15,7 @@ from serving.client import (
     VertexClient,
 )
 from serving.client.vertex import vertex_predict_url
+from tests.serving.client_support import FakeRestServer, big_photo_jpeg, encode, solid
 
 FAST_RETRY = RetryPolicy(retries=2, initial_backoff=0.001, max_backoff=0.01)
 URL = "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/endpoints/123:predict"  # noqa: E501

@@ -23,8 +23,9 @@ import time
 import grpc
 import pytest
 import tensorflow as tf
-from half_plus_two import build_half_plus
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.serving.half_plus_two import build_half_plus
 
 CAP = 50
 IDLE_S, HEADER_S, BODY_S = 1.5, 1.0, 2.0

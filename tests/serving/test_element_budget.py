@@ -23,13 +23,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from memory_bounds import Memory
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving import tensor_codec
 from serving.server import admission
 from serving.server.status import Code, ServingError
+from tests.serving.memory_bounds import Memory
 
 
 def _image(fmt: str, size=(1, 1), **options) -> bytes:

@@ -21,8 +21,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from half_plus_two import build_half_plus, build_string_model
-from memory_bounds import MB, status_bytes
+
+from tests.serving.half_plus_two import build_half_plus, build_string_model
+from tests.serving.memory_bounds import MB, status_bytes
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is a dev requirement")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

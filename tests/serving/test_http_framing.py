@@ -17,7 +17,8 @@ import socket
 import time
 
 import pytest
-from half_plus_two import build_half_plus
+
+from tests.serving.half_plus_two import build_half_plus
 
 LIMIT = 1024 * 1024
 ANSWER_WITHIN = 3.0

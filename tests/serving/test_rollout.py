@@ -16,8 +16,9 @@ import time
 
 import grpc
 import tensorflow as tf
-from half_plus_two import build_half_plus
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.serving.half_plus_two import build_half_plus
 
 CONCURRENCY = 8
 AVAILABLE, END = 30, 50  # ModelVersionStatus.State

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.protobuf import json_format, text_format
-from half_plus_two import (
+
+from tests.serving.half_plus_two import (
     build_constant_model,
     build_echo_model,
     build_example_echo_model,

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from half_plus_two import build_half_plus, build_half_plus_two_base
 from tensorflow_serving.apis import (
     model_management_pb2,
     model_service_pb2_grpc,
@@ -34,6 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.server.status import ServingError
+from tests.serving.half_plus_two import build_half_plus, build_half_plus_two_base
 
 REPO = Path(__file__).resolve().parents[2]
 v1 = tf.compat.v1

@@ -17,7 +17,6 @@ import pytest
 import tensorflow as tf
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from half_plus_two import build_half_plus, build_slow_model, build_string_model
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -29,6 +28,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+
+from tests.serving.half_plus_two import build_half_plus, build_slow_model, build_string_model
 
 MODEL = "half_plus_two"
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

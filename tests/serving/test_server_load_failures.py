@@ -25,8 +25,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from half_plus_two import build_half_plus
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+from tests.serving.half_plus_two import build_half_plus
 
 MODEL = "default"
 

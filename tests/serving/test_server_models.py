@@ -11,11 +11,11 @@ import urllib.request
 import grpc
 import pytest
 from google.protobuf import text_format
-from half_plus_two import build_half_plus
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server.status import ServingError
+from tests.serving.half_plus_two import build_half_plus
 
 
 def get(server, path):

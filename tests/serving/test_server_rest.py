@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from half_plus_two import build_half_plus, build_slow_model, build_string_model
 from PIL import Image
 from skimage import data as skimage_data
+
+from tests.serving.half_plus_two import build_half_plus, build_slow_model, build_string_model
 
 MODEL = "half_plus_two"
 

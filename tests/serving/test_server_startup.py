@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
-from half_plus_two import build_half_plus
 
 from serving.server.options import ServerOptions
 from serving.server.server import Server
 from serving.server.status import Code, ServingError
+from tests.serving.half_plus_two import build_half_plus
 
 
 class _Lines(logging.Handler):
@@ -33,7 +33,7 @@ def log_lines():
 
 
 def _start_error(**fields) -> ServingError:
-    from conftest import free_port
+    from tests.support.ports import free_port
 
     server = Server()
     with pytest.raises(ServingError) as raised:
@@ -75,7 +75,7 @@ def test_an_unavailable_filesystem_fails_at_start(tmp_path):
 
 
 def test_a_failing_models_retries_never_stall_the_others(tmp_path):
-    from conftest import free_port
+    from tests.support.ports import free_port
 
     build_half_plus(tmp_path / "good" / "1")
     broken = tmp_path / "broken" / "1"

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 import tensorflow as tf
-from half_plus_two import build_half_plus, write_warmup
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.server.status import ServingError
+from tests.serving.half_plus_two import build_half_plus, write_warmup
 
 
 def predict_record(value: float = 1.0) -> prediction_log_pb2.PredictionLog:

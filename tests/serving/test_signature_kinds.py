@@ -19,7 +19,6 @@ import urllib.request
 
 import grpc
 import pytest
-from half_plus_two import build_half_plus
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -27,6 +26,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+
+from tests.serving.half_plus_two import build_half_plus
 
 MODEL = "half_plus_two"
 CLASSIFY = "tensorflow/serving/classify"

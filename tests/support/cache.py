@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
+
 # The packages whose versions decide what the writers write.
 WRITER_PACKAGES = ("transformers", "torch", "tf-keras", "safetensors", "numpy", "scikit-image")
 COMPLETE = ".complete"
@@ -67,9 +69,11 @@ def cache_key(script: Path, args: list[str], key_files: list[Path] = ()) -> str:
 def _write(script: Path, out: Path, args: list[str], env: dict, timeout: float) -> None:
     out.mkdir(parents=True, exist_ok=True)  # the writers expect their folder to exist
     started = time.monotonic()
+    # The writers import the test helpers as the package ``tests``, from this checkout.
+    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     result = subprocess.run(
         [sys.executable, str(script), str(out), *args],
-        env=env,
+        env=dict(env, PYTHONPATH=path),
         capture_output=True,
         text=True,
         timeout=timeout,
