@@ -9,8 +9,9 @@ and a model takes 0.2-0.3 s: ``quantize("int8")`` on ViT-Ti/16 took 18 s, of whi
 deleted (nothing else holds them), so :func:`collect_once` skips those collections
 and runs one at the end, which frees the same buffers.
 
-It applies to the Keras versions in :data:`AFFECTED_KERAS` (3.5 through the installed
-3.15: the first and last checked). ``tests/test_quantize_lora.py`` checks that the
+It applies to the Keras versions in :data:`AFFECTED_KERAS`: from 3.5 (the first release
+with that change, by its date) through 3.15 (the installed one, the only one measured).
+``tests/test_quantize_lora.py`` checks that the
 installed Keras still collects in ``__delattr__``, and fails once upstream stops, so
 that this module can go.
 """
