@@ -420,24 +420,25 @@ class DocumentRun:
         command = command.rstrip("&").strip()
         match = re.search(r"--model_name[= ](\S+)", command)
         model = match.group(1) if match else "default"
+        url = f"http://127.0.0.1:{self.values['rest_port']}/v1/models/{model}"
         in_process = IN_PROCESS_SERVER.match(command)
-        log = open(self.workdir / f".server-{len(self.ran)}.log", "w+")  # noqa: SIM115
         if in_process:
             from serving.server.status import ServingError
             from tests.support.servers import start_from_flags
 
-            try:
+            try:  # returns once the models are loaded and both ports listen
                 self.servers.append(start_from_flags(self.expand(in_process["flags"])))
             except (ServingError, SystemExit) as error:
                 pytest.fail(f"{where}: the server did not start:\n$ {command}\n{error}")
-            process = None
-        else:
-            process = subprocess.Popen(
-                ["bash", "-c", "exec " + command], cwd=self.workdir, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-            self.servers.append(process)
-        url = f"http://127.0.0.1:{self.values['rest_port']}/v1/models/{model}"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                assert b"AVAILABLE" in reply.read(), f"{where}: {model} is not AVAILABLE"
+            return
+        log = open(self.workdir / f".server-{len(self.ran)}.log", "w+")  # noqa: SIM115
+        process = subprocess.Popen(
+            ["bash", "-c", "exec " + command], cwd=self.workdir, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.servers.append(process)
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             try:
@@ -447,8 +448,7 @@ class DocumentRun:
             except OSError:
                 pass
             log.seek(0)
-            stopped = process is not None and process.poll() is not None
-            if stopped or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"{where}: the server did not come up:\n$ {command}\n{log.read()}")
             time.sleep(0.5)
 

@@ -183,9 +183,8 @@ def _call(argv: list[str], cwd: str, env: dict, fds: list[int]) -> int:
     """``keras_vit.cli.main(argv)`` with the caller's streams, directory and environment."""
     from keras_vit.cli import main
 
-    with _as_caller(cwd, env, fds):
-        with _hub_settings(env):
-            return _status_of(main, argv)
+    with _as_caller(cwd, env, fds, ["keras-vit", *argv]):
+        return _status_of(main, argv)
 
 
 def run_python_file(
@@ -204,18 +203,11 @@ def run_python_file(
     with contextlib.ExitStack() as files:
         stdin = files.enter_context(open(os.devnull, "rb"))  # noqa: SIM115
         out, err = (files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
-        saved_argv = sys.argv
-        sys.argv = [str(path)]
-        try:
-            with _as_caller(str(cwd), env, [stdin.fileno(), out.fileno(), err.fileno()]):
-                with _hub_settings(env):
-                    status = _status_of(
-                        lambda: runpy.run_path(
-                            str(path), init_globals=init_globals, run_name="__main__"
-                        )
-                    )
-        finally:
-            sys.argv = saved_argv
+        fds = [stdin.fileno(), out.fileno(), err.fileno()]
+        with _as_caller(str(cwd), env, fds, [str(path)]):
+            status = _status_of(
+                lambda: runpy.run_path(str(path), init_globals=init_globals, run_name="__main__")
+            )
         out.seek(0), err.seek(0)
         return subprocess.CompletedProcess([str(path)], status, out.read(), err.read())
 
@@ -235,15 +227,16 @@ def _status_of(function, *args) -> int:
 
 
 @contextlib.contextmanager
-def _as_caller(cwd: str, env: dict, fds: list[int]) -> Iterator[None]:
-    """This process with ``fds`` as its standard streams, ``cwd`` and ``env``; all of it,
-    and Keras' global state, put back afterwards."""
+def _as_caller(cwd: str, env: dict, fds: list[int], argv: list[str]) -> Iterator[None]:
+    """This process with ``fds`` as its standard streams, ``cwd``, ``env`` (huggingface_hub's
+    settings included) and ``sys.argv``; all of it, and Keras' global state, put back
+    afterwards."""
     import keras
 
     saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
     saved_streams = sys.stdin, sys.stdout, sys.stderr
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    saved_policy = keras.config.dtype_policy()
+    saved_policy, saved_argv = keras.config.dtype_policy(), sys.argv
     try:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -253,7 +246,9 @@ def _as_caller(cwd: str, env: dict, fds: list[int]) -> Iterator[None]:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
-        yield
+        sys.argv = argv
+        with _hub_settings(env):
+            yield
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -261,6 +256,7 @@ def _as_caller(cwd: str, env: dict, fds: list[int]) -> Iterator[None]:
             except OSError:
                 pass
         sys.stdin, sys.stdout, sys.stderr = saved_streams
+        sys.argv = saved_argv
         for target, fd in enumerate(saved_fds):
             os.dup2(fd, target)
             os.close(fd)
