@@ -153,6 +153,28 @@ def test_eval_pipeline_scores_like_the_raw_image(colour_folder):
         assert labels[i].numpy().argmax() == dataset.labels[i]
 
 
+def test_the_decoder_is_traced_once_for_every_pipeline_of_a_size(colour_folder):
+    """The image check, training and evaluation pipelines share one traced decoder per
+    size, which decodes as ``keras_vit.decode.decode_image`` itself does."""
+    import tensorflow as tf
+
+    from keras_vit.decode import decode_image as reference
+    from keras_vit.training import data as data_lib
+    from keras_vit.training.pipeline import eval_pipeline, train_pipeline
+
+    dataset = data_lib.image_folder(colour_folder)  # the image check: its own 16 x 16 size
+    size = (24, 40)  # a size no other test uses: this test makes its first trace
+    decoder = data_lib._image_decoder(size)
+    for _ in range(2):
+        eval_pipeline(dataset, size, batch_size=4)
+        train_pipeline(dataset, size, batch_size=4, seed=0)
+    assert decoder.experimental_get_tracing_count() == 1
+    encoded = tf.io.read_file(dataset.paths[0])
+    np.testing.assert_array_equal(
+        data_lib.decode_image(encoded, size).numpy(), reference(encoded, size).numpy()
+    )
+
+
 def test_train_pipeline_is_seeded_and_changes_every_epoch(colour_folder):
     from keras_vit.training.data import image_folder
     from keras_vit.training.pipeline import AugmentConfig, train_pipeline
