@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export.conftest import LABELS, TOP_K, encode
+from tests.export.conftest import LABELS, TOP_K, SessionModel, encode
 
 # 22 CPU-s in all (tests/support/cpu_report.py): `make test` runs it, `make test-fast` not
 pytestmark = pytest.mark.slow
@@ -245,3 +245,29 @@ def test_tf2_loads_the_export_and_its_fingerprint_matches_the_rewritten_file(exp
     fresh = fingerprint_pb2.FingerprintDef()
     fresh.ParseFromString(fingerprinting.CreateFingerprintDef(str(exported)))
     assert stored.saved_model_checksum == fresh.saved_model_checksum
+
+
+def test_exports_in_one_process_trace_the_decoder_once_and_answer_alike(
+    tiny_model, tmp_path, photos
+):
+    """The signatures' decoder is traced once per process and settings: a second export
+    reuses it, and its SavedModel, loaded as TF Serving loads it, answers as the first."""
+    from serving import export
+
+    max_pixels = 12_345_678  # settings no other test exports with: this test traces first
+    size = tuple(int(s) for s in tiny_model.image_size)
+    decoder = export._decoder(size, max_pixels, max_pixels, "image_bytes")
+    versions, traces = [], []
+    for name in ("first", "second"):
+        versions.append(
+            export.export_saved_model(tiny_model, tmp_path / name, max_pixels=max_pixels)
+        )
+        traces.append(decoder.experimental_get_tracing_count())
+    # tf.saved_model.save traces a saved function once more in its save context.
+    assert traces == [2, 2]
+    jpeg = encode(photos["chelsea"], "JPEG", quality=90)
+    first, second = (
+        SessionModel(path).run("serving_default", image_bytes=[jpeg]) for path in versions
+    )
+    assert first["label"] == second["label"]
+    np.testing.assert_array_equal(first["top_k_scores"], second["top_k_scores"])
