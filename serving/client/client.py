@@ -284,7 +284,16 @@ class ServingClient:
             DeadlineExceededError: not available within ``timeout`` seconds; the message
                 says what the server last answered.
         """
-        deadline = time.monotonic() + timeout
+        # gRPC polls on a channel of its own that reconnects promptly (GrpcTransport.probe).
+        probe = getattr(self.transport, "probe", None)
+        transport = probe() if probe is not None else self.transport
+        try:
+            return self._wait(transport, time.monotonic() + timeout, timeout, poll_interval)
+        finally:
+            if transport is not self.transport:
+                transport.close()
+
+    def _wait(self, transport, deadline: float, timeout: float, poll_interval: float):
         last = "no answer yet"
         while True:
             remaining = deadline - time.monotonic()
@@ -295,11 +304,11 @@ class ServingClient:
                 )
             per_call = min(remaining, max(poll_interval, 1.0))
             try:
-                states = self.transport.status(per_call)
+                states = transport.status(per_call)
                 if any(s.state == "AVAILABLE" for s in states):
                     if self.version_label is not None:
                         # Status ignores labels; metadata resolves them.
-                        self.transport.metadata(per_call)
+                        transport.metadata(per_call)
                     return states
                 last = ", ".join(f"version {s.version}: {s.state}" for s in states) or "no versions"
             except (UnavailableError, NotFoundError) as error:

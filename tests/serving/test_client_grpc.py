@@ -7,7 +7,9 @@ The fakes read requests with ``tf.make_ndarray`` and build replies with
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -261,6 +263,35 @@ def test_nothing_listening_is_unavailable():
     with ServingClient("127.0.0.1:1", retry_policy=FAST_RETRY, timeout=5) as c:
         with pytest.raises(UnavailableError):
             c.predict(solid(COLOURS["red"]))
+
+
+def test_waiting_reconnects_every_second_at_most_and_stops_when_done():
+    """gRPC's default reconnect backoff (1 s, growing 1.6-fold to 2 minutes) tries three
+    times in 4 s and would see a starting server up to 60% of the wait late; the wait's
+    probe channel tries at least every 1.2 s, and is closed when the wait ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    attempts = []
+
+    def refuse_http2():  # accepts each TCP connection and closes it: a failed attempt
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            attempts.append(time.monotonic())
+            connection.close()
+
+    threading.Thread(target=refuse_http2, daemon=True).start()
+    try:
+        with ServingClient(f"127.0.0.1:{listener.getsockname()[1]}", timeout=10) as client:
+            with pytest.raises(DeadlineExceededError, match="not available after 4 s; last: "):
+                client.wait_until_available(timeout=4, poll_interval=0.1)
+            tried = len(attempts)
+            time.sleep(1.5)  # longer than the probe's longest backoff
+            assert len(attempts) == tried, "the probe channel still reconnects after the wait"
+    finally:
+        listener.close()
+    assert tried >= 6, [round(t - attempts[0], 2) for t in attempts]
 
 
 def test_version_and_label_go_into_the_model_spec(fake, grpc_server):
