@@ -265,6 +265,7 @@ def test_nothing_listening_is_unavailable():
             c.predict(solid(COLOURS["red"]))
 
 
+@pytest.mark.slow  # 5.5 s of waiting on the probe's reconnects
 def test_waiting_reconnects_every_second_at_most_and_stops_when_done():
     """gRPC's default reconnect backoff (1 s, growing 1.6-fold to 2 minutes) tries three
     times in 4 s and would see a starting server up to 60% of the wait late; the wait's
