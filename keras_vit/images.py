@@ -7,7 +7,6 @@ a file scores the same in-process as through a server.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 
@@ -45,22 +44,12 @@ def decode_bytes(
     data: bytes, image_size: Sequence[int], max_pixels: int | None = None
 ) -> np.ndarray:
     """Decodes encoded image bytes as :func:`read_image` does; ImageReadError with the reason."""
-    pixels, reasons = _decoder(tuple(int(s) for s in image_size), max_pixels)([data])
+    from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_batch, traced  # TF on first use
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    decoder = traced(decode_batch, image_size, [None], max_pixels=limit)
+    pixels, reasons = decoder([data])
     reason = reasons.numpy()[0].decode("utf-8", "replace")
     if reason:
         raise ImageReadError(reason)
     return pixels.numpy()[0]
-
-
-@functools.lru_cache(maxsize=4)
-def _decoder(image_size: tuple[int, int], max_pixels: int | None):
-    import tensorflow as tf
-
-    from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_batch
-
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
-    return tf.function(
-        lambda encoded: decode_batch(encoded, image_size, max_pixels=limit),
-        input_signature=[tf.TensorSpec([None], tf.string)],
-        autograph=False,
-    )

@@ -29,7 +29,6 @@ import keras_vit  # noqa: F401  # isort: skip
 import ctypes
 import ctypes.util
 import errno
-import functools
 import json
 import logging
 import os
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_images
+from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_images, traced
 from serving import warmup
 from serving.int8_runtime import RUNTIME_DIR
 from serving.precision import (
@@ -456,7 +455,15 @@ class ServingModule(tf.Module):
             return _prediction_outputs(labels, *scores(pixels), with_probabilities)
 
         def decoder(input_name):
-            return _decoder(image_size, max_pixels, max_request_pixels, input_name)
+            # One traced function per input name, shared by the signatures using it.
+            return traced(
+                decode_images,
+                image_size,
+                [None],
+                max_pixels=max_pixels,
+                max_request_pixels=max_request_pixels,
+                input_name=input_name,
+            )
 
         decode_bytes = decoder("image_bytes")
         # Saved with the model: the pixels the signatures see (``loaded.decode(bytes)``).
@@ -544,24 +551,6 @@ class ServingModule(tf.Module):
     def signatures(self) -> dict:
         """The signature functions by name, for ``tf.saved_model.save(..., signatures=...)``."""
         return {name: fn.get_concrete_function() for name, fn in self._signatures.items()}
-
-
-@functools.cache
-def _decoder(image_size, max_pixels, max_request_pixels, input_name):
-    """:func:`decode_images` for one size, limits and input name as a ``tf.function``,
-    shared by the signatures using it and traced once per process (0.5-1 CPU-s a
-    trace): every export after the first in a process reuses the traced graph."""
-    return tf.function(
-        lambda encoded: decode_images(
-            encoded,
-            image_size,
-            max_pixels=max_pixels,
-            max_request_pixels=max_request_pixels,
-            input_name=input_name,
-        ),
-        input_signature=[tf.TensorSpec([None], tf.string)],
-        autograph=False,
-    )
 
 
 def _prediction_outputs(labels, probabilities, top_scores, top_indices, with_probabilities):

@@ -20,7 +20,6 @@ Data specifications, as ``keras-vit train --data`` takes them:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -163,23 +162,10 @@ def decode_image(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     The exported signatures' decoder (``keras_vit.decode.decode_image``): the same
     IDCT and reduced JPEG scale, so training sees the pixels serving sees.
     """
-    return _image_decoder(tuple(int(s) for s in image_size))(encoded)
+    from keras_vit.decode import decode_image as decode
+    from keras_vit.decode import traced  # the whole decoder, on first use
 
-
-@functools.cache
-def _image_decoder(image_size: tuple[int, ...]):
-    """The decoder for one size as a ``tf.function``, traced once per process.
-
-    Tracing the decoder's graph takes 0.4-0.8 CPU-s; a run maps it three or four
-    times (the image check, training, validation, test), and every pipeline after the
-    first now calls the one traced graph instead.
-    """
-    from keras_vit.decode import decode_image as decode  # the whole decoder, on first use
-
-    return tf.function(
-        lambda encoded: decode(encoded, image_size),
-        input_signature=[tf.TensorSpec([], tf.string)],
-    )
+    return traced(decode, image_size, ())(encoded)
 
 
 def list_image_folder(

@@ -288,12 +288,13 @@ class ServingClient:
         probe = getattr(self.transport, "probe", None)
         transport = probe() if probe is not None else self.transport
         try:
-            return self._wait(transport, time.monotonic() + timeout, timeout, poll_interval)
+            return self._wait(transport, timeout, poll_interval)
         finally:
             if transport is not self.transport:
                 transport.close()
 
-    def _wait(self, transport, deadline: float, timeout: float, poll_interval: float):
+    def _wait(self, transport, timeout: float, poll_interval: float):
+        deadline = time.monotonic() + timeout
         last = "no answer yet"
         while True:
             remaining = deadline - time.monotonic()

@@ -252,11 +252,19 @@ def test_exports_in_one_process_trace_the_decoder_once_and_answer_alike(
 ):
     """The signatures' decoder is traced once per process and settings: a second export
     reuses it, and its SavedModel, loaded as TF Serving loads it, answers as the first."""
+    from keras_vit.decode import decode_images, traced
     from serving import export
 
     max_pixels = 12_345_678  # settings no other test exports with: this test traces first
     size = tuple(int(s) for s in tiny_model.image_size)
-    decoder = export._decoder(size, max_pixels, max_pixels, "image_bytes")
+    decoder = traced(
+        decode_images,
+        size,
+        [None],
+        input_name="image_bytes",
+        max_pixels=max_pixels,
+        max_request_pixels=max_pixels,
+    )
     versions, traces = [], []
     for name in ("first", "second"):
         versions.append(

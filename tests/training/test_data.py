@@ -159,12 +159,13 @@ def test_the_decoder_is_traced_once_for_every_pipeline_of_a_size(colour_folder):
     import tensorflow as tf
 
     from keras_vit.decode import decode_image as reference
+    from keras_vit.decode import traced
     from keras_vit.training import data as data_lib
     from keras_vit.training.pipeline import eval_pipeline, train_pipeline
 
     dataset = data_lib.image_folder(colour_folder)  # the image check: its own 16 x 16 size
     size = (24, 40)  # a size no other test uses: this test makes its first trace
-    decoder = data_lib._image_decoder(size)
+    decoder = traced(reference, size, ())
     for _ in range(2):
         eval_pipeline(dataset, size, batch_size=4)
         train_pipeline(dataset, size, batch_size=4, seed=0)
