@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
+
+from serving.client import VertexClient
 
 AIPLATFORM = "google.cloud.aiplatform"
 STORAGE = "google.cloud.storage"
@@ -51,8 +54,6 @@ def real_sdk() -> Sdk:
             "the Vertex AI commands need google-cloud-aiplatform: "
             "pip install 'keras-vit[vertex]' (google-cloud-aiplatform>=2.7)"
         ) from error
-    from serving.client import VertexClient
-
     return Sdk(aiplatform, storage, VertexClient)
 
 
@@ -64,8 +65,6 @@ class RecordingSdk(Sdk):
     """
 
     def __init__(self, existing_endpoint: bool = False) -> None:
-        from serving.client import VertexClient
-
         real = real_sdk()
         ai, storage = real.aiplatform, real.storage
         self.calls: list[dict[str, Any]] = []
@@ -167,3 +166,33 @@ def _public_methods(cls: type, static: bool = False) -> list[str]:
         if is_static == static and (is_static or inspect.isfunction(raw)):
             names.append(name)
     return names
+
+
+def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
+    """Validates ``config``, then runs ``function(config, sdk, ...)`` on the SDK, or on the
+    recording SDK with ``dry_run`` (then prints its calls as JSON).
+
+    Returns ``(exit code, result)``: 2 for a bad configuration, 1 for a failure of the run.
+    """
+    try:
+        config.validate()
+    except ValueError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2, None
+    try:
+        sdk = RecordingSdk() if dry_run else real_sdk()
+    except RuntimeError as error:  # the vertex extra is not installed
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2, None
+    log = (lambda line: None) if dry_run else (lambda line: print(line, file=sys.stderr))
+    try:
+        result = function(config, sdk, log=log, **kwargs)
+    except ValueError as error:  # our checks of the inputs (instance files, regions)
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2, None
+    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
+        print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1, None
+    if dry_run:
+        print(sdk.plan_json(project=config.project, region=config.region))
+    return 0, result

@@ -195,40 +195,9 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
-def run_on_sdk(command: str, config, function, dry_run: bool, **kwargs):
-    """Validates ``config``, then runs ``function(config, sdk, ...)`` on the SDK, or on the
-    recording SDK with ``dry_run`` (then prints its calls as JSON).
-
-    Returns ``(exit code, result)``: 2 for a bad configuration, 1 for a failure of the run.
-    """
-    from serving.vertex_sdk import RecordingSdk, real_sdk
-
-    try:
-        config.validate()
-    except ValueError as error:
-        print(f"{command}: {error}", file=sys.stderr)
-        return 2, None
-    try:
-        sdk = RecordingSdk() if dry_run else real_sdk()
-    except RuntimeError as error:  # the vertex extra is not installed
-        print(f"{command}: {error}", file=sys.stderr)
-        return 2, None
-    log = (lambda line: None) if dry_run else (lambda line: print(line, file=sys.stderr))
-    try:
-        result = function(config, sdk, log=log, **kwargs)
-    except ValueError as error:  # our checks of the inputs (instance files, regions)
-        print(f"{command}: {error}", file=sys.stderr)
-        return 2, None
-    except Exception as error:  # noqa: BLE001 - the SDK raises many types; report, exit 1
-        print(f"{command}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1, None
-    if dry_run:
-        print(sdk.plan_json(project=config.project, region=config.region))
-    return 0, result
-
-
 def run(args: argparse.Namespace) -> int:
     from serving.vertex import deploy
+    from serving.vertex_sdk import run_on_sdk
 
     missing = [flag for flag in ("project", "region") if not getattr(args, flag)]
     if missing:

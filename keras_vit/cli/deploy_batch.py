@@ -150,13 +150,13 @@ def run_input(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from keras_vit.cli.deploy import run_on_sdk
     from serving.vertex_batch import (
         InstanceError,
         VertexBatchConfig,
         batch_predict,
         check_instances_file,
     )
+    from serving.vertex_sdk import run_on_sdk
 
     labels = {"app": "keras-vit"}
     for item in args.labels:

@@ -60,7 +60,7 @@ def register(vertex_actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_vit.cli.deploy import run_on_sdk
+    from serving.vertex_sdk import run_on_sdk
     from serving.vertex_training import VertexTrainConfig, train
 
     train_args = list(args.train_args)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from keras_vit.convert import hf_h5, hf_safetensors, jax_npz, keras_file
 from keras_vit.convert.common import CheckpointError, Context, load_weights
-from keras_vit.hf_config import read_hf_config, vit_args_from_hf_config
+from keras_vit.convert.hf_config import read_hf_config, vit_args_from_hf_config
 from keras_vit.hub import HubDownloadError, download_checkpoint, looks_like_hub_id
 from keras_vit.layers import pair as _pair
 from keras_vit.presets import CHECKPOINTS, resolve_preset, unknown_preset_hint

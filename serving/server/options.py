@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 _CPUS = os.cpu_count() or 1
 
@@ -217,8 +218,6 @@ def check_options(options: ServerOptions) -> str | None:
 
     Needs no TensorFlow import, so a bad command line fails fast.
     """
-    from serving.server.vertex_routes import environment_problem
-
     if problem := environment_problem():
         return problem
     if options.port == 0 and not options.grpc_socket_path:
@@ -233,7 +232,30 @@ def check_options(options: ServerOptions) -> str | None:
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """The flags, with Vertex AI's port and model location where it set them (AIP_*)."""
-    from serving.server.vertex_routes import apply_environment
-
     values = {spec.name: getattr(args, spec.name) for spec in fields(ServerOptions)}
     return apply_environment(ServerOptions(**values))
+
+
+# Vertex AI's custom-container variables (serving/server/vertex_routes.py answers its routes).
+def environment_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """What is wrong with Vertex's variables, if anything (checked with the flags)."""
+    port = environ.get("AIP_HTTP_PORT")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        return f"AIP_HTTP_PORT must be a port number, got {port!r}"
+    for name in ("AIP_HEALTH_ROUTE", "AIP_PREDICT_ROUTE"):
+        if port is not None and not environ.get(name, "/").startswith("/"):
+            return f"{name} must be a path starting with /, got {environ[name]!r}"
+    return None
+
+
+def apply_environment(
+    options: ServerOptions, environ: Mapping[str, str] = os.environ
+) -> ServerOptions:
+    """``options`` with Vertex's port and model location, where Vertex set them."""
+    if environment_problem(environ) is not None:
+        return options  # check_options reports it
+    if environ.get("AIP_HTTP_PORT"):
+        options = replace(options, rest_api_port=int(environ["AIP_HTTP_PORT"]))
+    if environ.get("AIP_STORAGE_URI"):
+        options = replace(options, model_base_path=environ["AIP_STORAGE_URI"], model_config_file="")
+    return options

@@ -27,38 +27,12 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from serving.server.options import ServerOptions
     from serving.server.rest_api import RestApi
 
 _JSON = [("Content-Type", "application/json")]
-
-
-def environment_problem(environ: Mapping[str, str] = os.environ) -> str | None:
-    """What is wrong with Vertex's variables, if anything (checked with the flags)."""
-    port = environ.get("AIP_HTTP_PORT")
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-        return f"AIP_HTTP_PORT must be a port number, got {port!r}"
-    for name in ("AIP_HEALTH_ROUTE", "AIP_PREDICT_ROUTE"):
-        if port is not None and not environ.get(name, "/").startswith("/"):
-            return f"{name} must be a path starting with /, got {environ[name]!r}"
-    return None
-
-
-def apply_environment(
-    options: ServerOptions, environ: Mapping[str, str] = os.environ
-) -> ServerOptions:
-    """``options`` with Vertex's port and model location, where Vertex set them."""
-    if environment_problem(environ) is not None:
-        return options  # check_options reports it
-    if environ.get("AIP_HTTP_PORT"):
-        options = replace(options, rest_api_port=int(environ["AIP_HTTP_PORT"]))
-    if environ.get("AIP_STORAGE_URI"):
-        options = replace(options, model_base_path=environ["AIP_STORAGE_URI"], model_config_file="")
-    return options
 
 
 class VertexRoutes:

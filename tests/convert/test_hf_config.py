@@ -6,7 +6,7 @@ import pytest
 
 from keras_vit import ViTClassifier
 from keras_vit.convert import CheckpointError
-from keras_vit.hf_config import hf_config_from_vit, vit_args_from_hf_config
+from keras_vit.convert.hf_config import hf_config_from_vit, vit_args_from_hf_config
 
 transformers = pytest.importorskip("transformers", reason="ViTConfig is the reference")
 

@@ -13,12 +13,14 @@ import json
 import pytest
 from PIL import Image
 
-from serving.server.options import build_parser, check_options, options_from_args
-from serving.server.vertex_routes import (
-    VertexRoutes,
+from serving.server.options import (
     apply_environment,
+    build_parser,
+    check_options,
     environment_problem,
+    options_from_args,
 )
+from serving.server.vertex_routes import VertexRoutes
 from tests.support.ports import free_port
 
 
