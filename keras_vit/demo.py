@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from keras_vit import quiet
 
 # The digits recipe's bar (docs/training.md): below it the demo fails, it does not just warn.
@@ -44,7 +46,6 @@ def _free_port() -> int:
 
 def sample_photos() -> dict[str, bytes]:
     """Real photos that ship with scikit-image and scikit-learn, as JPEG bytes."""
-    from PIL import Image
     from skimage import data
     from sklearn.datasets import load_sample_images
 

@@ -9,9 +9,15 @@ network access.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
+
+import huggingface_hub
+from huggingface_hub import constants, errors
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5")
@@ -34,14 +40,6 @@ def download_checkpoint(
     token: str | bool | None = None,
 ) -> Path:
     """Fetches a ViT checkpoint from the hub (or the cache) and returns its local directory."""
-    try:
-        import huggingface_hub
-        from huggingface_hub import errors
-    except ImportError as error:  # pragma: no cover - a run-time requirement
-        raise HubDownloadError(
-            f"Loading {repo_id!r} from the Hugging Face Hub needs the huggingface_hub package"
-        ) from error
-
     unreachable = _unresolvable_endpoint()
 
     def fetch(filename):
@@ -122,11 +120,6 @@ def _unresolvable_endpoint() -> str | None:
     tells us the outcome, so we go to the cache directly. With a proxy
     configured the local resolver proves nothing, so we let the client try.
     """
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE or any(
         os.environ.get(name)
         for name in (
@@ -150,8 +143,6 @@ def _unresolvable_endpoint() -> str | None:
 
 
 def _fetch_shards(index: Path, fetch) -> None:
-    import json
-
     with open(index) as f:
         shards = sorted(set(json.load(f)["weight_map"].values()))
     for shard in shards:

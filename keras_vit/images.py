@@ -44,7 +44,7 @@ def decode_bytes(
     data: bytes, image_size: Sequence[int], max_pixels: int | None = None
 ) -> np.ndarray:
     """Decodes encoded image bytes as :func:`read_image` does; ImageReadError with the reason."""
-    from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_batch, traced  # TF on first use
+    from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_batch, traced  # noqa: PLC0415 - TF
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     decoder = traced(decode_batch, image_size, [None], max_pixels=limit)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_vit.convert.loader import load_checkpoint
+from keras_vit.imagenet import imagenet_1k_labels
 from keras_vit.layers import (
     ClassToken,
     ClassTokenPooling,
@@ -20,7 +22,7 @@ from keras_vit.preprocessing import (
     DEFAULT_STD,
     ViTImagePreprocessor,
 )
-from keras_vit.presets import DEFAULT_PRESET, get_preset
+from keras_vit.presets import CHECKPOINTS, DEFAULT_PRESET, get_preset, resolve_preset
 from keras_vit.quantize_gc import collect_once
 
 # The projections of each encoder block that LoRA can adapt, by the names in checkpoints.
@@ -278,7 +280,6 @@ class ViTClassifier(keras.Model):
         >>> model.count_params(), model.labels[285]
         (5717416, 'Egyptian cat')
         """
-        from keras_vit.presets import CHECKPOINTS, resolve_preset
 
         config = get_preset(preset)
         name = resolve_preset(preset)
@@ -292,8 +293,6 @@ class ViTClassifier(keras.Model):
             return cls.from_pretrained(name, **kwargs)  # resolved to CHECKPOINTS[name]
         config.update(kwargs)
         if config.get("labels") is None and config.get("num_classes", 1000) == 1000:
-            from keras_vit.imagenet import imagenet_1k_labels
-
             config["labels"] = imagenet_1k_labels()
         return cls(**config)
 
@@ -305,7 +304,6 @@ class ViTClassifier(keras.Model):
         """
         # Here, not at the top: the readers import h5py, safetensors and huggingface_hub,
         # which building a model does not need.
-        from keras_vit.convert.loader import load_checkpoint
 
         return load_checkpoint(cls, source, **kwargs)
 

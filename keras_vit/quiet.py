@@ -36,6 +36,7 @@ import importlib.machinery
 import os
 import re
 import sys
+import tempfile
 
 # Set to "1" to see TensorFlow's and gRPC's start-up lines (keras-vit --tf-logs sets it).
 TF_LOGS = "KERAS_VIT_TF_LOGS"
@@ -58,7 +59,6 @@ def logs_wanted() -> bool:
 @contextlib.contextmanager
 def filtered_stderr(pattern: re.Pattern = TF_LOG_LINE):
     """Sends file descriptor 2 to a temporary file; replays the lines not matching ``pattern``."""
-    import tempfile  # only when TensorFlow is imported: `import keras_vit` stays light
 
     sys.stderr.flush()
     saved = os.dup(2)

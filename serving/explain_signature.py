@@ -22,6 +22,10 @@ import keras_vit  # noqa: F401  # isort: skip
 
 import tensorflow as tf
 
+from keras_vit.explain.attention import forward_with_attention, patch_grid
+from keras_vit.explain.overlay import DEFAULT_ALPHA, colormap_table
+from keras_vit.explain.rollout import rollout
+
 EXPLAIN = "explain"
 
 
@@ -29,9 +33,6 @@ def explain_function(
     model, labels: tf.Tensor, decode_bytes, image_size
 ) -> tf.types.experimental.GenericFunction:
     """A ``tf.function`` taking ``image_bytes`` (DT_STRING ``[-1]``), for the SavedModel."""
-    from keras_vit.explain.attention import forward_with_attention, patch_grid
-    from keras_vit.explain.overlay import DEFAULT_ALPHA, colormap_table
-    from keras_vit.explain.rollout import rollout
 
     grid = patch_grid(model)
     table = tf.constant(colormap_table() * 255.0, tf.float32)  # (256, 3)

@@ -42,9 +42,15 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 
+from keras_vit import __version__
 from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_images, traced
-from serving import warmup
+from serving import int8_export, warmup
+from serving import int8_runtime as rt
+from serving.explain_signature import EXPLAIN, explain_function
+from serving.int8_export import Int8CPUWarning, int8_cpu_warning
 from serving.int8_runtime import RUNTIME_DIR
 from serving.precision import (
     BFLOAT16,
@@ -53,6 +59,7 @@ from serving.precision import (
     BF16CPUWarning,
     bf16_cpu_warning,
     check_precision,
+    cpu_flags,
     model_for_precision,
 )
 
@@ -145,8 +152,6 @@ def export_saved_model(
     check_precision(precision)
     if precision == INT8:
         _check_int8_arguments(model, with_explain=with_explain, xla=xla)
-        from serving.int8_export import Int8CPUWarning, int8_cpu_warning
-        from serving.precision import cpu_flags
 
         message = int8_cpu_warning(cpu_flags())
         if message:
@@ -328,8 +333,6 @@ def _write_int8_body(model, module, staging: Path, calibration_images, calibrati
     import nncf
     import openvino as ov
 
-    from serving import int8_export
-
     if calibration_images is None:
         photos = int8_export.sample_photos()
         calibration_images = [tf.io.encode_jpeg(p, quality=95).numpy() for p in photos]
@@ -392,8 +395,6 @@ def set_method_names(export_dir: str | os.PathLike, method_names: dict[str, str]
     TF Serving's Classify API only accepts ``tensorflow/serving/classify``. The
     fingerprint (a checksum of ``saved_model.pb``) is rewritten to match.
     """
-    from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 
     path = Path(export_dir) / "saved_model.pb"
     saved_model = saved_model_pb2.SavedModel()
@@ -532,8 +533,6 @@ class ServingModule(tf.Module):
             )
 
         if with_explain:
-            from serving.explain_signature import EXPLAIN, explain_function
-
             if any(getattr(layer, "quantization_mode", None) for layer in model._flatten_layers()):
                 # The rollout reads the attention kernels as floats; int8 kernels need their
                 # scales, which the explain path does not apply.
@@ -571,7 +570,6 @@ def _int8_helpers(
 ) -> dict:
     """The helper signatures of an int8 version's TF part (see :mod:`serving.int8_runtime`):
     the public signatures' decoding up to the pixels, and the logits to their outputs."""
-    from serving import int8_runtime as rt
 
     def from_logits(logits):
         probabilities = tf.nn.softmax(logits, axis=-1)
@@ -670,8 +668,6 @@ def _label_line(label) -> str:
 
 def _package_version() -> str:
     try:
-        from keras_vit import __version__
-
         return __version__
     except ImportError:  # pragma: no cover - serving used without keras_vit
         return "unknown"

@@ -25,6 +25,7 @@ Messages never quote a file's content (see :mod:`serving.file_formats`).
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 
@@ -209,7 +210,6 @@ def pattern_folder(pattern: str) -> str | None:
     >>> pattern_folder("photos/2024/**/*.jpg"), pattern_folder("cat.jpg")
     ('photos/2024', None)
     """
-    import glob  # only the listings need it
 
     if not glob.has_magic(pattern):
         return None

@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from keras_vit.layers import EncoderBlock
+from serving.file_formats import describe, image_format
+from serving.image_files import read_image_file
 from serving.int8_runtime import BODY_XML, EMBEDDING, LOGITS, RUNTIME_DIR
 
 DEFAULT_CALIBRATION_IMAGES = 300
@@ -67,8 +74,6 @@ def read_calibration_folder(
     root: str | os.PathLike, limit: int = DEFAULT_CALIBRATION_IMAGES
 ) -> tuple[list[bytes], list[str]]:
     """Up to ``limit`` image files under ``root`` (recursively, sorted): (bytes, names)."""
-    from serving.file_formats import describe, image_format
-    from serving.image_files import read_image_file
 
     base = Path(root)
     if not base.is_dir():
@@ -151,12 +156,6 @@ def openvino_friendly(model) -> Iterator[None]:
     """While tracing: LayerNormalization and the exact GELU in the textbook forms that
     OpenVINO fuses into its MVN and Gelu ops (the same math; Keras' own forms stay as
     separate reductions, Erf and multiplies, which took about a fifth of the int8 time)."""
-    import math
-
-    import keras
-    import tensorflow as tf
-
-    from keras_vit.layers import EncoderBlock
 
     def layer_norm(layer):
         def call(inputs):
@@ -243,8 +242,6 @@ def openvino_friendly(model) -> Iterator[None]:
 
 def body_function(model, fused: bool = True):
     """The pixel-input ``tf.function``: float pixels -> {logits, embedding} (float32)."""
-    import keras
-    import tensorflow as tf
 
     body = keras.Model(model.input, [model.output, model.get_layer("pooling").output])
 
@@ -272,7 +269,6 @@ def float_body(model, fused: bool = True):
 
 def quantized_body(model, calibration_pixels: np.ndarray, fused: bool = True, preset=None):
     """The OpenVINO model of the body, int8-quantized by NNCF on ``calibration_pixels``."""
-    import logging
 
     import nncf
 

@@ -121,6 +121,7 @@ def model_for_precision(model, precision: str):
         )
     if getattr(model, "lora_enabled", False):
         model = model.merge_lora()
-    from keras_vit.loading import adapt_model
+    # `keras-vit export`'s parser imports this module: TensorFlow loads here.
+    from keras_vit.loading import adapt_model  # noqa: PLC0415
 
     return adapt_model(model, dtype=policy)

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from serving import protos as messages
+
 
 def protos():
     """The one place the protos are imported: :mod:`serving.protos` (no TensorFlow).
@@ -39,7 +41,6 @@ def protos():
     Its ``TensorProto`` is not TensorFlow's class: a caller that fills a message of
     ``tensorflow-serving-api`` (the server) passes it as ``out=``.
     """
-    from serving import protos as messages
 
     return messages
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from serving.vertex_sdk import Sdk
 
 # Newest TensorFlow of Vertex's prebuilt prediction containers (the Vertex docs' table and
@@ -281,7 +283,6 @@ def parse_traffic_split(text: str) -> dict[str, int]:
 
 def synthetic_jpeg() -> bytes:
     """A generated JPEG (PIL's 256 x 256 gradient), the smoke test's image when none is given."""
-    from PIL import Image
 
     buffer = io.BytesIO()
     Image.linear_gradient("L").convert("RGB").save(buffer, format="JPEG", quality=90)

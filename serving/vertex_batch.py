@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from serving import file_formats
 from serving.client.client import VERTEX_MAX_REQUEST_BYTES
 from serving.client.files import expand_image_arguments
@@ -87,7 +89,6 @@ def decode_instance(line: str | bytes) -> bytes:
 
 def image_format(data: bytes) -> str | None:
     """PIL's format name of encoded image bytes (read from the header only), or None."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:

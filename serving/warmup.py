@@ -15,6 +15,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "vit"
@@ -31,8 +35,6 @@ def default_images() -> list[bytes]:
     scikit-image, smooth synthetic images in the same formats are used: the
     warm-up only needs valid images that run every op of the graph.
     """
-    import numpy as np
-    import tensorflow as tf
 
     try:
         from skimage import data
@@ -67,8 +69,6 @@ def build_requests(
     Both batch sizes are warmed up, which matters with ``--xla`` (one
     compilation per batch size) and with server-side batching.
     """
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     images = [bytes(image) for image in images]
     if not images:
@@ -100,7 +100,6 @@ def write_warmup_file(
     ``path`` is ``<version>/assets.extra/tf_serving_warmup_requests``; ``images``
     are encoded images (default: :func:`default_images`).
     """
-    import tensorflow as tf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,8 +112,6 @@ def write_warmup_file(
 
 def read_warmup_file(path: str | os.PathLike) -> list:
     """The ``PredictionLog`` records of a warm-up file (raises on a malformed file)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
 
     logs = []
     for record in tf.data.TFRecordDataset(str(path)):

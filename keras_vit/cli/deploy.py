@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from keras_vit.cli import deploy_batch, deploy_train
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -42,7 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_vertex_arguments(vertex, required=False)  # checked in run(): `vertex train` has its own
     actions = vertex.add_subparsers(dest="vertex_action", metavar="ACTION")
-    from keras_vit.cli import deploy_batch, deploy_train
 
     deploy_train.register(actions)
     deploy_batch.register(actions)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_vit.cli import build_parser
+
 
 def register(vertex_actions: argparse._SubParsersAction) -> None:
     parser = vertex_actions.add_parser(
@@ -98,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_train_args(train_args: list[str]) -> None:
     """The replicas' ``keras-vit train`` must accept the arguments: parsed here first."""
-    from keras_vit.cli import build_parser
 
     argv = ["train", "--data=x", "--output=y", "--strategy=multi_worker", *train_args]
     try:

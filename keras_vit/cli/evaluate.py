@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_vit.cli.exports import export_problem
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -62,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     if args.gallery_size < 0:
         print("error: --gallery-size must not be negative", file=sys.stderr)
         return 2
-    from keras_vit.cli.exports import export_problem
 
     if problem := export_problem(args.model, "evaluate"):
         print(f"error: {problem}", file=sys.stderr)

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from keras_vit.cli.exports import export_problem
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -58,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)
         return 2
-    from keras_vit.cli.exports import export_problem
 
     if problem := export_problem(args.model, "explain"):
         print(f"error: {problem}", file=sys.stderr)

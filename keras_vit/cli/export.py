@@ -9,12 +9,14 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 import warnings
 
-from serving.precision import PRECISIONS
+from serving.image_files import ImageFileError, read_image_file
+from serving.precision import PRECISIONS, BF16CPUWarning, bf16_cpu_warning, cpu_flags
 
 
 def register(subparsers) -> None:
@@ -171,8 +173,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     warmup_images = None
     if args.warmup_image:
-        from serving.image_files import ImageFileError, read_image_file
-
         try:  # regular files only, size capped (serving/image_files.py)
             warmup_images = [read_image_file(path) for path in args.warmup_image]
         except ImageFileError as error:
@@ -181,7 +181,6 @@ def run(args: argparse.Namespace) -> int:
 
     from keras_vit.decode import DEFAULT_MAX_PIXELS
     from serving.export import ExportError, existing_versions, export_saved_model
-    from serving.precision import BF16CPUWarning, bf16_cpu_warning
 
     if args.precision == "bfloat16":
         message = bf16_cpu_warning()
@@ -286,7 +285,6 @@ def _int8_preamble(args) -> tuple[list[bytes] | None, str | None] | tuple[()] | 
         int8_cpu_warning,
         read_calibration_folder,
     )
-    from serving.precision import cpu_flags
 
     print(f"warning: {TF_SERVING_INT8_MESSAGE}", file=sys.stderr)
     message = int8_cpu_warning(cpu_flags())
@@ -316,7 +314,6 @@ def _int8_preamble(args) -> tuple[list[bytes] | None, str | None] | tuple[()] | 
 
 def _training_folder(model: str) -> str | None:
     """The local image folder a ``keras-vit train`` run directory was trained on, if any."""
-    import json
 
     from keras_vit.training.output import CONFIG_FILE
 

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from keras_vit.cli.exports import export_problem
+from keras_vit.presets import ALIASES, CHECKPOINTS, PRESETS, parameter_count, resolve_preset
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -41,13 +44,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.list_presets:
         return list_presets(args.json)
-    from keras_vit.cli.exports import export_problem
 
     if problem := export_problem(args.model, "info"):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     from keras_vit.model import ViTClassifier
-    from keras_vit.presets import resolve_preset
 
     try:
         if resolve_preset(args.model):
@@ -82,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
 
 def list_presets(as_json: bool = False) -> int:
     """Every preset: alias, resolution, patch size, depth, width, parameters, checkpoint."""
-    from keras_vit.presets import ALIASES, CHECKPOINTS, PRESETS, parameter_count
 
     alias_of = {name: alias for alias, name in ALIASES.items()}
     rows = [

@@ -14,6 +14,8 @@ import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from keras_vit.cli import build_parser
+
 # `serve` keeps tensorflow_model_server's own spellings (--model_name, --port, --rest_api_port):
 # what people who run TF Serving type. The consistency rules leave its options out.
 TF_SERVING_SPELLINGS = ("serve",)
@@ -103,8 +105,6 @@ def walk(parser: argparse.ArgumentParser, command: str = "") -> Iterator[Option]
 
 
 def all_options() -> list[Option]:
-    from keras_vit.cli import build_parser
-
     return list(walk(build_parser()))
 
 

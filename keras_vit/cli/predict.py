@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from keras_vit.cli.exports import export_problem
+
 
 def register(subparsers) -> None:
     from serving.client.cli import add_arguments
@@ -43,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)
         return 2
-    from keras_vit.cli.exports import export_problem
 
     if problem := export_problem(args.model, "predict"):
         print(f"error: {problem}", file=sys.stderr)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from serving.server.options import DESCRIPTION, build_parser, options_from_args
+
 
 def register(subparsers) -> None:
-    from serving.server.options import DESCRIPTION, build_parser
-
     parser = subparsers.add_parser(
         "serve",
         help="serve SavedModels over TF Serving's gRPC and REST APIs (binds to 127.0.0.1)",
@@ -25,7 +25,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.server.main import serve
-    from serving.server.options import options_from_args
+    from serving.server.main import serve  # the server's modules, when `serve` runs
 
     return serve(options_from_args(args))

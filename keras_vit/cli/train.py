@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 EXAMPLES = """\
 examples:
@@ -271,8 +272,6 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict, dict | None]:
     if args.mixup is not None:
         changes["mixup_alpha"] = args.mixup
     if changes or "augment" in options:
-        from dataclasses import replace
-
         options["augment"] = replace(augment, **changes)
     return options, model_config
 

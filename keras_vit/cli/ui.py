@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_vit.cli.exports import export_problem
+from keras_vit.ui.guard import split_host
+
 # The defaults of keras_vit/ui/app.py, here so --help does not import tornado.
 UPLOAD_BUDGET_MIB = 64
 MAX_IMAGE_MIB = 20
@@ -78,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     if error:  # before the model loads, which takes a while
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from keras_vit.cli.exports import export_problem
 
     if problem := export_problem(args.model, "ui"):
         print(f"error: {problem}", file=sys.stderr)
@@ -120,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _limits_error(args: argparse.Namespace) -> str | None:
-    from keras_vit.ui.guard import split_host
-
     if not args.upload_budget_mib >= MAX_IMAGE_MIB:
         return (
             f"--upload-budget-mib must be at least {MAX_IMAGE_MIB} (one image of the largest "

@@ -7,6 +7,8 @@ be resized like any other checkpoint's.
 
 from __future__ import annotations
 
+from keras import ops
+
 from keras_vit.convert.common import ArrayReader, Row
 
 
@@ -24,6 +26,5 @@ def keras_rows(model) -> list[Row]:
 
 def keras_model_reader(model, description: str) -> ArrayReader:
     """A reader over a loaded model's variables, keyed by variable path."""
-    from keras import ops
 
     return ArrayReader({v.path: ops.convert_to_numpy(v) for v in model.weights}, description)

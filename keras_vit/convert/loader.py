@@ -30,12 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
+
 from keras_vit.convert import hf_h5, hf_safetensors, jax_npz, keras_file
 from keras_vit.convert.common import CheckpointError, Context, load_weights
 from keras_vit.convert.hf_config import read_hf_config, vit_args_from_hf_config
 from keras_vit.hub import HubDownloadError, download_checkpoint, looks_like_hub_id
 from keras_vit.layers import pair as _pair
-from keras_vit.presets import CHECKPOINTS, resolve_preset, unknown_preset_hint
+from keras_vit.preprocessing import read_preprocessor_config
+from keras_vit.presets import CHECKPOINTS, get_preset, resolve_preset, unknown_preset_hint
 
 HEAD_PATHS = ("head/kernel", "head/bias")
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "tf_model.h5")
@@ -233,8 +236,6 @@ def _hf_weights(directory: Path) -> Path:
 
 
 def _load_hf(directory: Path, weights: Path | None, options: _Options, description: str = ""):
-    from keras_vit.preprocessing import read_preprocessor_config
-
     directory = Path(directory)
     config_path = directory / "config.json"
     args = vit_args_from_hf_config(read_hf_config(config_path), source=str(config_path))
@@ -282,8 +283,6 @@ def _load_hf(directory: Path, weights: Path | None, options: _Options, descripti
 
 
 def _load_npz(path: Path, options: _Options):
-    from keras_vit.presets import get_preset
-
     reader = jax_npz.NpzReader(path)
     try:
         shapes = reader.shapes()
@@ -315,8 +314,6 @@ def _load_npz(path: Path, options: _Options):
 
 
 def _load_keras(path: Path, options: _Options):
-    import keras  # here: reading HF or npz files needs no Keras import before the build
-
     try:
         loaded = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for bad archives
@@ -374,8 +371,6 @@ def adapt_model(
 
 
 def _changes(model, options: _Options) -> bool:
-    import keras
-
     config = model.get_config()
     return (
         options.num_classes is not None
@@ -415,7 +410,6 @@ def _build_and_load(args: dict, reader, rows_for, options: _Options, droppable: 
     differ from the checkpoint's; the position embeddings are resized when
     ``image_size`` changes the patch grid; ``dtype`` sets the model's policy.
     """
-    import keras
 
     args = dict(args)
     native_grid = tuple(s // args["patch_size"] for s in _pair(args["image_size"]))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from keras_vit.plot_text import display_label, save_figure
 
@@ -77,7 +78,6 @@ def reliability_png(correct, confidences, n_bins: int, ece: float, path: Path) -
 
 def gallery_png(items: Sequence[tuple[bytes, str, str, float]], path: Path) -> Path | None:
     """A grid of ``(encoded image, true label, predicted label, confidence)``; None when empty."""
-    from PIL import Image
 
     if not items:
         return None

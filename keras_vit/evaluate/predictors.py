@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_vit.images import decode_bytes
+from serving.client.errors import InvalidArgumentError
+
 TopK = list[tuple[str, float]]
 
 
@@ -28,7 +31,6 @@ class LocalPredictor:
 
     def predict(self, encoded: Sequence[bytes]) -> tuple[list[TopK], float]:
         """``(top-k per image, seconds spent in the model)``."""
-        from keras_vit.images import decode_bytes
 
         size = tuple(self.model.image_size)
         pixels = np.stack([decode_bytes(data, size) for data in encoded])
@@ -67,7 +69,6 @@ class ServerPredictor:
         file does not stop the evaluation (the in-process mode skips such files when
         it lists the folder).
         """
-        from serving.client.errors import InvalidArgumentError
 
         started = time.perf_counter()
         try:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_vit.explain import overlay
+from keras_vit.explain.gradient import gradient_rollout
+from keras_vit.explain.rollout import attention_rollout
+from keras_vit.training.pipeline import resize_like_model
 
 
 @dataclass
@@ -54,19 +57,13 @@ class Explainer:
         class_index: int | None = None,
         top_k: int = 3,
     ) -> Explanation:
-        from keras_vit.training.pipeline import resize_like_model
-
         if method not in ("rollout", "gradient"):
             raise ValueError(f"method must be 'rollout' or 'gradient', got {method!r}")
         resized = np.asarray(resize_like_model(np.asarray(pixels), self.model.image_size))
         batch = resized[None].astype(np.float32)
         if method == "rollout":
-            from keras_vit.explain.rollout import attention_rollout
-
             logits, maps = attention_rollout(self.model, batch)
         else:
-            from keras_vit.explain.gradient import gradient_rollout
-
             logits, maps = gradient_rollout(self.model, batch, class_index)
         logits = np.asarray(logits, dtype=np.float64)[0]
         probabilities = np.exp(logits - logits.max())

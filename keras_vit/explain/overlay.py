@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from keras_vit.plot_text import display_label, save_figure
 
@@ -37,7 +38,6 @@ def overlay_image(
     colormap: str = DEFAULT_COLORMAP,
 ) -> np.ndarray:
     """The image (``(H, W, 3)`` uint8) blended with the coloured map, upsampled bilinearly."""
-    from PIL import Image
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -37,6 +37,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import keras
+import tensorflow as tf
 from keras.src.utils import file_utils
 from packaging.version import Version
 
@@ -122,8 +123,6 @@ def _fsync_dir(directory: str) -> None:
 
 def _replace(source: str, target: str) -> None:
     if file_utils.is_remote_path(target):
-        import tensorflow as tf  # remote storage only: gfile, which TensorFlow provides
-
         tf.io.gfile.rename(source, target, overwrite=True)
     else:
         os.replace(source, target)

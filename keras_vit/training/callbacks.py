@@ -17,6 +17,7 @@ import os
 import keras
 
 from keras_vit.training.backup import Backup, ResumableBackup
+from keras_vit.training.freeze import UnfreezeBackbone
 
 BEST_WEIGHTS = "best.weights.h5"
 
@@ -112,7 +113,6 @@ def build_callbacks(
     ``monitor=None`` keeps the last epoch; ``best_so_far`` is the best value of
     the epochs a resumed run already trained.
     """
-    from keras_vit.training.freeze import UnfreezeBackbone
 
     callbacks: list[keras.callbacks.Callback] = []
     if unfreeze_at_epoch is not None:

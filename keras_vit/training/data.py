@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.decode import decode_image as decode
+from keras_vit.decode import traced
 from keras_vit.image_folder import MAX_LISTED as _MAX_LISTED
 from keras_vit.image_folder import DataError, list_folder
 from keras_vit.image_folder import listing_text as _listing
@@ -162,8 +164,6 @@ def decode_image(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     The exported signatures' decoder (``keras_vit.decode.decode_image``): the same
     IDCT and reduced JPEG scale, so training sees the pixels serving sees.
     """
-    from keras_vit.decode import decode_image as decode
-    from keras_vit.decode import traced  # the whole decoder, on first use
 
     return traced(decode, image_size, ())(encoded)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 DIGIT_LABELS = tuple(str(d) for d in range(10))
 
@@ -44,7 +45,6 @@ def write_digits(
     arguments write the same files. Existing files of the same name are
     overwritten; other files in ``root`` are left alone.
     """
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     if not 0.0 < test_fraction < 1.0:

@@ -64,7 +64,8 @@ def patch_keras_for_multi_worker(force: bool = False) -> bool:
 
     ``force`` installs them on a Keras version outside :data:`AFFECTED_KERAS`.
     """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    # Keras' private module: a Keras that moves it fails multi-worker training only.
+    from keras.src.backend.tensorflow import trainer as tf_trainer  # noqa: PLC0415
 
     if getattr(tf_trainer, _PATCHED_FLAG, False):
         return True

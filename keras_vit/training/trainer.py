@@ -10,6 +10,7 @@ labels, compiles it with the optimiser and schedule of
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import shutil
@@ -464,13 +465,11 @@ def _cache_choice(cache: bool | str, data: ImageDataset, suffix: str = "") -> bo
 
 def _tensorboard_choice(choice: bool | str) -> bool:
     """TensorBoard logs need the ``tensorboard`` package: "auto" uses it when installed."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorboard") is None:
         if choice is True:
             raise ValueError(
                 "TensorBoard logging needs the tensorboard package: pip install tensorboard"
-            ) from None
+            )
         if choice == "auto":
             print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
         return False

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
+
+from keras_vit.explain.overlay import overlay_image
+from keras_vit.images import decode_bytes
 
 EXPLAIN_SIGNATURE = "explain"
 
@@ -53,7 +58,8 @@ class LocalBackend:
     concurrency = 1
 
     def __init__(self, model, top_k: int = 5, max_pixels: int = 40_000_000):
-        from keras_vit.explain.explainer import Explainer
+        # The UI over a server (ServerBackend) runs without TensorFlow: it loads here.
+        from keras_vit.explain.explainer import Explainer  # noqa: PLC0415
 
         self.explainer = Explainer(model)
         self.top_k = min(top_k, len(model.labels))
@@ -62,11 +68,6 @@ class LocalBackend:
         self.description = f"{model.name} in-process"
 
     def answer(self, image: bytes) -> Answer:
-        from PIL import Image
-
-        from keras_vit.explain.overlay import overlay_image
-        from keras_vit.images import decode_bytes
-
         # The exported signatures' decoder, so the page shows what a server would answer.
         pixels = decode_bytes(image, self.image_size, self.max_pixels)
         explanation = self.explainer.explain(pixels, top_k=self.top_k)
@@ -82,7 +83,6 @@ class LocalBackend:
 
 def _png_bytes(value) -> bytes | None:
     """The overlay output as bytes: raw over gRPC, ``{"b64": ...}`` over REST."""
-    import base64
 
     if value is None:
         return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from google.protobuf.message import DecodeError
+
 SIGNATURE = "serving_default"
 INPUT = "image_bytes"
 OUTPUTS = ("label", "score", "top_k_labels", "top_k_scores")
@@ -60,7 +62,6 @@ def _is_version(path: str) -> bool:
 
 def _check_signature(path: str) -> None:
     import tensorflow as tf
-    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     from serving.int8_runtime import RUNTIME_DIR

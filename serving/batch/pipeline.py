@@ -185,7 +185,6 @@ class BatchPredict(beam.PTransform):
 
 def run(settings: BatchSettings, options, runner=None) -> tuple[Counts, str]:
     """Runs the job to the end; ``(counts, final state)``. ``runner`` None: the options'."""
-    import apache_beam as beam
 
     pipeline = beam.Pipeline(runner=runner, options=options)
     _ = pipeline | "BatchPredict" >> BatchPredict(settings)
@@ -205,9 +204,12 @@ def local_runner(options, progress_frequency: float | None = None):
     the provision info as the ``DirectRunner`` sends them, so local SDK worker
     processes (``--direct_running_mode=multi_processing``) get their log level and the rest.
     """
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    # Beam's runner internals (50 ms more), for local runs only.
+    from apache_beam.portability.api import beam_provision_api_pb2  # noqa: PLC0415
+    from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: PLC0415
+    from apache_beam.runners.portability.portable_runner import (  # noqa: PLC0415
+        JobServiceHandle,
+    )
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)

@@ -9,12 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from serving.client.client import ServingClient
 from serving.client.errors import (
     InputImageError,
     InvalidArgumentError,
     PayloadTooLargeError,
     ServingError,
 )
+from serving.client.files import expand_image_arguments, protocol_for_target
 
 _IMAGE_PREFIX = re.compile(r"^image \d+(?: \([\d,]+ bytes\))?: ")
 
@@ -100,8 +102,6 @@ def cli_predict(
     result, 1 some image failed (missing, unreadable, refused by the server, or the server
     failed), 2 bad arguments.
     """
-    from serving.client.client import ServingClient
-    from serving.client.files import expand_image_arguments, protocol_for_target
 
     out = out or sys.stdout
     err = err or sys.stderr

@@ -147,7 +147,7 @@ class ServingClient:
         elif protocol == "grpc":
             # Lazy: REST users need not install or load grpcio.
             try:
-                from serving.client.grpc_transport import GrpcTransport
+                from serving.client.grpc_transport import GrpcTransport  # noqa: PLC0415
             except ImportError as error:
                 raise ImportError(
                     f"protocol='grpc' needs grpcio ({error}); install it, or use "
@@ -163,7 +163,7 @@ class ServingClient:
                 credentials=grpc_credentials,
             )
         else:
-            from serving.client.rest import RestTransport
+            from serving.client.rest import RestTransport  # noqa: PLC0415 - http.client, ssl
 
             self.transport = RestTransport(
                 target, model_name, self.version, version_label, max_concurrency, session=session

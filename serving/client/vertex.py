@@ -160,13 +160,14 @@ class VertexClient(ServingClient):
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
         if session is None and credentials is None:
-            import google.auth
+            # google.auth's transport imports requests (0.13 s): Vertex calls only.
+            import google.auth  # noqa: PLC0415
 
             credentials, default_project = google.auth.default(scopes=list(_SCOPES))
             project = project or default_project
         url = vertex_predict_url(endpoint, project, region, base_url)
         if session is None:
-            from google.auth.transport.requests import AuthorizedSession
+            from google.auth.transport.requests import AuthorizedSession  # noqa: PLC0415
 
             session = size_pool(AuthorizedSession(credentials), max_concurrency)
         super().__init__(

@@ -14,6 +14,7 @@ import base64
 import subprocess
 import sys
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +33,6 @@ FILE_DESCRIPTOR_SET = base64.b64decode(
 
 def compile_descriptor_set() -> bytes:
     """The ``FileDescriptorSet`` protoc makes of the sources, their imports included."""
-    from importlib.resources import files
 
     well_known = files("grpc_tools") / "_proto"  # google/protobuf/*.proto
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ import threading
 from keras_vit import quiet
 from serving.server import logs, memory
 from serving.server.options import ServerOptions, build_parser, check_options, options_from_args
+from serving.server.status import ServingError
 
 
 def _version(package: str) -> str:
@@ -44,8 +45,8 @@ def serve(options: ServerOptions) -> int:
     # TF_CPP_MIN_LOG_LEVEL set by the operator wins (0 shows everything).
     quiet.for_program()
     memory.use_system_allocator()
-    from serving.server.server import Server
-    from serving.server.status import ServingError
+    # The flags were checked above, before TensorFlow loads (a bad command line fails fast).
+    from serving.server.server import Server  # noqa: PLC0415
 
     server = Server()
     stop = threading.Event()

@@ -22,6 +22,7 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.client import pywrap_tf_session as tf_session
 from tensorflow.python.util import deprecation
 
+from serving import int8_runtime
 from serving.server.logs import get_logger
 from serving.server.status import Code, ServingError, from_tf_error
 
@@ -152,7 +153,6 @@ class Servable:
         session_config: config_pb2.ConfigProto,
     ) -> Servable:
         """Loads ``path`` with the TF1 loader; raises :class:`ServingError` on failure."""
-        from serving import int8_runtime
 
         if int8_runtime.is_int8_version(path):
             return cls._load_int8(name, version, path, tags, session_config)
@@ -184,7 +184,6 @@ class Servable:
     def _load_int8(cls, name, version, path, tags, session_config) -> Servable:
         """An int8 version (serving/int8_runtime.py): its TF part in a session as above, the
         int8 body in OpenVINO; the helper signatures are hidden from the metadata."""
-        from serving import int8_runtime
 
         log.info("Version %s is an int8 keras-vit version: OpenVINO body, TF part in a session "
                  "(tensorflow_model_server cannot load it)", path)  # fmt: skip

@@ -29,6 +29,11 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from tensorflow_serving.apis import model_pb2
+
+from serving.server.json_tensor import error_body
+from serving.server.status import ServingError
+
 if TYPE_CHECKING:
     from serving.server.rest_api import RestApi
 
@@ -66,8 +71,6 @@ class VertexRoutes:
         return models[0].name if models else ""
 
     def route(self, method: str, target: str, body: bytes) -> tuple[int, list, bytes] | None:
-        from serving.server.json_tensor import error_body
-
         path = target.split("?", 1)[0]
         if path == self.health_route:
             return self._health()
@@ -79,11 +82,6 @@ class VertexRoutes:
         return self.rest_api.handle("POST", f"/v1/models/{model}:predict", body)
 
     def _health(self) -> tuple[int, list, bytes]:
-        from tensorflow_serving.apis import model_pb2
-
-        from serving.server.json_tensor import error_body
-        from serving.server.status import ServingError
-
         name = self.model_name()
         try:
             with self.rest_api.core.get_servable(model_pb2.ModelSpec(name=name)):

@@ -92,3 +92,18 @@ def test_cli_run_writes_a_model_directory_that_others_read(colour_folder, tmp_pa
     theirs = processor(images=Image.fromarray(image), return_tensors="np")["pixel_values"]
     ours = model.get_layer("preprocessing")(image[None].astype("float32"))
     np.testing.assert_allclose(np.transpose(theirs, (0, 2, 3, 1)), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_tensorboard_logs_without_the_package_fail_only_when_asked_for(monkeypatch, capsys):
+    import sys
+
+    from keras_vit.training.trainer import _tensorboard_choice
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        _tensorboard_choice(True)
+    assert _tensorboard_choice("auto") is False
+    assert "tensorboard is not installed" in capsys.readouterr().out
+    assert _tensorboard_choice(False) is False
+    monkeypatch.delitem(sys.modules, "tensorboard")  # installed here (requirements.txt)
+    assert _tensorboard_choice("auto") is True and _tensorboard_choice(True) is True
