@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import keras
 import numpy as np
@@ -118,9 +119,24 @@ def test_a_signal_at_any_step_of_a_backup_write_leaves_a_usable_backup(
         _check_rerun(data, output, capsys, lines[0])
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
-def test_a_signal_at_an_arbitrary_moment_leaves_a_usable_backup(data, tmp_path, capsys, delay):
+@pytest.fixture(scope="module")
+def seconds_to_train(data, tmp_path_factory) -> float:
+    """How long a whole run takes on this machine now: the timers below land inside one.
+
+    Fixed delays did not: once training took 3 s, a signal sent after 3.0 s found it done.
+    """
+    output = tmp_path_factory.mktemp("timing") / "run"
+    start = time.perf_counter()
+    assert cli.main(_args(data, output)) == 0
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("share", [0.1, 0.4, 0.7])
+def test_a_signal_at_an_arbitrary_moment_leaves_a_usable_backup(
+    data, tmp_path, capsys, seconds_to_train, share
+):
     output = tmp_path / "run"
+    delay = share * seconds_to_train
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -128,7 +144,7 @@ def test_a_signal_at_an_arbitrary_moment_leaves_a_usable_backup(data, tmp_path, 
     finally:
         timer.cancel()
     if rc == 0:  # it finished first: nothing to resume, which the next run must say too
-        pytest.skip(f"training finished within {delay} s, before the signal")
+        pytest.skip(f"training finished within {delay:.1f} s, before the signal")
     assert rc == 130, out + err
     lines = [line for line in err.splitlines() if line.startswith("Stopped by SIGINT")]
     assert len(lines) == 1, err
