@@ -124,27 +124,33 @@ def seconds_to_train(data, tmp_path_factory) -> float:
     """How long a whole run takes on this machine now: the timers below land inside one.
 
     Fixed delays did not: once training took 3 s, a signal sent after 3.0 s found it done.
+    The second of two runs is timed: the first in a process is slower (one-time traces).
     """
-    output = tmp_path_factory.mktemp("timing") / "run"
+    folder = tmp_path_factory.mktemp("timing")
+    assert cli.main(_args(data, folder / "warm-up")) == 0
     start = time.perf_counter()
-    assert cli.main(_args(data, output)) == 0
+    assert cli.main(_args(data, folder / "timed")) == 0
     return time.perf_counter() - start
 
 
-@pytest.mark.parametrize("share", [0.1, 0.4, 0.7])
+@pytest.mark.parametrize("share", [0.1, 0.35, 0.6])
 def test_a_signal_at_an_arbitrary_moment_leaves_a_usable_backup(
     data, tmp_path, capsys, seconds_to_train, share
 ):
-    output = tmp_path / "run"
     delay = share * seconds_to_train
-    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        rc, out, err = _train(data, output, capsys)
-    finally:
-        timer.cancel()
-    if rc == 0:  # it finished first: nothing to resume, which the next run must say too
-        pytest.skip(f"training finished within {delay:.1f} s, before the signal")
+    for attempt in range(4):
+        output = tmp_path / f"run-{attempt}"
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            rc, out, err = _train(data, output, capsys)
+        finally:
+            timer.cancel()
+        if rc != 0:
+            break
+        # It finished first (runs on a busy machine are uneven): send the signal sooner.
+        assert "Stopped by" not in err, err
+        delay /= 2
     assert rc == 130, out + err
     lines = [line for line in err.splitlines() if line.startswith("Stopped by SIGINT")]
     assert len(lines) == 1, err
