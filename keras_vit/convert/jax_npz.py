@@ -124,7 +124,6 @@ def npz_rows(num_layers: int, variant: str = "vit_jax", pre_logits: bool = False
 
 
 PRE_LOGITS_KEYS = ("pre_logits/kernel", "pre_logits/bias")
-HEAD_KEYS = ("head/kernel", "head/bias")
 
 
 def infer_config(shapes: dict[str, Shape]) -> dict:

@@ -68,13 +68,3 @@ def _panel(history, epochs, title, series, left, top) -> list[str]:
             f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>'
         )
     return out
-
-
-def history_table(history: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """The history as a Markdown table (epoch plus ``columns``, 4 decimals)."""
-    columns = list(columns or ("loss", "accuracy", "val_loss", "val_accuracy"))
-    lines = ["| epoch | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for row in history:
-        cells = [f"{row[c]:.4f}" if c in row else "" for c in columns]
-        lines.append(f"| {int(row['epoch'])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
