@@ -302,9 +302,6 @@ class ViTClassifier(keras.Model):
 
         See :func:`keras_vit.convert.loader.load_checkpoint` for the options.
         """
-        # Here, not at the top: the readers import h5py, safetensors and huggingface_hub,
-        # which building a model does not need.
-
         return load_checkpoint(cls, source, **kwargs)
 
     def get_config(self):

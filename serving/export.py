@@ -49,6 +49,7 @@ from keras_vit import __version__
 from keras_vit.decode import DEFAULT_MAX_PIXELS, decode_images, traced
 from serving import int8_export, warmup
 from serving import int8_runtime as rt
+from serving import precision as precision_lib
 from serving.explain_signature import EXPLAIN, explain_function
 from serving.int8_export import Int8CPUWarning, int8_cpu_warning
 from serving.int8_runtime import RUNTIME_DIR
@@ -59,7 +60,6 @@ from serving.precision import (
     BF16CPUWarning,
     bf16_cpu_warning,
     check_precision,
-    cpu_flags,
     model_for_precision,
 )
 
@@ -153,7 +153,7 @@ def export_saved_model(
     if precision == INT8:
         _check_int8_arguments(model, with_explain=with_explain, xla=xla)
 
-        message = int8_cpu_warning(cpu_flags())
+        message = int8_cpu_warning(precision_lib.cpu_flags())  # the module's: tests patch it
         if message:
             warnings.warn(message, Int8CPUWarning, stacklevel=2)
     elif calibration_images is not None:
@@ -248,7 +248,7 @@ def export_saved_model(
         extra.mkdir(exist_ok=True)
         warmup.write_warmup_file(extra / WARMUP_FILE, warmup_images)
         settings = {
-            "keras_vit_version": _package_version(),
+            "keras_vit_version": __version__,
             "signatures": list(SIGNATURES) + (["explain"] if with_explain else []),
             "image_size": list(model.image_size),
             "num_classes": int(model.num_classes),
@@ -664,13 +664,6 @@ def _check_model(model) -> None:
 def _label_line(label) -> str:
     # One label per line, line i = class i: a line break inside a label would shift the rest.
     return str(label).replace("\r", " ").replace("\n", " ") + "\n"
-
-
-def _package_version() -> str:
-    try:
-        return __version__
-    except ImportError:  # pragma: no cover - serving used without keras_vit
-        return "unknown"
 
 
 def _sync_tree(root: Path) -> None:

@@ -15,8 +15,9 @@ import sys
 import time
 import warnings
 
+from serving import precision as precision_lib
 from serving.image_files import ImageFileError, read_image_file
-from serving.precision import PRECISIONS, BF16CPUWarning, bf16_cpu_warning, cpu_flags
+from serving.precision import PRECISIONS, BF16CPUWarning, bf16_cpu_warning
 
 
 def register(subparsers) -> None:
@@ -287,7 +288,7 @@ def _int8_preamble(args) -> tuple[list[bytes] | None, str | None] | tuple[()] | 
     )
 
     print(f"warning: {TF_SERVING_INT8_MESSAGE}", file=sys.stderr)
-    message = int8_cpu_warning(cpu_flags())
+    message = int8_cpu_warning(precision_lib.cpu_flags())  # the module's: tests patch it
     if message:
         print(f"warning: {message}", file=sys.stderr)
     folder, origin = args.calibration_data, "--calibration-data"

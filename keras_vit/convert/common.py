@@ -16,8 +16,6 @@ from typing import Protocol
 
 import numpy as np
 
-from keras_vit.layers import interpolate_position_embedding
-
 Shape = tuple[int, ...]
 
 
@@ -119,6 +117,9 @@ def _position_embedding(prefix_in_source: int) -> Transform:
             # (1, h*w, D) -> (1, 1 + h*w, D): a zero embedding for the class token.
             array = np.concatenate([np.zeros_like(array[:, :1]), array], axis=1)
         if tuple(array.shape) != tuple(target):
+            # The readers are plain numpy: Keras loads for a resize only.
+            from keras_vit.layers import interpolate_position_embedding  # noqa: PLC0415
+
             # (1, 1 + h*w, D) -> (1, 1 + h'*w', D), bicubic on the grid only.
             array = interpolate_position_embedding(array, context.grid, num_prefix_tokens=1)
         return np.asarray(array)

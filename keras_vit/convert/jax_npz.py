@@ -16,7 +16,6 @@ import re
 import zipfile
 
 import numpy as np
-from keras import ops
 
 from keras_vit.convert import table
 from keras_vit.convert.common import CheckpointError, Row, Shape
@@ -172,6 +171,7 @@ def save_npz(model, path: str | os.PathLike) -> None:
     variant, so the file loads back here, and in other vit_jax readers.
     Labels and preprocessing are not part of the format.
     """
+    from keras import ops  # noqa: PLC0415 - the readers are plain numpy
 
     variables = {v.path: v for v in model.weights}
     rows = npz_rows(model.num_layers, "vit_jax", pre_logits=bool(model.representation_size))

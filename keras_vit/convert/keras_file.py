@@ -7,8 +7,6 @@ be resized like any other checkpoint's.
 
 from __future__ import annotations
 
-from keras import ops
-
 from keras_vit.convert.common import ArrayReader, Row
 
 
@@ -26,5 +24,6 @@ def keras_rows(model) -> list[Row]:
 
 def keras_model_reader(model, description: str) -> ArrayReader:
     """A reader over a loaded model's variables, keyed by variable path."""
+    from keras import ops  # noqa: PLC0415 - the readers are plain numpy
 
     return ArrayReader({v.path: ops.convert_to_numpy(v) for v in model.weights}, description)

@@ -20,6 +20,9 @@ Vertex AI runs a custom serving container with these environment variables
 
 The model is the first one the server serves (``--model_name``, or the first of
 ``--model_config_file``).
+
+:mod:`serving.server.options` reads the variables (``apply_environment``); this module
+answers the two routes.
 """
 
 from __future__ import annotations

@@ -273,6 +273,16 @@ def test_cpu_warning_names_the_missing_int8_instructions():
     assert "could not read the CPU flags" in int8_cpu_warning(None)
 
 
+def test_export_warns_on_a_cpu_without_int8_instructions(tiny_model, tmp_path, monkeypatch):
+    from serving.export import export_saved_model
+    from serving.int8_export import Int8CPUWarning
+
+    monkeypatch.setattr("serving.precision.cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.warns(Int8CPUWarning, match="neither AVX512_VNNI"):
+        with pytest.raises(ValueError, match="top_k"):  # stops the export right after
+            export_saved_model(tiny_model, tmp_path / "vit", precision="int8", top_k=0)
+
+
 @INT8_EXPORT
 def test_a_base_path_rolls_over_from_float32_to_int8(exported, exported_int8, tmp_path, photos):
     """keras-vit serve serves a base path holding both kinds (--mixed-base-path): the int8
